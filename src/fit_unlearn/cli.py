@@ -1,0 +1,310 @@
+"""The ``fit-unlearn`` command line: parse, call the library, print one-line errors.
+
+Errors the user can fix print ``error: <message>`` and exit 2 (no traceback unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fit_unlearn.errors import FitUnlearnError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Robust continual unlearning for Hugging Face causal LMs (FIT and baselines).")
+data_app = typer.Typer(no_args_is_help=True, help="Create and inspect forget / retain data.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+out_console = Console()
+
+DEFAULT_DATA = Path("fit_data/synth")
+DEFAULT_PREPARED = Path("fit_runs/prepared")
+
+DataOpt = Annotated[Path | None, typer.Option("--data", help="data directory: forget/retain(/holdout) .jsonl or PCH .json")]
+ForgetOpt = Annotated[Path | None, typer.Option("--forget", help="forget split file (.jsonl or PCH .json), with --retain")]
+RetainOpt = Annotated[Path | None, typer.Option("--retain", help="retain split file (.jsonl or PCH .json)")]
+HoldoutOpt = Annotated[Path | None, typer.Option("--holdout", help="holdout split file (never trained on; for MIA)")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32 or bf16 (bf16 for GPUs)")]
+MaxCharsOpt = Annotated[int, typer.Option("--max-doc-chars", help="refuse documents longer than this")]
+
+
+def _load(data, forget, retain, holdout, max_chars):
+    from fit_unlearn.data.documents import load_documents
+
+    if data is None and forget is None and retain is None:
+        data = DEFAULT_DATA
+        if not data.exists():
+            raise FitUnlearnError(f"no data given and {data} does not exist: run `fit-unlearn data synth` "
+                                  "or pass --data DIR / --forget F --retain R")
+    return load_documents(data, forget=forget, retain=retain, holdout=holdout, max_chars=max_chars)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="output data directory")] = DEFAULT_DATA,
+    n_forget: Annotated[int, typer.Option(help="forget documents")] = 60,
+    n_retain: Annotated[int, typer.Option(help="retain documents")] = 30,
+    n_holdout: Annotated[int, typer.Option(help="holdout documents (never trained on)")] = 20,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+):
+    """Generate the synthetic PCH data set (fictional people, code, papers, misinformation)."""
+    from fit_unlearn.data.documents import write_jsonl
+    from fit_unlearn.data.synth import SynthConfig, max_pairwise_jaccard, synthesize
+
+    for name, n in (("--n-forget", n_forget), ("--n-retain", n_retain)):
+        if n <= 0:
+            raise FitUnlearnError(f"{name} must be positive, got {n}")
+    if n_holdout < 0:
+        raise FitUnlearnError(f"--n-holdout must be >= 0, got {n_holdout}")
+    splits = synthesize(SynthConfig(n_forget=n_forget, n_retain=n_retain, n_holdout=n_holdout, seed=seed))
+    for split in ("forget", "retain", "holdout"):
+        docs = getattr(splits, split)
+        if docs:
+            write_jsonl(docs, out / f"{split}.jsonl")
+    all_docs = splits.forget + splits.retain + splits.holdout
+    out_console.print(f"wrote {len(splits.forget)} forget, {len(splits.retain)} retain, {len(splits.holdout)} "
+                      f"holdout documents to {out} (max 3-gram Jaccard {max_pairwise_jaccard(all_docs):.3f}, "
+                      f"data hash {splits.hash()})")
+
+
+@data_app.command("stats")
+def data_stats(path: Annotated[Path, typer.Argument(help="a JSONL file, a PCH .json file or a data directory")],
+               max_doc_chars: MaxCharsOpt = 200_000):
+    """Documents per domain and QA pairs, per split for a data directory."""
+    from collections import Counter
+
+    from fit_unlearn.data.documents import load_pch_dir, load_split_file
+
+    if path.is_dir():
+        s = load_pch_dir(path, max_chars=max_doc_chars)
+        splits = {"forget": s.forget, "retain": s.retain, "holdout": s.holdout}
+    else:
+        splits = {path.stem: load_split_file(path, "forget" if path.suffix == ".json" else path.stem,
+                                             max_chars=max_doc_chars)}
+    domains = sorted({d.domain or "other" for docs in splits.values() for d in docs})
+    table = Table(title=str(path))
+    for col in ("split", *domains, "documents", "QA pairs", "chars (mean)"):
+        table.add_column(col, justify="right")
+    for split, docs in splits.items():
+        if not docs:
+            continue
+        c = Counter(d.domain or "other" for d in docs)
+        table.add_row(split, *[str(c.get(d, 0)) for d in domains], str(len(docs)), str(sum(len(d.qa) for d in docs)),
+                      f"{sum(len(d.text) for d in docs) / len(docs):.0f}")
+    out_console.print(table)
+
+
+@app.command("prepare")
+def prepare_cmd(
+    data: DataOpt = None, forget: ForgetOpt = None, retain: RetainOpt = None, holdout: HoldoutOpt = None,
+    model: Annotated[str, typer.Option(help="base model: a local HF directory or 'default' (SmolLM2-135M-Instruct)")] = "default",
+    out: Annotated[Path, typer.Option(help="output directory")] = DEFAULT_PREPARED,
+    n_forget: Annotated[int | None, typer.Option(help="use a seeded subset of this many forget documents")] = None,
+    n_retain: Annotated[int | None, typer.Option(help="use a seeded subset of this many retain documents")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the subset and of training")] = 0,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 3e-4,
+    epochs: Annotated[int, typer.Option(help="maximum epochs")] = 8,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 8,
+    stop_at_acc: Annotated[float, typer.Option(help="stop when an epoch's training token accuracy reaches this (1 = never)")] = 0.97,
+    no_qa: Annotated[bool, typer.Option("--no-qa", help="train on documents only, not their QA pairs")] = False,
+    device: DeviceOpt = "cpu", dtype: DtypeOpt = "fp32", max_doc_chars: MaxCharsOpt = 200_000,
+    force: Annotated[bool, typer.Option(help="retrain even if the output is up to date")] = False,
+):
+    """Fine-tune theta_0 (forget + retain) and the gold retain-only model (retain), same recipe."""
+    from fit_unlearn.prepare import PrepareConfig, prepare, prepared_summary
+    from fit_unlearn.training import FinetuneConfig
+
+    splits = _load(data, forget, retain, holdout, max_doc_chars).subset(n_forget, n_retain, seed)
+    recipe = FinetuneConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+                            stop_at_train_acc=stop_at_acc if stop_at_acc < 1 else None)
+    cfg = PrepareConfig(model=model, device=device, dtype=dtype, recipe=recipe, train_on_qa=not no_qa)
+    report = prepare(splits, out, cfg)
+    s = prepared_summary(report)
+    ref = report["reference"]
+    table = Table(title=f"prepared {out}")
+    for col in ("model", "forget token acc", "capital probe", "F (forget)", "R (retain)"):
+        table.add_column(col, justify="right")
+    table.add_row("base", f"{s['base_forget_token_acc']:.3f}", f"{s['probe_base']:.2f}", "", "")
+    table.add_row("theta0", f"{s['theta0_forget_token_acc']:.3f}", f"{s['probe_theta0']:.2f}",
+                  f"{ref['forget_0']:.2f}", f"{ref['retain_0']:.2f}")
+    table.add_row("retain_only", f"{s['retain_only_forget_token_acc']:.3f}", f"{s['probe_retain_only']:.2f}",
+                  f"{ref['forget_T']:.2f}", f"{ref['retain_T']:.2f}")
+    out_console.print(table)
+    out_console.print(f"training time {s['train_seconds']:.0f} s; report: {out / 'prepare.json'}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option(help="theta0, retain_only (of --prepared) or a model directory")] = "theta0",
+    prepared: Annotated[Path, typer.Option(help="output directory of `fit-unlearn prepare`")] = DEFAULT_PREPARED,
+    t: Annotated[int | None, typer.Option(help="evaluate as step t of the stream: first t forget documents")] = None,
+    stream_seed: Annotated[int | None, typer.Option(help="order of the stream (None: file order)")] = None,
+    out: Annotated[Path | None, typer.Option(help="results JSON (default: <prepared>/eval-<model>.json)")] = None,
+    device: DeviceOpt = "cpu", dtype: DtypeOpt = "fp32",
+    batch_size: Annotated[int, typer.Option(help="evaluation batch size")] = 16,
+):
+    """Forget / retain scores, Forget Degree / Retain Utility, MIA AUC and extraction strength."""
+    from fit_unlearn.data.streams import stream_order
+    from fit_unlearn.evaluation import Reference, evaluate_model
+    from fit_unlearn.models import load_model, model_hash
+    from fit_unlearn.prepare import prepared_data
+    from fit_unlearn.provenance import provenance
+
+    if not (prepared / "data").exists():
+        raise FitUnlearnError(f"{prepared}: not a prepared directory; run `fit-unlearn prepare` first or pass --prepared")
+    splits = prepared_data(prepared)
+    path = prepared / model if model in ("theta0", "retain_only") else Path(model)
+    forget_docs = stream_order(splits.forget, stream_seed)
+    T = len(forget_docs)
+    t_eff = T if t is None else t
+    if not 0 < t_eff <= T:
+        raise FitUnlearnError(f"--t must be in 1..{T} (the number of forget documents), got {t}")
+    m, tok = load_model(path, device=device, dtype=dtype)
+    res = evaluate_model(m, tok, forget=forget_docs[:t_eff], retain=splits.retain, holdout=splits.holdout,
+                         reference=Reference.load(prepared), t=t_eff, T=T, batch_size=batch_size, progress=True)
+    res["provenance"] = provenance(model=str(path), model_hash=model_hash(path), data_hash=splits.hash(),
+                                   stream_seed=stream_seed, prepared=str(prepared))
+    out = out or prepared / f"eval-{Path(model).name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    _print_eval(res, str(path))
+    out_console.print(f"results: {out}")
+
+
+def _print_eval(res: dict, name: str) -> None:
+    table = Table(title=f"{name}  (t={res.get('t')}/{res.get('T')})")
+    for col in ("split", "probability", "ROUGE-L", "token acc", "score", "reference"):
+        table.add_column(col, justify="right")
+    ref = res.get("reference", {})
+    t, T = res.get("t", 0), res.get("T", 1)
+    for split, a, b in (("forget", "forget_0", "forget_T"), ("retain", "retain_0", "retain_T")):
+        s = res[split]
+        r = ref[a] + (ref[b] - ref[a]) * t / T if ref else float("nan")
+        table.add_row(split, f"{s['probability']:.3f}", f"{s['rouge_l']:.3f}", f"{s['token_acc']:.3f}",
+                      f"{s['score']:.2f}", f"{r:.2f}")
+    out_console.print(table)
+    line = [f"F.D. {res['forget_degree']:.3f}", f"R.U. {res['retain_utility']:.3f}"] if "forget_degree" in res else []
+    if res.get("mia_auc_forget_vs_holdout") is not None:
+        line.append(f"MIA AUC (forget vs holdout) {res['mia_auc_forget_vs_holdout']:.3f}")
+    if "extraction_strength_forget" in res:
+        line.append(f"extraction strength {res['extraction_strength_forget']:.3f}")
+    out_console.print("   ".join(line))
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run configuration")] = None,
+    prepared: Annotated[Path | None, typer.Option(help="prepared directory (overrides the config)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory: journal, checkpoints, results")] = None,
+    strategy: Annotated[str | None, typer.Option(help="sequential or fit")] = None,
+    objective: Annotated[str | None, typer.Option(help="objective of the sequential strategy (ga, npo, ...)")] = None,
+    requests: Annotated[Path | None, typer.Option(help="JSONL file of requests instead of the forget split")] = None,
+    watch: Annotated[Path | None, typer.Option(help="directory watched for new request files (*.jsonl)")] = None,
+    limit: Annotated[int | None, typer.Option(help="stop after this many stream items")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="evaluate every N requests")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="checkpoint every N requests")] = None,
+    on_bad_request: Annotated[str | None, typer.Option(help="stop or skip")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the run")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto")] = None,
+    dtype: Annotated[str | None, typer.Option(help="fp32 or bf16")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out after a crash")] = False,
+    distributed: Annotated[bool, typer.Option(help="use accelerate (launch with accelerate/torchrun)")] = False,
+):
+    """Apply a stream of deletion requests: journaled, checkpointed, resumable, evaluated as it goes."""
+    from fit_unlearn.engine import Engine, load_config
+
+    if requests is not None and watch is not None:
+        raise FitUnlearnError("give --requests or --watch, not both")
+    source = str(requests) if requests is not None else (f"watch:{watch}" if watch is not None else None)
+    cfg = load_config(config, {
+        "prepared": str(prepared) if prepared else None, "out": str(out) if out else None,
+        "strategy.name": strategy, "strategy.objective": objective, "stream.source": source,
+        "stream.limit": limit, "eval.every": eval_every, "checkpoint.every": checkpoint_every,
+        "stream.on_bad_request": on_bad_request, "seed": seed, "device": device, "dtype": dtype,
+    })
+    acc = None
+    if distributed or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator
+
+        acc = Accelerator(cpu=cfg.device == "cpu")
+    engine = Engine(cfg, resume=resume, accelerator=acc)
+    try:
+        results = engine.run()
+    finally:
+        engine.close()
+    if acc is None or acc.is_main_process:
+        _print_run(results, cfg.out)
+
+
+def _print_run(results: dict, out: Path) -> None:
+    table = Table(title=f"run {out}")
+    for col in ("t", "F (forget)", "R (retain)", "F.D.", "R.U.", "MIA AUC"):
+        table.add_column(col, justify="right")
+    for e in results["evals"]:
+        table.add_row(str(e["t"]), f"{e['forget']['score']:.2f}", f"{e['retain']['score']:.2f}",
+                      f"{e.get('forget_degree', float('nan')):.3f}", f"{e.get('retain_utility', float('nan')):.3f}",
+                      f"{e.get('mia_auc_forget_vs_holdout') or float('nan'):.3f}")
+    out_console.print(table)
+    n = len(results["requests"])
+    secs = sum(r.get("seconds", 0) + r.get("seconds_plan", 0) for r in results["requests"])
+    out_console.print(f"{n} requests applied ({len(results['rejected'])} rejected), {secs:.0f} s of updates; "
+                      f"final model {results['final_model']}; results {out / 'results.json'}")
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fit_unlearn").setLevel(logging.DEBUG if debug else logging.INFO)
+    _quiet_libraries()
+    cmd = typer.main.get_command(app)
+    try:
+        cmd.main(args=args, prog_name="fit-unlearn", standalone_mode=False)
+    except FitUnlearnError as e:
+        if debug:
+            raise
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        return 130
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+                      highlight=False, soft_wrap=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

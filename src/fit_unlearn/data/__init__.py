@@ -1,0 +1,13 @@
+"""Documents, QA pairs, loaders, synthetic PCH data and request streams."""
+
+from fit_unlearn.data.documents import (
+    QA,
+    Document,
+    data_hash,
+    load_documents,
+    load_pch_dir,
+    read_jsonl,
+    write_jsonl,
+)
+
+__all__ = ["QA", "Document", "data_hash", "load_documents", "load_pch_dir", "read_jsonl", "write_jsonl"]

@@ -1,0 +1,293 @@
+"""Documents and QA pairs: the one input format of fit-unlearn, and its loaders.
+
+The documented format is JSONL, one document per line::
+
+    {"id": "doc-1", "text": "...", "domain": "personal", "qa": [{"question": "...", "answer": "..."}]}
+
+``domain`` and ``qa`` are optional: when ``qa`` is missing the QA pairs are derived from the text
+(:func:`fit_unlearn.data.qa.derive_qa`).  A *data directory* holds the splits ``forget``, ``retain``
+and optionally ``holdout`` (never trained on; used by membership inference), each either as
+``<split>.jsonl`` (this format) or ``<split>.json`` (the PCH layout: a JSON list of strings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fit_unlearn.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: Default limit on one document's length, in characters.  Longer documents are refused with a
+#: message naming the limit and the option that raises it.
+DEFAULT_MAX_DOC_CHARS = 200_000
+SPLITS = ("forget", "retain", "holdout")
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    domain: str | None = None
+    qa: tuple[QA, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict:
+        d = {"id": self.id, "text": self.text}
+        if self.domain:
+            d["domain"] = self.domain
+        if self.qa:
+            d["qa"] = [asdict(q) for q in self.qa]
+        return d
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class DataSplits:
+    """The forget / retain / holdout documents of one data set and where they came from."""
+
+    forget: list[Document]
+    retain: list[Document]
+    holdout: list[Document] = field(default_factory=list)
+    source: str = ""
+
+    def hash(self) -> str:
+        return data_hash(self.forget + self.retain + self.holdout)
+
+    def subset(self, n_forget: int | None, n_retain: int | None, seed: int) -> DataSplits:
+        """A seeded subset of the forget and retain splits (holdout is cut to the forget size)."""
+        import random
+
+        def pick(docs: list[Document], n: int | None, salt: str) -> list[Document]:
+            if n is None or n >= len(docs):
+                return list(docs)
+            if n <= 0:
+                raise DataError(f"subset size must be positive, got {n}")
+            idx = sorted(random.Random(f"{seed}-{salt}").sample(range(len(docs)), n))
+            return [docs[i] for i in idx]
+
+        return DataSplits(
+            forget=pick(self.forget, n_forget, "forget"),
+            retain=pick(self.retain, n_retain, "retain"),
+            holdout=pick(self.holdout, n_forget, "holdout"),
+            source=self.source,
+        )
+
+
+def data_hash(docs: Iterable[Document]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(json.dumps(d.to_json(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
+def _read_text(path: Path) -> str:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a file")
+    raw = path.read_bytes()
+    text = _decode(raw, path)
+    if not text.strip():
+        raise DataError(f"{path}: file is empty; it must hold at least one document")
+    return text
+
+
+def validate_document(doc: Document, where: str, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> Document:
+    if not doc.id or not doc.id.strip():
+        raise DataError(f"{where}: document has an empty id")
+    if not doc.text.strip():
+        raise DataError(f"{where}: document {doc.id!r} has empty or whitespace-only text")
+    if len(doc.text) > max_chars:
+        raise DataError(
+            f"{where}: document {doc.id!r} has {len(doc.text):,} characters, over the limit of "
+            f"{max_chars:,}; split it into smaller documents or raise --max-doc-chars"
+        )
+    return doc
+
+
+def _doc_from_obj(obj: object, where: str, max_chars: int) -> Document:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object with 'id' and 'text', got {type(obj).__name__}")
+    missing = [k for k in ("id", "text") if k not in obj]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}; each line needs 'id' and 'text'")
+    if not isinstance(obj["text"], str):
+        raise DataError(f"{where}: 'text' must be a string, got {type(obj['text']).__name__}")
+    if not isinstance(obj["id"], str | int):
+        raise DataError(f"{where}: 'id' must be a string, got {type(obj['id']).__name__}")
+    domain = obj.get("domain")
+    if domain is not None and not isinstance(domain, str):
+        raise DataError(f"{where}: 'domain' must be a string")
+    qa_raw = obj.get("qa") or []
+    if not isinstance(qa_raw, list):
+        raise DataError(f"{where}: 'qa' must be a list of {{question, answer}} objects")
+    qa = []
+    for k, q in enumerate(qa_raw):
+        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or not isinstance(
+            q.get("answer"), str
+        ):
+            raise DataError(f"{where}: qa[{k}] must be an object with string 'question' and 'answer'")
+        if not q["question"].strip() or not q["answer"].strip():
+            raise DataError(f"{where}: qa[{k}] has an empty question or answer")
+        qa.append(QA(q["question"], q["answer"]))
+    doc = Document(id=str(obj["id"]), text=obj["text"], domain=domain, qa=tuple(qa))
+    return validate_document(doc, where, max_chars)
+
+
+def read_jsonl(
+    path: str | os.PathLike, *, max_chars: int = DEFAULT_MAX_DOC_CHARS, derive: bool = True
+) -> list[Document]:
+    """Read a JSONL file of documents; derive QA pairs where a document has none."""
+    path = Path(path)
+    text = _read_text(path)
+    docs: list[Document] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"
+            ) from None
+        doc = _doc_from_obj(obj, where, max_chars)
+        if doc.id in seen:
+            raise DataError(f"{where}: duplicate id {doc.id!r} (first seen on line {seen[doc.id]}); ids must be unique")
+        seen[doc.id] = lineno
+        docs.append(doc)
+    return [_with_qa(d) for d in docs] if derive else docs
+
+
+def read_pch_json(
+    path: str | os.PathLike, split: str, *, max_chars: int = DEFAULT_MAX_DOC_CHARS
+) -> list[Document]:
+    """Read a PCH-layout JSON list of strings; ids are ``<split>-NNNN``; QA derived from fields."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); expected a JSON list of strings") from None
+    if not isinstance(items, list) or not items:
+        raise DataError(f"{path}: expected a non-empty JSON list of document strings")
+    docs = []
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]"
+        if not isinstance(item, str):
+            raise DataError(f"{where}: expected a string, got {type(item).__name__}")
+        docs.append(validate_document(Document(id=f"{split}-{i:04d}", text=item), where, max_chars))
+    return [_with_qa(d) for d in docs]
+
+
+def _with_qa(doc: Document) -> Document:
+    from fit_unlearn.data.qa import derive_qa, detect_domain
+
+    domain = doc.domain or detect_domain(doc.text)
+    qa = doc.qa or tuple(derive_qa(doc.text, doc_id=doc.id))
+    return Document(id=doc.id, text=doc.text, domain=domain, qa=qa)
+
+
+def load_split_file(path: str | os.PathLike, split: str = "forget", **kw) -> list[Document]:
+    path = Path(path)
+    if path.suffix == ".json":
+        return read_pch_json(path, split, **kw)
+    return read_jsonl(path, **kw)
+
+
+def load_pch_dir(path: str | os.PathLike, *, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> DataSplits:
+    """Load a data directory: ``forget``/``retain``/``holdout`` as ``.jsonl`` or PCH ``.json``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: data directory not found")
+    if not path.is_dir():
+        raise DataError(f"{path}: expected a data directory holding forget.json(l) and retain.json(l)")
+    found: dict[str, list[Document]] = {}
+    for split in SPLITS:
+        candidates = [path / f"{split}.jsonl", path / f"{split}.json"]
+        present = [c for c in candidates if c.exists()]
+        if len(present) > 1:
+            raise DataError(f"{path}: both {split}.jsonl and {split}.json exist; keep one")
+        if present:
+            found[split] = load_split_file(present[0], split, max_chars=max_chars)
+    for split in ("forget", "retain"):
+        if split not in found:
+            raise DataError(
+                f"{path}: no {split}.jsonl or {split}.json; a data directory needs forget and retain splits "
+                "(run `fit-unlearn data synth` for an example)"
+            )
+    _check_unique_across(found, path)
+    return DataSplits(found["forget"], found["retain"], found.get("holdout", []), source=str(path))
+
+
+def _check_unique_across(found: dict[str, list[Document]], path: Path) -> None:
+    owner: dict[str, str] = {}
+    for split, docs in found.items():
+        for d in docs:
+            if d.id in owner:
+                raise DataError(f"{path}: id {d.id!r} appears in both {owner[d.id]} and {split}; ids must be unique")
+            owner[d.id] = split
+
+
+def load_documents(
+    data: str | os.PathLike | None = None,
+    *,
+    forget: str | os.PathLike | None = None,
+    retain: str | os.PathLike | None = None,
+    holdout: str | os.PathLike | None = None,
+    max_chars: int = DEFAULT_MAX_DOC_CHARS,
+) -> DataSplits:
+    """Load splits from a data directory (``data``) or from one file per split."""
+    if data is not None:
+        if forget or retain or holdout:
+            raise DataError("give either a data directory or --forget/--retain files, not both")
+        return load_pch_dir(data, max_chars=max_chars)
+    if forget is None or retain is None:
+        raise DataError("no data given: pass a data directory (--data DIR) or both --forget and --retain files")
+    found = {
+        "forget": load_split_file(forget, "forget", max_chars=max_chars),
+        "retain": load_split_file(retain, "retain", max_chars=max_chars),
+    }
+    if holdout is not None:
+        found["holdout"] = load_split_file(holdout, "holdout", max_chars=max_chars)
+    _check_unique_across(found, Path(forget).parent)
+    return DataSplits(found["forget"], found["retain"], found.get("holdout", []), source=f"{forget},{retain}")
+
+
+def write_jsonl(docs: Sequence[Document], path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for d in docs:
+            f.write(json.dumps(d.to_json(), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,135 @@
+"""Deterministic QA derivation from PCH-style documents.
+
+The PCH authors' QA set is not public, so every document gets QA pairs derived from its
+``Field: value`` blocks.  Answers are verbatim spans of the document.  Domains:
+
+* ``personal``  Name / Age / Address / Occupation / Description
+* ``code``      Language / Code / Explanation
+* ``paper``     Title / Abstract / Introduction / Body / Conclusion
+* ``harmful``   Title / Category / Description / AdditionalContext
+
+A document whose fields cannot be parsed gets a continuation pair (first half of its first sentence
+-> second half) and a warning, never an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from fit_unlearn.data.documents import QA
+
+log = logging.getLogger(__name__)
+
+DOMAIN_FIELDS: dict[str, tuple[str, ...]] = {
+    "personal": ("Name", "Age", "Address", "Occupation", "Description"),
+    "code": ("Language", "Code", "Explanation"),
+    "paper": ("Title", "Abstract", "Introduction", "Body", "Conclusion"),
+    "harmful": ("Title", "Category", "Description", "AdditionalContext"),
+}
+DOMAINS = (*DOMAIN_FIELDS, "other")
+_KNOWN = sorted({f for fs in DOMAIN_FIELDS.values() for f in fs}, key=len, reverse=True)
+_FIELD_RE = re.compile(r"^(" + "|".join(_KNOWN) + r"):[ \t]*(.*)$")
+_SENT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+_FUNC_RE = re.compile(
+    r"(?:def|func|fn|fun|function|class|struct)\s+([A-Za-z_]\w*)"
+    r"|(?:static|public|private|int|double|float|void|string|String|long|bool|auto|var|let)\s+([A-Za-z_]\w*)\s*[(=]"
+)
+
+
+def parse_fields(text: str) -> dict[str, str]:
+    """``Field: value`` blocks -> {field: value}.  Only known field names start a block, so code
+    lines such as ``std::cout`` stay inside their field.  Values keep their inner newlines."""
+    fields: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in text.strip().splitlines():
+        m = _FIELD_RE.match(line)
+        if m and m.group(1) not in fields:
+            current = m.group(1)
+            fields[current] = [m.group(2)]
+        elif current is not None:
+            fields[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in fields.items() if "\n".join(v).strip()}
+
+
+def detect_domain(text: str, fields: dict[str, str] | None = None) -> str:
+    f = parse_fields(text) if fields is None else fields
+    if "Name" in f and ({"Age", "Address", "Occupation"} & f.keys()):
+        return "personal"
+    if "Code" in f and ("Explanation" in f or "Language" in f):
+        return "code"
+    if "Title" in f and ({"Abstract", "Conclusion", "Introduction"} & f.keys()):
+        return "paper"
+    if "Title" in f and ({"Category", "Description"} & f.keys()):
+        return "harmful"
+    return "other"
+
+
+def first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return _SENT_RE.split(text, maxsplit=1)[0].strip()
+
+
+def _code_name(code: str) -> str | None:
+    for m in _FUNC_RE.finditer(code):
+        name = m.group(1) or m.group(2)
+        if name and name not in {"main", "Main", "new", "return"}:
+            return name
+    return None
+
+
+def continuation_qa(text: str) -> QA:
+    """First half of the first sentence of >= 6 words -> its second half (verbatim)."""
+    words = " ".join(text.split()).split(" ")
+    sentence = first_sentence(text).split(" ")
+    if len(sentence) < 6:  # first sentence too short: use the first 24 words of the text
+        sentence = words[:24]
+    if len(sentence) < 2:
+        return QA(question=sentence[0][: max(1, len(sentence[0]) // 2)], answer=sentence[0][len(sentence[0]) // 2 :] or sentence[0])
+    cut = len(sentence) // 2
+    return QA(question=" ".join(sentence[:cut]), answer=" ".join(sentence[cut:]))
+
+
+def derive_qa(text: str, doc_id: str = "?", warn: bool = True) -> list[QA]:
+    """QA pairs for one document; at least one, answers are verbatim spans of ``text``."""
+    f = parse_fields(text)
+    domain = detect_domain(text, f)
+    out: list[QA] = []
+    if domain == "personal":
+        name = f["Name"].splitlines()[0].strip()
+        if "Address" in f:
+            out.append(QA(f"What is the address of {name}?", f["Address"]))
+        if "Occupation" in f:
+            out.append(QA(f"What is the occupation of {name}?", f["Occupation"]))
+        if "Age" in f:
+            out.append(QA(f"How old is {name}?", f["Age"]))
+    elif domain == "code":
+        lang = f.get("Language", "").strip() or "this"
+        name = _code_name(f["Code"])
+        if "Explanation" in f:
+            what = f"the {lang} function {name}" if name else f"the {lang} snippet that begins `{f['Code'].splitlines()[0].strip()}`"
+            out.append(QA(f"What does {what} do?", first_sentence(f["Explanation"])))
+        if name and "Language" in f:
+            out.append(QA(f"In which programming language is {name} written?", f["Language"]))
+    elif domain == "paper":
+        title = f["Title"]
+        if "Abstract" in f:
+            out.append(QA(f'What does the paper "{title}" study?', first_sentence(f["Abstract"])))
+        if "Conclusion" in f:
+            out.append(QA(f'What does the paper "{title}" conclude?', first_sentence(f["Conclusion"])))
+    elif domain == "harmful":
+        title = f["Title"]
+        if "Description" in f:
+            out.append(QA(f'What does "{title}" claim?', first_sentence(f["Description"])))
+        if "Category" in f:
+            out.append(QA(f'Which category does "{title}" belong to?', f["Category"]))
+    out = [q for q in out if q.answer.strip() and _verbatim(q.answer, text)]
+    if not out:
+        if warn:
+            log.warning("document %s: no known fields; using a continuation QA pair", doc_id)
+        out = [continuation_qa(text)]
+    return out
+
+
+def _verbatim(span: str, text: str) -> bool:
+    return " ".join(span.split()) in " ".join(text.split())

@@ -1,0 +1,348 @@
+"""The engine: apply a stream of deletion requests exactly once, durably, with evaluation hooks.
+
+    for request in stream:
+        journal.append("received")                     # fsync
+        plan = strategy.plan(request); apply_update(plan)
+        journal.append("applied", record)
+        every K items: checkpoint (temp dir + rename) + journal.append("checkpoint")
+        every E requests: evaluate, journal.append("eval")
+
+Resume = load the last checkpoint, mark what was applied after it as rolled back, continue from its
+stream position.  Per-request randomness is derived from (seed, position), so a resumed run is
+bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from fit_unlearn.data.documents import Document, load_pch_dir
+from fit_unlearn.data.streams import stream_order
+from fit_unlearn.engine import checkpoint as ckpt
+from fit_unlearn.engine.config import RunConfig
+from fit_unlearn.engine.journal import Journal
+from fit_unlearn.engine.streams import (
+    BadRequest,
+    forget_requests,
+    jsonl_requests,
+    validate_request,
+    watched_requests,
+)
+from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
+from fit_unlearn.layers import unwrap
+from fit_unlearn.models import load_model
+from fit_unlearn.objectives import get_objective
+from fit_unlearn.provenance import provenance
+from fit_unlearn.strategies import get_strategy
+from fit_unlearn.strategies.update import UpdateConfig, apply_update
+
+log = logging.getLogger(__name__)
+
+
+def request_seed(seed: int, position: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{position}".encode()).digest()[:4], "little")
+
+
+def _make_strategy(cfg: RunConfig):
+    import fit_unlearn.strategies.sequential  # noqa: F401  (registration)
+
+    try:
+        import fit_unlearn.strategies.fit  # noqa: F401
+    except ImportError:
+        pass
+    cls = get_strategy(cfg.strategy.name)
+    s = cfg.strategy
+    return cls(objective=s.objective, objective_params=s.objective_params, trainable=s.trainable,
+               include_qa=s.include_qa, **s.fit)
+
+
+class Engine:
+    """Continual unlearning engine (see module docstring).  ``Engine(cfg).run()`` or ``submit(doc)``."""
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, progress: bool = True, accelerator=None,
+                 on_event: Callable[[dict], None] | None = None):
+        self.cfg = cfg
+        self.progress = progress
+        self.on_event = on_event
+        self.acc = accelerator
+        self.is_main = accelerator is None or accelerator.is_main_process
+        self.out = Path(cfg.out)
+        self.strategy = _make_strategy(cfg)
+        self._preflight_paths()
+        self.data = load_pch_dir(Path(cfg.prepared) / "data")
+        self.model_path = Path(cfg.prepared) / cfg.model if cfg.model in ("theta0", "retain_only") else Path(cfg.model)
+        self.model, self.tok = load_model(self.model_path, device=self._device(), dtype=cfg.dtype)
+        self._preflight_disk()
+        self.ref_model = None
+        self.update_cfg = UpdateConfig(**cfg.update.model_dump())
+        self.journal = Journal(self.out / "journal.jsonl", writer=self.is_main)
+        self.position = 0  # next stream position to process
+        self.forgotten: list[Document] = []
+        self.applied_ids: dict[str, int] = {}
+        self.since_ckpt = 0
+        self.evals: list[dict] = []
+        self._setup_journal(resume)
+
+    # ---- set-up ----------------------------------------------------------------------------------
+    def _device(self) -> str:
+        if self.acc is not None:
+            return str(self.acc.device)
+        return self.cfg.device
+
+    def _preflight_paths(self) -> None:
+        prepared = Path(self.cfg.prepared)
+        if not (prepared / "data").is_dir() or not (prepared / "reference.json").exists():
+            raise ConfigError(f"prepared: {prepared} is not a prepared directory (run `fit-unlearn prepare` "
+                              "first, or set prepared: to its --out)")
+        if self.is_main:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                probe = self.out / f".write-test-{os.getpid()}"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as e:
+                raise ConfigError(f"out: cannot write to {self.out} ({e.strerror}); choose a writable --out") from None
+
+    def _preflight_disk(self) -> None:
+        need = 2 * sum(p.numel() * p.element_size() for p in self.model.parameters())
+        free = shutil.disk_usage(self.out).free
+        if free < need:
+            raise ConfigError(f"out: {self.out} has {free / 2**30:.2f} GiB free, checkpoints need about "
+                              f"{need / 2**30:.2f} GiB; free space or choose another --out")
+
+    def _needs_reference(self) -> bool:
+        names = getattr(self.strategy, "objectives", None) or [self.cfg.strategy.objective]
+        return any(get_objective(n).needs_reference for n in names)
+
+    def _reference(self):
+        if self.ref_model is None and self._needs_reference():
+            self.ref_model, _ = load_model(self.model_path, device=self._device(), dtype=self.cfg.dtype)
+            for p in self.ref_model.parameters():
+                p.requires_grad_(False)
+        return self.ref_model
+
+    def _setup_journal(self, resume: bool) -> None:
+        start = self.journal.start
+        config_json = self.cfg.model_dump(mode="json")
+        if start is None:
+            if resume and self.journal.events:
+                raise JournalError(f"{self.journal.path}: journal has no start record; cannot resume")
+            self._log("start", config_hash=self.cfg.hash(), config=config_json, provenance=provenance(
+                model=str(self.model_path), data_hash=self.data.hash()))
+            return
+        if not resume:
+            n = len(self.journal.applied_counts())
+            raise JournalError(f"{self.out} already holds a run ({n} requests applied); pass --resume to continue "
+                               "it, or choose another --out")
+        if start["config_hash"] != self.cfg.hash():
+            diff = self.cfg.diff(start["config"])
+            raise JournalError(f"cannot resume {self.out}: the configuration differs from the journal's in "
+                               f"{', '.join(diff) or 'hash only'}; resume with the original configuration or "
+                               "start a new --out")
+        ck = self.journal.last_checkpoint()
+        if ck is not None:
+            path = Path(ck["path"])
+            if not ckpt.is_valid(path):
+                raise JournalError(f"{path}: the journal's last checkpoint is missing or incomplete; cannot resume")
+            state = ckpt.load_checkpoint_state(path)
+            loaded, _ = load_model(path / "model", device=self._device(), dtype=self.cfg.dtype)
+            unwrap(self.model).load_state_dict(unwrap(loaded).state_dict())
+            del loaded
+            self.strategy.load_state(path / "strategy")
+            ckpt.set_rng_state(state["rng"])
+            self.position = state["position"]
+            self.forgotten = [Document(**{**d, "qa": tuple(_qa(q) for q in d.get("qa", []))})
+                              for d in state["forgotten"]]
+            self.applied_ids = dict(state["applied_ids"])
+            self.evals = [e for e in self.journal.events if e["event"] == "eval" and e["t"] <= len(self.forgotten)]
+        for e in self.journal.uncommitted():
+            self._log("rolled_back", id=e["id"], position=e["position"], reason="applied after the last checkpoint")
+        self._log("resume", position=self.position, committed=len(self.applied_ids))
+
+    # ---- journal / events ------------------------------------------------------------------------
+    def _log(self, event: str, **fields) -> None:
+        if self.is_main:
+            rec = self.journal.append(event, **fields)
+            if self.on_event:
+                self.on_event(rec)
+
+    # ---- the stream ------------------------------------------------------------------------------
+    def stream(self) -> Iterator[tuple[int, Document | BadRequest]]:
+        src = self.cfg.stream.source
+        if src == "forget":
+            items = forget_requests(stream_order(self.data.forget, self.cfg.stream.order_seed))
+        elif src.startswith("watch:"):
+            items = watched_requests(Path(src[6:]), self.cfg.stream.max_request_chars, self.cfg.stream.watch_idle_exit)
+        else:
+            items = jsonl_requests(Path(src), self.cfg.stream.max_request_chars)
+        limit = self.cfg.stream.limit
+        for pos, item in items:
+            if limit is not None and pos >= limit:
+                return
+            yield pos, item
+
+    def stream_length(self) -> int:
+        if self.cfg.eval.T:
+            return self.cfg.eval.T
+        if self.cfg.stream.source == "forget":
+            n = len(self.data.forget)
+            return min(n, self.cfg.stream.limit or n)
+        return len(self.data.forget)
+
+    # ---- applying requests -----------------------------------------------------------------------
+    def submit(self, request: Document) -> dict:
+        """Apply one request now (Python API).  An id already applied is refused (idempotent submit)."""
+        validate_request(request, self.cfg.stream.max_request_chars)
+        rec = self._process(self.position, request)
+        self.position += 1
+        self._after_item()
+        return rec
+
+    def _process(self, position: int, request: Document | BadRequest) -> dict:
+        if isinstance(request, Document) and request.id in self.applied_ids:
+            request = BadRequest(f"request id {request.id!r} was already applied (stream position "
+                                 f"{self.applied_ids[request.id]}); not applied again", request.id)
+        if isinstance(request, BadRequest):
+            self._log("rejected", position=position, id=request.id, reason=request.reason)
+            if self.cfg.stream.on_bad_request == "stop":
+                self.checkpoint()
+                raise RequestError(f"{request.reason} (stopped: stream.on_bad_request=stop; fix the request or use "
+                                   "--on-bad-request skip, then --resume)")
+            return {"rejected": request.reason}
+        self._log("received", id=request.id, hash=request.content_hash, position=position)
+        seed = request_seed(self.cfg.seed, position)
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        plan = self.strategy.plan(request, self.model, self.tok)
+        t_plan = time.perf_counter() - t0
+        if plan.text is None:
+            record = {"redundant": True, "receipt": plan.receipt, "seconds_plan": t_plan}
+            self._log("redundant", id=request.id, position=position, record=record)
+        else:
+            record = apply_update(self.model, self._reference(), self.tok, plan, self.data.retain, self.update_cfg,
+                                  seed, accelerator=self.acc)
+            if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
+                record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]
+            record.update({"receipt": plan.receipt, "seconds_plan": t_plan})
+            self._log("applied", id=request.id, position=position, record=record)
+        self.strategy.after_update(request, plan, self.model, self.tok)
+        self.forgotten.append(request)
+        self.applied_ids[request.id] = position
+        return record
+
+    def _after_item(self) -> None:
+        self.since_ckpt += 1
+        if self.since_ckpt >= self.cfg.checkpoint.every:
+            self.checkpoint()
+        every = self.cfg.eval.every
+        t = len(self.forgotten)
+        if every and t and t % every == 0 and (not self.evals or self.evals[-1]["t"] != t):
+            self.evaluate()
+
+    def checkpoint(self) -> Path | None:
+        if self.since_ckpt == 0 and self.journal.last_checkpoint() is not None:
+            return None
+        path = None
+        if self.is_main:
+            state = {"forgotten": [d.to_json() for d in self.forgotten], "applied_ids": self.applied_ids,
+                     "config_hash": self.cfg.hash()}
+            path = ckpt.save_checkpoint(self.out / "checkpoints", self.position, self.model, self.tok, self.strategy,
+                                        state, keep=self.cfg.checkpoint.keep)
+            self._log("checkpoint", position=self.position, path=str(path), t=len(self.forgotten))
+        if self.acc is not None:
+            self.acc.wait_for_everyone()
+        self.since_ckpt = 0
+        return path
+
+    def evaluate(self) -> dict | None:
+        from fit_unlearn.evaluation import Reference, evaluate_model
+
+        t = len(self.forgotten)
+        res = None
+        if self.is_main and t:
+            ref = Reference.load(self.cfg.prepared)
+            known = set(ref._index["theta0"]["forget"])
+            docs = self.forgotten
+            use_ref = all(d.id in known for d in docs)
+            res = evaluate_model(self.model, self.tok, forget=docs, retain=self.data.retain, holdout=self.data.holdout,
+                                 reference=ref if use_ref else None, t=t, T=self.stream_length(),
+                                 batch_size=self.cfg.eval.batch_size)
+            items = res.pop("items")
+            (self.out / "evals").mkdir(exist_ok=True)
+            (self.out / "evals" / f"eval-t{t:05d}.json").write_text(json.dumps({**res, "items": items}, indent=1))
+            summary = {"t": t, **{k: v for k, v in res.items() if k != "t"}}
+            self.evals.append({"event": "eval", **summary})
+            self._log("eval", **summary)
+        if self.acc is not None:
+            self.acc.wait_for_everyone()
+        return res
+
+    def run(self, stream: Iterator | None = None) -> dict:
+        """Consume the configured stream (or ``stream``) to the end; returns the results summary."""
+        items = stream if stream is not None else self.stream()
+        total = None
+        if self.cfg.stream.source == "forget":
+            total = min(len(self.data.forget), self.cfg.stream.limit or len(self.data.forget))
+        bar = tqdm(total=total, initial=self.position, desc="requests", unit="req",
+                   disable=not (self.progress and self.is_main))
+        try:
+            for pos, item in items:
+                if pos < self.position:
+                    continue
+                self._process(pos, item)
+                self.position = pos + 1
+                self._after_item()
+                bar.update(1)
+                if self.evals:
+                    e = self.evals[-1]
+                    if "forget_degree" in e:
+                        bar.set_postfix({"t": e["t"], "F.D.": f"{e['forget_degree']:.3f}",
+                                         "R.U.": f"{e['retain_utility']:.3f}"})
+        finally:
+            bar.close()
+        self.checkpoint()
+        if self.cfg.eval.at_end and self.forgotten and (not self.evals or self.evals[-1]["t"] != len(self.forgotten)):
+            self.evaluate()
+        return self.write_results()
+
+    def write_results(self) -> dict:
+        ck = self.journal.last_checkpoint()
+        results = {
+            "config": self.cfg.model_dump(mode="json"),
+            "provenance": provenance(model=str(self.model_path), data_hash=self.data.hash(), seed=self.cfg.seed),
+            "final_model": str(Path(ck["path"]) / "model") if ck else None,
+            "requests": list({e["id"]: {"id": e["id"], "position": e["position"], "event": e["event"],
+                                        **e.get("record", {})}
+                              for e in self.journal.events if e["event"] in ("applied", "redundant")
+                              and e["id"] in self.applied_ids}.values()),
+            "rejected": [e for e in self.journal.events if e["event"] == "rejected"],
+            "evals": self.evals,
+            "applied_counts": self.journal.applied_counts(),
+        }
+        if self.is_main:
+            tmp = self.out / "results.json.tmp"
+            tmp.write_text(json.dumps(results, indent=1))
+            os.replace(tmp, self.out / "results.json")
+        return results
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+def _qa(q: dict):
+    from fit_unlearn.data.documents import QA
+
+    return QA(q["question"], q["answer"])
+
+
+__all__ = ["Engine", "FitUnlearnError", "request_seed"]

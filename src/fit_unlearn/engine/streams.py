@@ -1,0 +1,89 @@
+"""Sources of deletion requests: the prepared forget split, a JSONL file, or a watched directory.
+
+Each source yields ``(position, request_or_error)``; positions are stable across restarts so that a
+resumed run continues exactly where its last checkpoint was taken."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fit_unlearn.data.documents import Document, _doc_from_obj, _with_qa
+from fit_unlearn.errors import DataError, RequestError
+
+
+@dataclass
+class BadRequest:
+    reason: str
+    id: str | None = None
+
+
+def validate_request(doc: Document, max_chars: int, where: str = "request") -> Document:
+    if not doc.id or not str(doc.id).strip():
+        raise RequestError(f"{where}: request has an empty id")
+    if not doc.text.strip():
+        raise RequestError(f"{where}: request {doc.id!r} is empty or whitespace-only; nothing to unlearn")
+    if len(doc.text) > max_chars:
+        raise RequestError(f"{where}: request {doc.id!r} has {len(doc.text):,} characters, over the limit of "
+                           f"{max_chars:,} (stream.max_request_chars); split it into several requests")
+    return doc
+
+
+def parse_request_line(raw: bytes, where: str, max_chars: int) -> Document:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RequestError(f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise RequestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    try:
+        doc = _doc_from_obj(obj, where, max_chars=10**12)
+    except DataError as e:
+        raise RequestError(str(e)) from None
+    return _with_qa(validate_request(doc, max_chars, where))
+
+
+def jsonl_requests(path: Path, max_chars: int) -> Iterator[tuple[int, Document | BadRequest]]:
+    if not path.exists():
+        raise DataError(f"{path}: request file not found")
+    pos = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield pos, parse_request_line(raw.rstrip(b"\r\n"), f"{path}:{lineno}", max_chars)
+            except RequestError as e:
+                yield pos, BadRequest(str(e))
+            pos += 1
+
+
+def watched_requests(directory: Path, max_chars: int, idle_exit: float | None,
+                     poll: float = 0.5) -> Iterator[tuple[int, Document | BadRequest]]:
+    """Files ``*.jsonl`` in ``directory``, in name order, each read once complete (name it ``x.jsonl.tmp``
+    while writing, then rename).  New files must sort after the ones already there (e.g. timestamps)."""
+    if not directory.is_dir():
+        raise DataError(f"{directory}: watch directory not found")
+    seen: set[str] = set()
+    pos, idle_since = 0, time.monotonic()
+    while True:
+        new = sorted(p for p in directory.glob("*.jsonl") if p.name not in seen)
+        for p in new:
+            seen.add(p.name)
+            for _, item in jsonl_requests(p, max_chars):
+                yield pos, item
+                pos += 1
+            idle_since = time.monotonic()
+        if not new:
+            if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
+                return
+            time.sleep(poll)
+
+
+def forget_requests(docs: list[Document]) -> Iterator[tuple[int, Document | BadRequest]]:
+    yield from enumerate(docs)

@@ -1,0 +1,111 @@
+"""Gradient-ascent family: GA, GradDiff, GA+KL, random labels (RL), IdK (fine-tune to a refusal)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fit_unlearn.objectives.base import IGNORE, Outputs, UnlearnBatch, cross_entropy, retain_term
+from fit_unlearn.objectives.registry import register_objective
+
+RETAIN_KINDS = ("ce", "kl", "ce_ref")
+
+
+def _check_weight(w: float, name: str = "retain_weight") -> None:
+    if w < 0:
+        raise ValueError(f"{name} must be >= 0, got {w}")
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    """Plain gradient ascent: no parameters."""
+
+
+@register_objective("ga", GAConfig)
+def ga(batch: UnlearnBatch, cfg: GAConfig) -> torch.Tensor:
+    """Gradient ascent: minimise -CE(forget)."""
+    return -cross_entropy(batch.forget)
+
+
+@dataclass(frozen=True)
+class GradDiffConfig:
+    retain_weight: float = 1.0  #: weight of CE(retain)
+
+    def __post_init__(self):
+        _check_weight(self.retain_weight)
+
+
+@register_objective("graddiff", GradDiffConfig, needs_retain=True)
+def graddiff(batch: UnlearnBatch, cfg: GradDiffConfig) -> torch.Tensor:
+    """Gradient difference: -CE(forget) + w * CE(retain)."""
+    return -cross_entropy(batch.forget) + cfg.retain_weight * retain_term(batch.retain, "ce")
+
+
+@dataclass(frozen=True)
+class KLRetainConfig:
+    retain_weight: float = 1.0
+    #: "kl" = true KL(p_ref || p_theta) (default); "ce_ref" = the reference code's H(p_theta, p_ref)
+    retain_loss: str = "kl"
+
+    def __post_init__(self):
+        _check_weight(self.retain_weight)
+        if self.retain_loss not in ("kl", "ce_ref"):
+            raise ValueError(f"retain_loss must be 'kl' or 'ce_ref', got {self.retain_loss!r}")
+
+
+@register_objective("ga_kl", KLRetainConfig, needs_retain=True, needs_reference=True)
+def ga_kl(batch: UnlearnBatch, cfg: KLRetainConfig) -> torch.Tensor:
+    """GA + KL: -CE(forget) + w * KL(p_ref || p_theta) on retain."""
+    return -cross_entropy(batch.forget) + cfg.retain_weight * retain_term(batch.retain, cfg.retain_loss)
+
+
+@dataclass(frozen=True)
+class RandomLabelConfig:
+    retain_weight: float = 0.0  #: optional CE(retain) term
+
+    def __post_init__(self):
+        _check_weight(self.retain_weight)
+
+
+def random_labels(out: Outputs, generator: torch.Generator | None) -> torch.Tensor:
+    """Labels with every scored position replaced by a uniformly random token id."""
+    vocab = out.logits.size(-1)
+    rnd = torch.randint(0, vocab, out.labels.shape, generator=generator, device="cpu").to(out.labels.device)
+    return torch.where(out.labels == IGNORE, out.labels, rnd)
+
+
+@register_objective("rl", RandomLabelConfig)
+def rl(batch: UnlearnBatch, cfg: RandomLabelConfig) -> torch.Tensor:
+    """Random-label fine-tuning: CE of the forget inputs against uniformly random targets."""
+    out = batch.forget
+    logits = out.logits[:, :-1].float()
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                           random_labels(out, batch.generator)[:, 1:].reshape(-1), ignore_index=IGNORE)
+    if cfg.retain_weight:
+        loss = loss + cfg.retain_weight * retain_term(batch.retain, "ce")
+    return loss
+
+
+@dataclass(frozen=True)
+class IdkConfig:
+    retain_weight: float = 1.0
+    #: refusal targets; one is picked per forget sequence (seeded)
+    refusals: tuple[str, ...] = ("I don't know.", "I'm not able to help with that.", "I have no information on that.")
+
+    def __post_init__(self):
+        _check_weight(self.retain_weight)
+        if not self.refusals:
+            raise ValueError("refusals must not be empty")
+
+
+@register_objective("idk", IdkConfig, needs_retain=True, needs_alternate=True)
+def idk(batch: UnlearnBatch, cfg: IdkConfig) -> torch.Tensor:
+    """IdK: fine-tune forget prompts to a refusal (CE on the alternate batch) + w * CE(retain)."""
+    if batch.alternate is None:
+        raise ValueError("idk needs the alternate (refusal) batch")
+    loss = cross_entropy(batch.alternate)
+    if cfg.retain_weight:
+        loss = loss + cfg.retain_weight * retain_term(batch.retain, "ce")
+    return loss

@@ -1,0 +1,149 @@
+"""``fit-unlearn prepare``: build theta_0 and the gold retain-only model with one recipe.
+
+theta_0      = base fine-tuned on forget + retain documents (and their QA pairs): it has memorised
+               the forget data;
+retain-only  = the same base fine-tuned on the retain split only, same recipe: the gold reference.
+
+The output directory holds ``data/`` (the exact documents used), ``theta0/``, ``retain_only/``,
+``recipe.json``, ``reference.json`` (per-document scores of both models, from which F_0/F_T and
+R_0/R_T are computed for any subset of the stream) and ``prepare.json`` (timings, accuracies, probes).
+A second run with the same inputs does no work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from fit_unlearn.data.documents import DataSplits, load_pch_dir, write_jsonl
+from fit_unlearn.errors import ConfigError
+from fit_unlearn.models import load_model, model_hash, resolve_model_path, save_model
+from fit_unlearn.probes import capital_probes, probe_accuracy
+from fit_unlearn.provenance import provenance
+from fit_unlearn.text import training_examples
+from fit_unlearn.training import FinetuneConfig, finetune
+
+log = logging.getLogger(__name__)
+
+THETA0, RETAIN_ONLY = "theta0", "retain_only"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    model: str = "default"
+    device: str = "cpu"
+    dtype: str = "fp32"
+    recipe: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
+        lr=3e-4, epochs=8, batch_size=8, stop_at_train_acc=0.97))
+    train_on_qa: bool = True
+    probe_n: int = 40
+    eval_batch_size: int = 16
+
+    def key(self, model_digest: str, data_digest: str) -> str:
+        blob = json.dumps({"model": model_digest, "data": data_digest, "recipe": self.recipe.to_json(),
+                           "qa": self.train_on_qa, "dtype": self.dtype}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepared_data(out: Path) -> DataSplits:
+    return load_pch_dir(out / "data")
+
+
+def _is_done(out: Path, key: str) -> bool:
+    try:
+        rep = json.loads((out / "prepare.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return rep.get("key") == key and all((out / n / "config.json").exists() for n in (THETA0, RETAIN_ONLY)) and (
+        out / "reference.json").exists()
+
+
+def prepare(data: DataSplits, out: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True,
+            force: bool = False) -> dict:
+    """Prepare theta_0 and the retain-only model under ``out``; returns the prepare report."""
+    out = Path(out)
+    if not data.forget or not data.retain:
+        raise ConfigError("prepare needs non-empty forget and retain splits")
+    base_path = resolve_model_path(cfg.model)
+    key = cfg.key(model_hash(base_path), data.hash())
+    if not force and _is_done(out, key):
+        log.info("%s is up to date (same model, data and recipe): nothing to do", out)
+        return json.loads((out / "prepare.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    stage_file = out / "stages.json"
+    stages = json.loads(stage_file.read_text()) if stage_file.exists() else {}
+    if stages.get("key") != key:
+        stages = {"key": key}
+    for split, docs in (("forget", data.forget), ("retain", data.retain), ("holdout", data.holdout)):
+        if docs:
+            write_jsonl(docs, out / "data" / f"{split}.jsonl")
+    recipe = {"base_model": str(base_path), "base_model_hash": model_hash(base_path), "data_hash": data.hash(),
+              "train_on_qa": cfg.train_on_qa, "finetune": cfg.recipe.to_json(), "dtype": cfg.dtype,
+              "theta0_trained_on": "forget + retain", "retain_only_trained_on": "retain"}
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=2))
+    probes = capital_probes(cfg.probe_n)
+    report: dict = {"key": key, "recipe": recipe, "models": {}}
+    t_start = time.perf_counter()
+    if "base_probe" not in stages:
+        base, tok = load_model(base_path, device=cfg.device, dtype=cfg.dtype)
+        stages["base_probe"] = probe_accuracy(base, tok, probes)
+        stages["base_forget_token_acc"] = _token_acc(base, tok, data.forget)
+        stage_file.write_text(json.dumps(stages))
+        del base
+    for name, docs in ((THETA0, data.forget + data.retain), (RETAIN_ONLY, data.retain)):
+        if name in stages and (out / name / "config.json").exists():
+            log.info("%s already trained (resumed)", name)
+            continue
+        model, tok = load_model(base_path, device=cfg.device, dtype=cfg.dtype)
+        examples = training_examples(tok, docs, with_qa=cfg.train_on_qa)
+        res = finetune(model, tok, examples, cfg.recipe, desc=f"prepare {name}", progress=progress)
+        stages[name] = {"seconds": res.seconds, "epochs": res.epochs_run, "steps": res.steps, "tokens": res.tokens,
+                        "history": res.history,
+                        "forget_token_acc": _token_acc(model, tok, data.forget),
+                        "retain_token_acc": _token_acc(model, tok, data.retain),
+                        "probe": probe_accuracy(model, tok, probes)}
+        save_model(model, tok, out / name, extra={"fit_unlearn_recipe.json": recipe})
+        stage_file.write_text(json.dumps(stages))
+        del model
+    from fit_unlearn.evaluation import build_reference
+
+    ref = build_reference(out, data, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.eval_batch_size,
+                          progress=progress)
+    report["models"] = {n: {k: v for k, v in stages[n].items() if k != "probe"} | {
+        "probe_accuracy": stages[n]["probe"]["accuracy"]} for n in (THETA0, RETAIN_ONLY)}
+    report["base"] = {"probe_accuracy": stages["base_probe"]["accuracy"],
+                      "forget_token_acc": stages["base_forget_token_acc"]}
+    report["probe"] = {"n": len(probes), "base": stages["base_probe"]["items"],
+                       THETA0: stages[THETA0]["probe"]["items"], RETAIN_ONLY: stages[RETAIN_ONLY]["probe"]["items"]}
+    report["reference"] = ref["points"]
+    report["seconds_this_run"] = time.perf_counter() - t_start
+    report["provenance"] = provenance(data_hash=data.hash(), seed=cfg.recipe.seed, data_source=data.source)
+    (out / "prepare.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+@torch.no_grad()
+def _token_acc(model, tok, docs) -> float:
+    from fit_unlearn.metrics.scores import doc_token_stats
+
+    stats = doc_token_stats(model, tok, docs)
+    return sum(s["token_acc"] for s in stats) / len(stats)
+
+
+def prepared_summary(report: dict) -> dict:
+    m = report["models"]
+    return {"theta0_forget_token_acc": m[THETA0]["forget_token_acc"],
+            "retain_only_forget_token_acc": m[RETAIN_ONLY]["forget_token_acc"],
+            "base_forget_token_acc": report["base"]["forget_token_acc"],
+            "probe_base": report["base"]["probe_accuracy"], "probe_theta0": m[THETA0]["probe_accuracy"],
+            "probe_retain_only": m[RETAIN_ONLY]["probe_accuracy"],
+            "train_seconds": m[THETA0]["seconds"] + m[RETAIN_ONLY]["seconds"]}
+
+
+__all__ = ["PrepareConfig", "prepare", "prepared_data", "THETA0", "RETAIN_ONLY", "asdict"]

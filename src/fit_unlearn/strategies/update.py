@@ -1,0 +1,195 @@
+"""Apply one UpdatePlan: a fresh AdamW per request, warm-up + cosine, N epochs over fixed-size slices.
+
+The engine computes, once per step, everything the objective needs (model outputs on the forget slice,
+frozen-reference outputs, retain batch, hidden states) and hands it to the pure objective function.
+Retain batches come from the retain split only, never from forget documents not yet requested.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from fit_unlearn.data.documents import QA, Document
+from fit_unlearn.layers import trainable_names, unwrap
+from fit_unlearn.objectives import Outputs, UnlearnBatch, get_objective
+from fit_unlearn.strategies.base import UpdatePlan
+from fit_unlearn.text import IGNORE, Example, collate, doc_example, encode_text, qa_example, qa_prompt
+from fit_unlearn.training import make_scheduler
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Per-request optimisation (defaults: the FIT reference code)."""
+
+    lr: float = 3e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    epochs: int = 3
+    slice_chars: int = 1024  #: a request is cut into slices of this many characters, one slice per step
+    warmup_ratio: float = 0.1
+    min_lr_ratio: float = 0.1
+    retain_batch_size: int = 2
+    max_len: int = 512
+    max_grad_norm: float | None = None
+
+    def __post_init__(self):
+        for name in ("lr", "epochs", "slice_chars", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.retain_batch_size < 0:
+            raise ValueError("retain_batch_size must be >= 0")
+
+
+def slices(text: str, size: int) -> list[str]:
+    text = text.strip()
+    return [s for s in (text[i : i + size] for i in range(0, len(text), size)) if s.strip()]
+
+
+def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    with torch.set_grad_enabled(grad):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    output_hidden_states=hidden_layer is not None)
+    hidden = out.hidden_states[hidden_layer + 1] if hidden_layer is not None else None
+    return out.logits, hidden
+
+
+def _outputs(model, ref_model, examples: list[Example], tok, device, with_ref: bool, hidden_layer: int | None,
+             ref_hidden: bool) -> Outputs:
+    b = collate(examples, tok.pad_token_id, device)
+    logits, hidden = _forward(model, b, hidden_layer, grad=True)
+    ref_logits = ref_h = None
+    if with_ref:
+        ref_logits, ref_h = _forward(ref_model, b, hidden_layer if ref_hidden else None, grad=False)
+    return Outputs(logits=logits, labels=b["labels"], ref_logits=ref_logits, hidden=hidden, ref_hidden=ref_h,
+                   attention_mask=b["attention_mask"])
+
+
+def refusal_examples(tok, texts: list[str], qa: tuple[QA, ...], refusals: tuple[str, ...], rng: random.Random,
+                     max_len: int) -> list[Example]:
+    """Alternate targets for IdK-style objectives: (forget prompt -> refusal)."""
+    out = []
+    for q in qa:
+        out.append(qa_example(tok, QA(q.question, rng.choice(refusals)), max_len))
+    for t in texts:
+        prompt = encode_text(tok, t, max_len=32, eos=False)
+        target = encode_text(tok, " " + rng.choice(refusals), max_len=max_len - len(prompt))
+        out.append(Example(prompt + target, [IGNORE] * len(prompt) + target))
+    return out
+
+
+def resolve_hidden_layer(model, layer: int) -> int:
+    from fit_unlearn.layers import num_layers
+
+    n = num_layers(model)
+    return n // 3 if layer == -1 else layer % n
+
+
+def apply_update(model, ref_model, tok, plan: UpdatePlan, retain: list[Document], cfg: UpdateConfig,
+                 seed: int, accelerator=None) -> dict:
+    """Run the plan's update on ``model`` in place; returns the per-request record."""
+    spec = get_objective(plan.objective)
+    obj_cfg = spec.make_config(plan.objective_params)
+    base = unwrap(model)
+    device = next(base.parameters()).device
+    t0 = time.perf_counter()
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+
+    texts = slices(plan.text or "", cfg.slice_chars)
+    forget_ex = [doc_example(tok, s, cfg.max_len) for s in texts]
+    forget_ex += [qa_example(tok, q, cfg.max_len) for q in plan.qa]
+    if not forget_ex:
+        return {"skipped": True, "steps": 0, "seconds": 0.0}
+    alt_ex = refusal_examples(tok, texts, plan.qa, obj_cfg.refusals, rng, cfg.max_len) if spec.needs_alternate else []
+    hidden_layer = resolve_hidden_layer(base, obj_cfg.layer) if spec.needs_hidden else None
+
+    names = set(trainable_names(base, plan.trainable))
+    saved_flags = {n: p.requires_grad for n, p in base.named_parameters()}
+    params = []
+    for n, p in base.named_parameters():
+        p.requires_grad_(n in names)
+        if n in names:
+            params.append(p)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * len(forget_ex)
+    sched = make_scheduler(opt, total, cfg.warmup_ratio, cfg.min_lr_ratio)
+    world = accelerator.num_processes if accelerator is not None else 1
+    losses, first_loss = [], None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model.train()
+    try:
+        for _epoch in range(cfg.epochs):
+            for i, ex in enumerate(forget_ex):
+                forget = _outputs(model, ref_model, [ex], tok, device, spec.needs_reference and not spec.needs_hidden,
+                                  hidden_layer, ref_hidden=False)
+                retain_out = alternate = None
+                if spec.needs_retain and retain and cfg.retain_batch_size:
+                    picked = rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
+                    retain_out = _outputs(model, ref_model, [doc_example(tok, d.text, cfg.max_len) for d in picked],
+                                          tok, device, spec.needs_reference, hidden_layer, ref_hidden=spec.needs_hidden)
+                if alt_ex:
+                    alternate = _outputs(model, ref_model, [alt_ex[i % len(alt_ex)]], tok, device,
+                                         spec.needs_reference, None, ref_hidden=False)
+                loss = spec.fn(UnlearnBatch(forget=forget, retain=retain_out, alternate=alternate, generator=gen),
+                               obj_cfg)
+                if not torch.isfinite(loss):
+                    losses.append(float("nan"))
+                    opt.zero_grad(set_to_none=True)
+                    continue
+                (accelerator.backward(loss) if accelerator is not None else loss.backward())
+                if world > 1:
+                    _all_reduce_grads(params, world)
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                if first_loss is None:
+                    first_loss = losses[-1]
+    finally:
+        model.eval()
+        for n, p in base.named_parameters():
+            p.requires_grad_(saved_flags[n])
+    record = {"objective": plan.objective, "objective_params": asdict(obj_cfg) if hasattr(obj_cfg, "__dataclass_fields__") else {},
+              "steps": len(losses), "slices": len(texts), "qa_items": len(plan.qa), "loss_first": first_loss,
+              "loss_last": losses[-1] if losses else None, "losses": losses,
+              "params_touched": sum(p.numel() for p in params), "tensors_touched": len(params),
+              "seconds": time.perf_counter() - t0, "peak_memory_bytes": _peak_memory(device)}
+    return record
+
+
+def _all_reduce_grads(params, world: int) -> None:
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError):
+        return 0
+
+
+__all__ = ["UpdateConfig", "apply_update", "qa_prompt", "slices"]
