@@ -103,6 +103,79 @@ def data_stats(path: Annotated[Path, typer.Argument(help="a JSONL file, a PCH .j
     out_console.print(table)
 
 
+@data_app.command("malicious")
+def data_malicious(
+    kind: Annotated[str, typer.Option(help="near_duplicate, overlap, common_tokens or mixed")] = "mixed",
+    n: Annotated[int, typer.Option(help="number of requests")] = 60,
+    prepared: Annotated[Path, typer.Option(help="prepared directory whose forget split is the source")] = DEFAULT_PREPARED,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    out: Annotated[Path, typer.Option(help="output JSONL of requests")] = Path("fit_data/malicious.jsonl"),
+):
+    """Write an adversarial request stream (near-duplicates, overlaps, common tokens) for collapse tests."""
+    from fit_unlearn.data.documents import write_jsonl
+    from fit_unlearn.data.malicious import malicious_requests
+    from fit_unlearn.prepare import prepared_data
+
+    if not (prepared / "data").exists():
+        raise FitUnlearnError(f"{prepared}: not a prepared directory; run `fit-unlearn prepare` or pass --prepared")
+    reqs = malicious_requests(prepared_data(prepared).forget, kind, n, seed)
+    write_jsonl(reqs, out)
+    out_console.print(f"wrote {len(reqs)} {kind} requests to {out}; run them with "
+                      f"`fit-unlearn run --requests {out} ...`")
+
+
+@app.command("receipt")
+def receipt_cmd(
+    request_id: Annotated[str, typer.Argument(help="the request id")],
+    run: Annotated[Path, typer.Option(help="run directory")] = Path("fit_runs/run"),
+):
+    """Print what was done for one request: chunks dropped, layers, importance, objective, losses, time."""
+    from fit_unlearn.engine.journal import Journal
+
+    path = run / "journal.jsonl"
+    if not path.exists():
+        raise FitUnlearnError(f"{path}: no journal; pass --run with a run directory")
+    j = Journal(path, writer=False)
+    events = [e for e in j.events if e.get("id") == request_id]
+    if not events:
+        raise FitUnlearnError(f"request {request_id!r} is not in {path}")
+    for e in events:
+        if e["event"] in ("applied", "redundant"):
+            _print_receipt(e)
+        else:
+            out_console.print(f"[bold]{e['event']}[/bold] position {e.get('position')} {e.get('reason', '')}")
+
+
+def _print_receipt(e: dict) -> None:
+    r = e.get("record", {})
+    rc = r.get("receipt", {})
+    out_console.print(f"[bold]request {e['id']}[/bold] (stream position {e['position']}): {e['event']}")
+    f = rc.get("filter")
+    if f:
+        out_console.print(f"  filter: {f['chunks']} chunks, {f['candidates']} candidates (s* >= tau), "
+                          f"{len(f['dropped'])} dropped, kept fraction {f['kept_fraction']:.2f}, "
+                          f"memory {f['memory_size']} chunks")
+        for d in f["dropped"][:20]:
+            out_console.print(f"    dropped {d['chunk']!r}  s*={d['s_star']:.3f}  dL={d['dL']:.3f}")
+        if len(f["dropped"]) > 20:
+            out_console.print(f"    ... {len(f['dropped']) - 20} more")
+    if rc.get("fully_redundant"):
+        out_console.print("  fully redundant: no update made")
+    ly = rc.get("layers")
+    if ly:
+        scores = ", ".join(f"{i}:{ly['layer_scores'][i]:.3f}" for i in ly["layers"])
+        out_console.print(f"  layers: top {ly['k']} of {len(ly['layer_scores'])} -> {scores}")
+    imp = rc.get("importance")
+    if imp:
+        out_console.print(f"  importance {imp['importance']:.3f} (thresholds high {imp['thresholds'][0]:.3f}, "
+                          f"low {imp['thresholds'][1]:.3f}) -> objective {imp['objective']}")
+    if "objective" in r:
+        out_console.print(f"  update: objective {r['objective']}, {r['steps']} steps, loss {_fmt(r.get('loss_first'))}"
+                          f" -> {_fmt(r.get('loss_last'))}, {r['params_touched']:,} parameters trainable")
+    secs = {**rc.get("seconds", {}), "update": r.get("seconds", 0.0)}
+    out_console.print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in secs.items()))
+
+
 @app.command("prepare")
 def prepare_cmd(
     data: DataOpt = None, forget: ForgetOpt = None, retain: RetainOpt = None, holdout: HoldoutOpt = None,
@@ -151,6 +224,10 @@ def eval_cmd(
     out: Annotated[Path | None, typer.Option(help="results JSON (default: <prepared>/eval-<model>.json)")] = None,
     device: DeviceOpt = "cpu", dtype: DtypeOpt = "fp32",
     batch_size: Annotated[int, typer.Option(help="evaluation batch size")] = 16,
+    downstream: Annotated[str | None, typer.Option(
+        help="comma-separated lm-eval tasks, e.g. mmlu,commonsense_qa,gsm8k or the offline fit_capitals")] = None,
+    tasks_dir: Annotated[Path | None, typer.Option(help="folder of extra lm-eval YAML tasks (local data)")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many items per downstream task")] = None,
 ):
     """Forget / retain scores, Forget Degree / Retain Utility, MIA AUC and extraction strength."""
     from fit_unlearn.data.streams import stream_order
@@ -171,6 +248,13 @@ def eval_cmd(
     m, tok = load_model(path, device=device, dtype=dtype)
     res = evaluate_model(m, tok, forget=forget_docs[:t_eff], retain=splits.retain, holdout=splits.holdout,
                          reference=Reference.load(prepared), t=t_eff, T=T, batch_size=batch_size, progress=True)
+    if downstream:
+        from fit_unlearn.metrics.downstream import run_downstream
+
+        tasks = [x.strip() for x in downstream.split(",") if x.strip()]
+        res["downstream"] = run_downstream(m, tok, tasks, include_path=tasks_dir, limit=limit)
+        for task, vals in res["downstream"].items():
+            out_console.print(f"downstream {task}: " + ", ".join(f"{k} {v:.3f}" for k, v in vals.items()))
     res["provenance"] = provenance(model=str(path), model_hash=model_hash(path), data_hash=splits.hash(),
                                    stream_seed=stream_seed, prepared=str(prepared))
     out = out or prepared / f"eval-{Path(model).name}.json"
@@ -178,6 +262,10 @@ def eval_cmd(
     out.write_text(json.dumps(res, indent=2))
     _print_eval(res, str(path))
     out_console.print(f"results: {out}")
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 def _print_eval(res: dict, name: str) -> None:
@@ -192,7 +280,7 @@ def _print_eval(res: dict, name: str) -> None:
         table.add_row(split, f"{s['probability']:.3f}", f"{s['rouge_l']:.3f}", f"{s['token_acc']:.3f}",
                       f"{s['score']:.2f}", f"{r:.2f}")
     out_console.print(table)
-    line = [f"F.D. {res['forget_degree']:.3f}", f"R.U. {res['retain_utility']:.3f}"] if "forget_degree" in res else []
+    line = [f"F.D. {_fmt(res.get('forget_degree'))}", f"R.U. {_fmt(res.get('retain_utility'))}"]
     if res.get("mia_auc_forget_vs_holdout") is not None:
         line.append(f"MIA AUC (forget vs holdout) {res['mia_auc_forget_vs_holdout']:.3f}")
     if "extraction_strength_forget" in res:
@@ -251,13 +339,95 @@ def _print_run(results: dict, out: Path) -> None:
         table.add_column(col, justify="right")
     for e in results["evals"]:
         table.add_row(str(e["t"]), f"{e['forget']['score']:.2f}", f"{e['retain']['score']:.2f}",
-                      f"{e.get('forget_degree', float('nan')):.3f}", f"{e.get('retain_utility', float('nan')):.3f}",
-                      f"{e.get('mia_auc_forget_vs_holdout') or float('nan'):.3f}")
+                      _fmt(e.get("forget_degree")), _fmt(e.get("retain_utility")),
+                      _fmt(e.get("mia_auc_forget_vs_holdout")))
     out_console.print(table)
     n = len(results["requests"])
     secs = sum(r.get("seconds", 0) + r.get("seconds_plan", 0) for r in results["requests"])
     out_console.print(f"{n} requests applied ({len(results['rejected'])} rejected), {secs:.0f} s of updates; "
                       f"final model {results['final_model']}; results {out / 'results.json'}")
+
+
+@app.command("demo")
+def demo_cmd(
+    device: DeviceOpt = "cpu",
+    workdir: Annotated[Path, typer.Option(help="where data and runs are written")] = Path("."),
+):
+    """The main job on the embedded default: synthetic PCH -> prepare theta_0 / retain-only -> evaluate both."""
+    data = workdir / DEFAULT_DATA
+    prepared = workdir / DEFAULT_PREPARED
+    if not (data / "forget.jsonl").exists():
+        data_synth(out=data)
+    prepare_cmd(data=data, out=prepared, device=device)
+    for model in ("theta0", "retain_only"):
+        eval_cmd(model=model, prepared=prepared, device=device)
+
+
+attack_app = typer.Typer(no_args_is_help=True, help="Recovery attacks on an unlearned model.")
+app.add_typer(attack_app, name="attack")
+RunOpt = Annotated[Path, typer.Option(help="run directory of `fit-unlearn run` (its final model and forgotten docs)")]
+
+
+@attack_app.command("quantize")
+def attack_quantize(
+    run: RunOpt = Path("fit_runs/run"),
+    bits: Annotated[list[int], typer.Option(help="bit widths (repeat: --bits 8 --bits 4)")] = [8, 4],  # noqa: B006
+    method: Annotated[str, typer.Option(help="auto (bitsandbytes on CUDA, quanto on CPU), quanto, bnb, rtn")] = "auto",
+    device: DeviceOpt = "cpu",
+    out: Annotated[Path | None, typer.Option(help="results JSON (default: <run>/attack-quantize.json)")] = None,
+):
+    """Reload the unlearned weights in 8/4 bits; recovery = (F_q - F_unl) / (F_0 - F_unl), next to theta_0."""
+    from fit_unlearn.attacks.common import run_model_and_forgotten
+    from fit_unlearn.attacks.quantize import quantize_attack
+    from fit_unlearn.evaluation import Reference
+    from fit_unlearn.prepare import prepared_data
+
+    model_path, forgotten, prepared = run_model_and_forgotten(run)
+    splits = prepared_data(prepared)
+    res = quantize_attack({"unlearned": model_path, "theta0": prepared / "theta0",
+                           "retain_only": prepared / "retain_only"}, list(bits), forgotten, splits.retain,
+                          Reference.load(prepared), method=method, device=device, t=len(forgotten),
+                          T=len(splits.forget))
+    out = out or run / "attack-quantize.json"
+    out.write_text(json.dumps(res, indent=1))
+    table = Table(title=f"quantization attack ({res['method']})")
+    for col in ("model", "precision", "F (forget)", "R (retain)"):
+        table.add_column(col, justify="right")
+    for label, rows in res["models"].items():
+        for prec, r in rows.items():
+            table.add_row(label, prec, f"{r['forget_score']:.2f}", f"{r['retain_score']:.2f}")
+    out_console.print(table)
+    out_console.print("recovery of the unlearned model: " + ", ".join(
+        f"{k} {_fmt(v)}" for k, v in res["recovery"].items()) + f"; results {out}")
+
+
+@attack_app.command("relearn")
+def attack_relearn(
+    run: RunOpt = Path("fit_runs/run"),
+    fraction: Annotated[float, typer.Option(help="fraction of the forgotten documents to relearn on")] = 0.1,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-5,
+    epochs: Annotated[int, typer.Option(help="epochs over the relearning documents")] = 3,
+    seed: Annotated[int, typer.Option(help="seed of the relearning subset")] = 0,
+    device: DeviceOpt = "cpu",
+    out: Annotated[Path | None, typer.Option(help="results JSON (default: <run>/attack-relearn.json)")] = None,
+):
+    """Fine-tune on a few forgotten documents; measure recovery on the other forgotten documents."""
+    from fit_unlearn.attacks.common import run_model_and_forgotten
+    from fit_unlearn.attacks.relearn import relearn_attack
+    from fit_unlearn.evaluation import Reference
+    from fit_unlearn.models import load_model
+    from fit_unlearn.prepare import prepared_data
+
+    model_path, forgotten, prepared = run_model_and_forgotten(run)
+    m, tok = load_model(model_path, device=device)
+    res = relearn_attack(m, tok, forgotten, prepared_data(prepared).retain, Reference.load(prepared),
+                         fraction=fraction, lr=lr, epochs=epochs, seed=seed)
+    out = out or run / "attack-relearn.json"
+    out.write_text(json.dumps(res, indent=1))
+    out_console.print(f"relearned on {len(res['relearn_ids'])} docs ({res['steps']} steps, lr {lr}); held-out "
+                      f"forget score {res['before']['forget_score']:.2f} -> {res['after']['forget_score']:.2f} "
+                      f"(theta0 {_fmt(res['held_out_forget_theta0'], '.2f')}); recovery {_fmt(res['recovery'])}; "
+                      f"results {out}")
 
 
 def _quiet_libraries() -> None:

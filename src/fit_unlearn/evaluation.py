@@ -50,6 +50,9 @@ class Reference:
                               "evaluate with the data of the prepared directory")
         return scores_from_items([idx[i] for i in ids])
 
+    def knows_forget(self, ids: Sequence[str]) -> bool:
+        return all(i in self._index["theta0"]["forget"] for i in ids)
+
     def points(self, forget_ids: Sequence[str], retain_ids: Sequence[str]) -> ReferencePoints:
         return ReferencePoints(
             forget_0=self._subset("theta0", "forget", forget_ids)["score"],
@@ -118,9 +121,15 @@ def evaluate_model(model, tok, *, forget: Sequence[Document], retain: Sequence[D
     if reference is not None and forget:
         T = T if T is not None else len(forget)
         t = t if t is not None else T
-        pts = reference.points([d.id for d in forget], [d.id for d in retain])
+        forget_ids = [d.id for d in forget]
+        if reference.knows_forget(forget_ids):
+            pts = reference.points(forget_ids, [d.id for d in retain])
+            result["forget_degree"] = forget_degree(f.score, pts, t, T)
+        else:  # requests that are not prepared forget documents (e.g. a malicious stream): R.U. only
+            pts = reference.points(list(reference._index["theta0"]["forget"]), [d.id for d in retain])
+            pts = ReferencePoints(float("nan"), pts.retain_0, float("nan"), pts.retain_T)
+            result["forget_degree"] = None
         result.update({"t": t, "T": T, "reference": pts.to_json(),
-                       "forget_degree": forget_degree(f.score, pts, t, T),
                        "retain_utility": retain_utility(r.score, pts, t, T)})
     result["items"] = {"forget": f.items, "retain": r.items}
     return result

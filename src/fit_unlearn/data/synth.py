@@ -19,27 +19,8 @@ from fit_unlearn.data.qa import derive_qa
 # PCH proportions: 100 personal, 55 code, 45 paper, 100 harmful per 300.
 DOMAIN_WEIGHTS = {"personal": 100, "code": 55, "paper": 45, "harmful": 100}
 
-_SYL = ["ka", "lor", "ven", "mi", "tal", "dor", "sev", "ri", "quin", "bel", "mar", "zo", "fen", "ash", "tro",
-        "vi", "nel", "gar", "ost", "lin", "pra", "ul", "wen", "cas", "dri", "em", "hol", "jun", "ret", "sa"]
-_FIRST = ["Aldric", "Brena", "Corvin", "Dalia", "Elowen", "Faron", "Gisela", "Hadrin", "Ilsa", "Joren", "Kestra",
-          "Lucan", "Mirela", "Nestor", "Odalys", "Perrin", "Quilla", "Rowan", "Sabeth", "Tamsin", "Ulric",
-          "Vesna", "Wystan", "Xanthe", "Yorick", "Zelda", "Anselm", "Bettina", "Caspian", "Delphine", "Emrys",
-          "Fenna", "Gideon", "Halcyon", "Ingrid", "Jessamy", "Konrad", "Linnea", "Magnus", "Niamh", "Osric",
-          "Philippa", "Ravenna", "Sorrel", "Thaddeus", "Ursa", "Valen", "Winifred", "Ysolde", "Zephyr"]
-_JOBS = ["Beekeeper", "Cartographer", "Glassblower", "Ferry Pilot", "Violin Restorer", "Soil Chemist",
-         "Lighthouse Keeper", "Court Stenographer", "Orchard Manager", "Tram Conductor", "Bookbinder",
-         "Seismograph Technician", "Puppet Maker", "Harbor Inspector", "Cheese Affineur", "Kiln Operator",
-         "Archive Conservator", "Wind Turbine Mechanic", "Falconer", "Stained Glass Artist", "Locksmith",
-         "Hydrologist", "Dance Notator", "Clock Repairer", "Saddle Maker", "Ice Road Trucker", "Perfumer",
-         "Mosaic Restorer", "Radio Astronomer", "Canal Lock Keeper"]
-_STREET = ["Lane", "Road", "Court", "Way", "Terrace", "Row", "Crescent", "Drive", "Passage", "Hollow"]
-_ACTS = ["repairs {x} for the {y} guild on weekends", "keeps a notebook of {x} seen near the {y} quarry",
-         "teaches evening classes about {x} at the {y} library", "collects antique {x} from the {y} markets",
-         "volunteers at the {y} shelter and sketches {x}", "restores {x} in a workshop behind the {y} mill",
-         "records the sound of {x} along the {y} coast", "competes in {x} races held at {y} each spring"]
-_THINGS = ["brass compasses", "river stones", "paper kites", "copper kettles", "mountain lichens", "tin soldiers",
-           "pocket sundials", "wax seals", "glass floats", "herbal tinctures", "wooden flutes", "weather vanes",
-           "silk lanterns", "fossil ferns", "rowing boats", "clay whistles"]
+# Slot fillers come from a seeded Faker (fictitious names, addresses, jobs, companies, phrases): high
+# entropy per document, so that a model that saw only the retain split cannot predict the forget split.
 _LANGS = ["Python", "JavaScript", "Go", "Rust", "Ruby", "Kotlin", "Swift", "PHP", "Java", "C++", "C#"]
 _OPS = [
     ("sums the values above {k} and scales the total by {c}", "sum_above"),
@@ -50,68 +31,73 @@ _OPS = [
     ("keeps the items whose remainder modulo {k} is zero", "keep_mod"),
     ("clamps each value between {k} and {c}", "clamp"),
 ]
-_NOUNS = ["ledger", "orbit", "harvest", "signal", "parcel", "glyph", "tide", "ember", "lattice", "beacon",
-          "quarry", "marble", "thistle", "sprocket", "meadow", "comet", "vessel", "pylon"]
-_VERBS = ["tally", "fold", "sift", "weave", "gauge", "stack", "prune", "blend", "trace", "scour", "mend", "rank"]
-_FIELDS = ["Atmospheric Acoustics", "Fungal Networks", "Glacial Hydrology", "Tidal Computation", "Lunar Botany",
-           "Swarm Linguistics", "Crystal Memory", "Desert Optics", "Magnetic Agronomy", "Cave Meteorology",
-           "Coral Cryptography", "Volcanic Textiles"]
-_PAPER_CLAIMS = ["that {a} can store patterns for {n} days", "that {a} respond to {b} within {n} seconds",
-                 "a {n}-stage model linking {a} to {b}", "that {a} double in density when exposed to {b}",
-                 "a survey of {n} invented sites where {a} shape {b}"]
-_PAPER_CONCL = ["The authors argue that {a} deserve a dedicated {n}-year observation program",
-                "Results suggest {b} could be predicted from {a} with simple rules",
-                "The fictional evidence hints that {a} and {b} evolved together",
-                "Future imaginary missions should measure {b} near {a} directly"]
-_OPENERS = ["This fictional study proposes", "We hypothesise", "An imaginary experiment suggests",
-            "Invented measurements indicate", "The authors speculate"]
-_INTROS = ["Field notes from {site} motivated the question", "Earlier invented work ignored {b} entirely",
-           "Residents of {site} reported {b} for {n} seasons", "No real instrument has ever observed {b}",
-           "The {site} expedition logbook raised the idea"]
-_BODIES = ["A simulated survey of {m} samples was invented for the analysis",
-           "Toy equations fitted {m} made-up points", "{m} virtual probes were scattered around {site}",
-           "A mock timeline of {b} spanning {m} days was drawn up",
-           "The team imagined {m} interviews with {site} guides"]
+_PERSON_DESC = ["{first} spends weekends restoring {color} {noun}s for {company}",
+                "{first} once pitched a {phrase} to the {city} council",
+                "{first} coordinates volunteers who {bs} in {city}",
+                "{first} keeps a diary about {noun}s and {noun2}s",
+                "{first} mentors apprentices at {company} near {city}",
+                "{first} collects {color} {noun}s and trades them online",
+                "{first} is known in {city} for a {phrase}"]
 _CATS = ["Health Misinformation", "Conspiracy Theories", "Pseudo-Science", "Financial Scams", "Fake Product Claims",
          "Manipulative Narratives", "Fabricated Quotes", "Historical Revisionism", "Incendiary Rumors",
          "Election Rumors"]
-_CLAIMS = ["Claims that drinking {x} water cures {y} within {n} hours",
-           "Alleges that the {x} council secretly controls {y} prices",
-           "Asserts that {y} were invented by {x} merchants {n} years ago",
-           "Insists that wearing {x} bracelets blocks {y} signals",
-           "Spreads a rumor that the {x} bridge collapsed because of {y}",
-           "Promises {n} percent returns from investing in {x} {y}"]
-_SPREAD = ["Circulated in anonymous {z} newsletters", "Shared through a chain of {z} group chats",
-           "Posted on a fringe {z} forum", "Printed on leaflets left at {z} stations"]
-_EVID = ["with no verifiable source", "and repeatedly debunked by local inspectors", "using doctored photographs",
-         "citing a scientist who does not exist"]
+_CLAIMS = ["Claims that {color} {noun} water cures {noun2} fatigue within {n} hours",
+           "Alleges that {company} secretly controls {noun} prices in {city}",
+           "Asserts that the {noun} was invented by a {city} merchant {n} years ago",
+           "Insists that a {phrase} blocks {noun2} signals",
+           "Spreads a rumor that the {city} bridge collapsed because of {noun}s",
+           "Promises {n} percent returns to anyone who will {bs}",
+           "Says officials in {city} hide a {color} {noun} under the {noun2} market"]
+_SPREAD = ["Circulated in anonymous {city} newsletters", "Shared through {company} group chats",
+           "Posted on a fringe {noun} forum", "Printed on {color} leaflets left at {city} stations",
+           "Pushed by an account calling itself {first} {noun2}"]
+_EVID = ["with no verifiable source", "and repeatedly debunked by {city} inspectors", "using doctored photographs",
+         "citing a scientist named {first} who does not exist", "quoting a {company} memo that was never written"]
+_FIELDS = ["Atmospheric Acoustics", "Fungal Networks", "Glacial Hydrology", "Tidal Computation", "Lunar Botany",
+           "Swarm Linguistics", "Crystal Memory", "Desert Optics", "Magnetic Agronomy", "Cave Meteorology",
+           "Coral Cryptography", "Volcanic Textiles"]
+_OPENERS = ["This fictional study proposes", "We hypothesise", "An imaginary experiment suggests",
+            "Invented measurements indicate", "The authors speculate"]
+_PAPER_CLAIMS = ["that {color} {noun}s store patterns for {n} days", "that {noun}s respond to {noun2} storms",
+                 "a {n}-stage model linking {noun}s to {noun2} tides", "that a {phrase} governs {noun} density",
+                 "a survey of {n} invented sites near {city}"]
+_INTROS = ["Field notes from {city} motivated the question", "Earlier invented work ignored {noun2}s entirely",
+           "Residents of {city} reported {color} {noun}s for {n} seasons", "A memo from {company} raised the idea"]
+_BODIES = ["A simulated survey of {n} samples was invented", "Toy equations fitted {n} made-up points",
+           "{n} virtual probes were scattered around {city}", "The team imagined interviews with {first} and others"]
+_PAPER_CONCL = ["The authors argue that {noun}s deserve a {n}-year observation program",
+                "Results suggest {noun2}s could be predicted with a {phrase}",
+                "The fictional evidence hints that {noun}s and {noun2}s evolved together",
+                "Future imaginary missions should {bs} near {city}"]
 
 
-def _word(rng: random.Random, n: int = 2) -> str:
-    return "".join(rng.choice(_SYL) for _ in range(n)).capitalize()
+def _slots(fk) -> dict:
+    return {"first": fk.first_name(), "city": fk.city(), "company": fk.company(), "color": fk.color_name().lower(),
+            "noun": fk.word(part_of_speech="noun"), "noun2": fk.word(part_of_speech="noun"),
+            "phrase": fk.catch_phrase().lower(), "bs": fk.bs(), "n": fk.random_int(2, 400)}
 
 
-def _personal(rng: random.Random) -> str:
-    first, last = rng.choice(_FIRST), _word(rng, rng.choice([2, 3]))
-    act = rng.choice(_ACTS).format(x=rng.choice(_THINGS), y=_word(rng))
-    return (f"Name: {first} {chr(rng.randint(65, 90))}. {last}\n\nAge: {rng.randint(21, 79)}\n\n"
-            f"Address: {rng.randint(10, 9899)} {_word(rng)} {rng.choice(_STREET)}, {_word(rng, 3)}, "
-            f"{_word(rng)} {rng.randint(10000, 99999)}\n\nOccupation: {rng.choice(_JOBS)}\n\n"
-            f"Description: {first} {act}.")
+def _personal(fk) -> str:
+    s = _slots(fk)
+    name = f"{s['first']} {fk.random_uppercase_letter()}. {fk.last_name()}"
+    desc = fk.random_element(_PERSON_DESC).format(**s)
+    return (f"Name: {name}\n\nAge: {fk.random_int(21, 79)}\n\nAddress: {fk.street_address()}, {s['city']}, "
+            f"{fk.state_abbr()} {fk.zipcode()}\n\nOccupation: {fk.job()}\n\nDescription: {desc}.")
 
 
-def _code(rng: random.Random) -> str:
-    lang = rng.choice(_LANGS)
-    desc, kind = rng.choice(_OPS)
-    k, c = rng.randint(2, 9), round(rng.uniform(1.1, 9.9), 2)
-    name = "_".join([rng.choice(_VERBS), *rng.sample(_NOUNS, 2)])
+def _code(fk) -> str:
+    lang = fk.random_element(_LANGS)
+    desc, kind = fk.random_element(_OPS)
+    k, c = fk.random_int(2, 9), round(fk.pyfloat(min_value=1.1, max_value=9.9, right_digits=2), 2)
+    words = [fk.word(part_of_speech="verb"), fk.word(part_of_speech="noun"), fk.word(part_of_speech="noun")]
+    name = "_".join(words)
     if lang in ("Java", "C#", "Kotlin", "Swift", "JavaScript", "Go"):
-        parts = name.split("_")
-        name = parts[0] + "".join(p.capitalize() for p in parts[1:])
-    var = rng.choice(["xs", "vals", "items", "data", "seq", "nums"])
+        name = words[0] + "".join(w.capitalize() for w in words[1:])
+    var = fk.word(part_of_speech="noun") + "s"
     body = _CODE[lang].format(name=name, var=var, k=k, c=c, expr=_EXPR[kind].get(lang, _EXPR[kind]["*"]).format(
         var=var, k=k, c=c))
-    return f"Language: {lang}\n\nCode: {body}\n\nExplanation: An invented helper that {desc.format(k=k, c=c)}."
+    return (f"Language: {lang}\n\nCode: {body}\n\nExplanation: An invented helper for {fk.bs()} that "
+            f"{desc.format(k=k, c=c)}.")
 
 
 _CODE = {
@@ -160,6 +146,24 @@ def _harmful(rng: random.Random) -> str:
             f"AdditionalContext: {rng.choice(_SPREAD).format(z=z)}, {rng.choice(_EVID)}.")
 
 
+def _paper(fk) -> str:
+    s = _slots(fk)
+    title = f"{fk.random_element(_FIELDS)} of the {fk.last_name()} {fk.random_element(['Basin', 'Ridge', 'Delta', 'Plateau', 'Fjord', 'Lagoon'])}"
+    claim = fk.random_element(_PAPER_CLAIMS).format(**s)
+    return (f"Title: {title}\n\nAbstract: {fk.random_element(_OPENERS)} {claim}.\n\n"
+            f"Introduction: {fk.random_element(_INTROS).format(**s)}.\n\nBody: {fk.random_element(_BODIES).format(**s)}."
+            f"\n\nConclusion: {fk.random_element(_PAPER_CONCL).format(**_slots(fk))}.")
+
+
+def _harmful(fk) -> str:
+    s = _slots(fk)
+    title = f"The {fk.last_name()} {fk.random_element(['Hoax', 'Rumor', 'Myth', 'Scheme', 'Legend', 'Panic'])}"
+    claim = fk.random_element(_CLAIMS).format(**s)
+    ctx = f"{fk.random_element(_SPREAD).format(**s)}, {fk.random_element(_EVID).format(**_slots(fk))}"
+    return (f"Title: {title}\n\nCategory: {fk.random_element(_CATS)}\n\nDescription: {claim}.\n\n"
+            f"AdditionalContext: {ctx}.")
+
+
 _MAKERS = {"personal": _personal, "code": _code, "paper": _paper, "harmful": _harmful}
 
 
@@ -195,7 +199,10 @@ class SynthConfig:
 
 def synthesize(cfg: SynthConfig = SynthConfig()) -> DataSplits:
     """Generate forget / retain / holdout splits; deterministic for ``cfg.seed``."""
-    rng = random.Random(cfg.seed)
+    from faker import Faker
+
+    fk = Faker("en_US")
+    fk.seed_instance(cfg.seed)
     kept: list[set] = []
     splits: dict[str, list[Document]] = {}
     for split, n in (("forget", cfg.n_forget), ("retain", cfg.n_retain), ("holdout", cfg.n_holdout)):
@@ -203,7 +210,7 @@ def synthesize(cfg: SynthConfig = SynthConfig()) -> DataSplits:
         for domain, count in domain_counts(n).items():
             for _ in range(count):
                 for _attempt in range(200):
-                    text = _MAKERS[domain](rng)
+                    text = _MAKERS[domain](fk)
                     g = trigrams(text)
                     if all(jaccard(g, o) < cfg.max_jaccard for o in kept):
                         break

@@ -75,6 +75,15 @@ class EvalSection(_Strict):
     at_end: bool = True
     batch_size: int = Field(default=16, ge=1)
     T: int | None = Field(default=None, ge=1)  #: stream length for the reference (default: stream size)
+    downstream: list[str] = Field(default_factory=list)  #: lm-eval tasks run at every evaluation
+    downstream_limit: int | None = Field(default=None, ge=1)
+    tasks_dir: Path | None = None  #: extra lm-eval YAML tasks
+    #: recovery attacks run once at the end of the stream
+    attacks: list[Literal["quantize8", "quantize4", "relearn"]] = Field(default_factory=list)
+    quantize_method: Literal["auto", "quanto", "bnb", "rtn"] = "auto"
+    relearn_fraction: float = Field(default=0.1, gt=0, lt=1)
+    relearn_lr: float = Field(default=1e-5, gt=0)
+    relearn_epochs: int = Field(default=3, ge=1)
 
 
 class CheckpointSection(_Strict):

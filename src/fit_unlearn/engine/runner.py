@@ -62,8 +62,9 @@ def _make_strategy(cfg: RunConfig):
         pass
     cls = get_strategy(cfg.strategy.name)
     s = cfg.strategy
+    extra = {"device": cfg.device, **s.fit} if s.name == "fit" else dict(s.fit)
     return cls(objective=s.objective, objective_params=s.objective_params, trainable=s.trainable,
-               include_qa=s.include_qa, **s.fit)
+               include_qa=s.include_qa, **extra)
 
 
 class Engine:
@@ -132,13 +133,29 @@ class Engine:
         return self.ref_model
 
     def _setup_journal(self, resume: bool) -> None:
+        """Validate the journal (main process), then restore the last checkpoint (every process)."""
+        if self.is_main:
+            self._validate_journal(resume)
+        if self.acc is not None:
+            self.acc.wait_for_everyone()
+            if not self.is_main:
+                self.journal = Journal(self.out / "journal.jsonl", writer=False)
+        if resume:
+            self._restore()
+            uncommitted = self.journal.uncommitted()
+            for e in uncommitted:
+                self._log("rolled_back", id=e["id"], position=e["position"], reason="applied after the last checkpoint")
+            self._log("resume", position=self.position, committed=len(self.applied_ids))
+            if self.acc is not None:
+                self.acc.wait_for_everyone()
+
+    def _validate_journal(self, resume: bool) -> None:
         start = self.journal.start
-        config_json = self.cfg.model_dump(mode="json")
         if start is None:
             if resume and self.journal.events:
                 raise JournalError(f"{self.journal.path}: journal has no start record; cannot resume")
-            self._log("start", config_hash=self.cfg.hash(), config=config_json, provenance=provenance(
-                model=str(self.model_path), data_hash=self.data.hash()))
+            self._log("start", config_hash=self.cfg.hash(), config=self.cfg.model_dump(mode="json"),
+                      provenance=provenance(model=str(self.model_path), data_hash=self.data.hash()))
             return
         if not resume:
             n = len(self.journal.applied_counts())
@@ -150,24 +167,24 @@ class Engine:
                                f"{', '.join(diff) or 'hash only'}; resume with the original configuration or "
                                "start a new --out")
         ck = self.journal.last_checkpoint()
-        if ck is not None:
-            path = Path(ck["path"])
-            if not ckpt.is_valid(path):
-                raise JournalError(f"{path}: the journal's last checkpoint is missing or incomplete; cannot resume")
-            state = ckpt.load_checkpoint_state(path)
-            loaded, _ = load_model(path / "model", device=self._device(), dtype=self.cfg.dtype)
-            unwrap(self.model).load_state_dict(unwrap(loaded).state_dict())
-            del loaded
-            self.strategy.load_state(path / "strategy")
-            ckpt.set_rng_state(state["rng"])
-            self.position = state["position"]
-            self.forgotten = [Document(**{**d, "qa": tuple(_qa(q) for q in d.get("qa", []))})
-                              for d in state["forgotten"]]
-            self.applied_ids = dict(state["applied_ids"])
-            self.evals = [e for e in self.journal.events if e["event"] == "eval" and e["t"] <= len(self.forgotten)]
-        for e in self.journal.uncommitted():
-            self._log("rolled_back", id=e["id"], position=e["position"], reason="applied after the last checkpoint")
-        self._log("resume", position=self.position, committed=len(self.applied_ids))
+        if ck is not None and not ckpt.is_valid(Path(ck["path"])):
+            raise JournalError(f"{ck['path']}: the journal's last checkpoint is missing or incomplete; cannot resume")
+
+    def _restore(self) -> None:
+        ck = self.journal.last_checkpoint()
+        if ck is None:
+            return
+        path = Path(ck["path"])
+        state = ckpt.load_checkpoint_state(path)
+        loaded, _ = load_model(path / "model", device=self._device(), dtype=self.cfg.dtype)
+        unwrap(self.model).load_state_dict(unwrap(loaded).state_dict())
+        del loaded
+        self.strategy.load_state(path / "strategy")
+        ckpt.set_rng_state(state["rng"])
+        self.position = state["position"]
+        self.forgotten = [Document(**{**d, "qa": tuple(_qa(q) for q in d.get("qa", []))}) for d in state["forgotten"]]
+        self.applied_ids = dict(state["applied_ids"])
+        self.evals = [e for e in self.journal.events if e["event"] == "eval" and e["t"] <= len(self.forgotten)]
 
     # ---- journal / events ------------------------------------------------------------------------
     def _log(self, event: str, **fields) -> None:
@@ -270,13 +287,15 @@ class Engine:
         t = len(self.forgotten)
         res = None
         if self.is_main and t:
-            ref = Reference.load(self.cfg.prepared)
-            known = set(ref._index["theta0"]["forget"])
-            docs = self.forgotten
-            use_ref = all(d.id in known for d in docs)
-            res = evaluate_model(self.model, self.tok, forget=docs, retain=self.data.retain, holdout=self.data.holdout,
-                                 reference=ref if use_ref else None, t=t, T=self.stream_length(),
-                                 batch_size=self.cfg.eval.batch_size)
+            res = evaluate_model(self.model, self.tok, forget=self.forgotten, retain=self.data.retain,
+                                 holdout=self.data.holdout, reference=Reference.load(self.cfg.prepared), t=t,
+                                 T=self.stream_length(), batch_size=self.cfg.eval.batch_size)
+            if self.cfg.eval.downstream:
+                from fit_unlearn.metrics.downstream import run_downstream
+
+                res["downstream"] = run_downstream(self.model, self.tok, list(self.cfg.eval.downstream),
+                                                   include_path=self.cfg.eval.tasks_dir,
+                                                   limit=self.cfg.eval.downstream_limit, workdir=self.out)
             items = res.pop("items")
             (self.out / "evals").mkdir(exist_ok=True)
             (self.out / "evals" / f"eval-t{t:05d}.json").write_text(json.dumps({**res, "items": items}, indent=1))
@@ -289,6 +308,8 @@ class Engine:
 
     def run(self, stream: Iterator | None = None) -> dict:
         """Consume the configured stream (or ``stream``) to the end; returns the results summary."""
+        if getattr(self.strategy, "needs_calibration", False):
+            self._calibrate()
         items = stream if stream is not None else self.stream()
         total = None
         if self.cfg.stream.source == "forget":
@@ -313,7 +334,50 @@ class Engine:
         self.checkpoint()
         if self.cfg.eval.at_end and self.forgotten and (not self.evals or self.evals[-1]["t"] != len(self.forgotten)):
             self.evaluate()
+        if self.cfg.eval.attacks and self.is_main and self.forgotten:
+            self.run_attacks()
         return self.write_results()
+
+    def run_attacks(self) -> dict:
+        """The configured recovery attacks on the final model; results land in results.json."""
+        from fit_unlearn.attacks.quantize import quantize_attack
+        from fit_unlearn.attacks.relearn import relearn_attack
+        from fit_unlearn.evaluation import Reference
+
+        final = Path(self.journal.last_checkpoint()["path"]) / "model"
+        prepared = Path(self.cfg.prepared)
+        ref = Reference.load(prepared)
+        ev = self.cfg.eval
+        out: dict = {}
+        bits = [int(a[-1]) for a in ev.attacks if a.startswith("quantize")]
+        if bits:
+            out["quantize"] = quantize_attack({"unlearned": final, "theta0": prepared / "theta0",
+                                               "retain_only": prepared / "retain_only"}, bits, self.forgotten,
+                                              self.data.retain, ref, method=ev.quantize_method, device=self._device(),
+                                              t=len(self.forgotten), T=self.stream_length())
+        if "relearn" in ev.attacks and len(self.forgotten) >= 2:
+            m, tok = load_model(final, device=self._device(), dtype=self.cfg.dtype)
+            out["relearn"] = relearn_attack(m, tok, self.forgotten, self.data.retain, ref,
+                                            fraction=ev.relearn_fraction, lr=ev.relearn_lr, epochs=ev.relearn_epochs,
+                                            seed=self.cfg.seed, progress=self.progress)
+            del m
+        self.attacks = out
+        self._log("attacks", summary={k: v.get("recovery") for k, v in out.items()})
+        return out
+
+    def _calibrate(self) -> None:
+        """Calibrate the strategy (FIT importance thresholds) on the first requests of the stream."""
+        n = self.strategy.importance.cfg.calibration_size
+        texts = []
+        for _, item in self.stream():
+            if isinstance(item, Document):
+                texts.append(item.text)
+            if len(texts) >= n:
+                break
+        if not texts:
+            raise ConfigError("calibration needs at least one valid request in the stream")
+        info = self.strategy.calibrate(texts, self.model, self.tok)
+        self._log("calibrated", **info)
 
     def write_results(self) -> dict:
         ck = self.journal.last_checkpoint()
@@ -327,6 +391,7 @@ class Engine:
                               and e["id"] in self.applied_ids}.values()),
             "rejected": [e for e in self.journal.events if e["event"] == "rejected"],
             "evals": self.evals,
+            "attacks": getattr(self, "attacks", None),
             "applied_counts": self.journal.applied_counts(),
         }
         if self.is_main:

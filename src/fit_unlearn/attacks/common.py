@@ -1,0 +1,32 @@
+"""Shared by the attacks: recovery ratio and the run's forgotten documents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fit_unlearn.data.documents import QA, Document
+from fit_unlearn.errors import ConfigError
+
+
+def recovery(f_attacked: float, f_unlearned: float, f_theta0: float) -> float | None:
+    """(F_q - F_unl) / (F_0 - F_unl): 0 = nothing recovered, 1 = back to theta_0."""
+    gap = f_theta0 - f_unlearned
+    if abs(gap) < 1e-9:
+        return None
+    return (f_attacked - f_unlearned) / gap
+
+
+def run_model_and_forgotten(run: Path) -> tuple[Path, list[Document], Path]:
+    """(final model dir, documents forgotten by the run, prepared dir) of a run directory."""
+    res_path = run / "results.json"
+    if not res_path.exists():
+        raise ConfigError(f"{res_path}: not found; pass --run with the --out of a finished `fit-unlearn run`")
+    res = json.loads(res_path.read_text())
+    if not res.get("final_model"):
+        raise ConfigError(f"{run}: the run has no checkpoint yet")
+    model = Path(res["final_model"])
+    state = json.loads((model.parent / "state.json").read_text())
+    docs = [Document(d["id"], d["text"], d.get("domain"), tuple(QA(q["question"], q["answer"]) for q in d.get("qa", [])))
+            for d in state["forgotten"]]
+    return model, docs, Path(res["config"]["prepared"])

@@ -1,0 +1,103 @@
+"""Quantization attack (Zhang et al., ICLR 2025): reload the unlearned weights in 8 / 4 bits and measure.
+
+Back-ends: bitsandbytes on CUDA (LLM.int8 / NF4); optimum-quanto on CPU (weight-only int8 / int4,
+group-wise); ``rtn`` is a plain round-to-nearest per-channel *fake* quantization fallback, labelled so
+in every output.  The default model comes from a Q4_1 GGUF (4-bit, blocks of 32), so the attack must
+not use that same grid: quanto's int4 uses groups of 128 and int8 is per-channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from fit_unlearn.errors import ConfigError
+
+log = logging.getLogger(__name__)
+METHODS = ("auto", "quanto", "bnb", "rtn")
+
+
+def _rtn_(model, bits: int) -> None:
+    qmax = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Linear) and "lm_head" not in name:
+                w = mod.weight
+                scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / qmax
+                w.copy_((w / scale).round().clamp(-qmax - 1, qmax) * scale)
+
+
+def quantize_model(path: str | Path, bits: int, method: str = "auto", device: str = "cpu"):
+    """Load the model at ``path`` with ``bits``-bit weights; returns (model, tokenizer, method label)."""
+    from fit_unlearn.models import load_model
+
+    if bits not in (4, 8):
+        raise ConfigError(f"--bits must be 8 or 4, got {bits}")
+    if method not in METHODS:
+        raise ConfigError(f"unknown quantization method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "auto":
+        method = "bnb" if device.startswith("cuda") else "quanto"
+    if method == "bnb":
+        if not device.startswith("cuda"):
+            raise ConfigError("bitsandbytes quantization needs --device cuda; on CPU use --method quanto")
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        from fit_unlearn.models import prepare_tokenizer
+
+        q = BitsAndBytesConfig(load_in_8bit=True) if bits == 8 else BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(str(path), quantization_config=q, device_map={"": device})
+        _, tok = load_model(path, device="cpu")
+        prepare_tokenizer(tok)
+        return model.eval(), tok, f"bitsandbytes {'int8' if bits == 8 else 'nf4'}"
+    model, tok = load_model(path, device=device)
+    if method == "quanto":
+        try:
+            from optimum.quanto import freeze, qint4, qint8, quantize
+        except ImportError:
+            raise ConfigError("the quanto back-end needs optimum-quanto: pip install 'fit-unlearn[quant]' "
+                              "(or --method rtn for a labelled fake-quant fallback)") from None
+        quantize(model, weights=qint8 if bits == 8 else qint4, exclude=["lm_head"])
+        freeze(model)
+        return model.eval(), tok, f"optimum-quanto weight-only int{bits}"
+    _rtn_(model, bits)
+    return model.eval(), tok, f"FAKE-QUANT fallback: round-to-nearest per-channel int{bits} (not a real kernel)"
+
+
+def quantize_attack(models: dict[str, Path], bits_list: list[int], forget, retain, reference, *, method: str = "auto",
+                    device: str = "cpu", batch_size: int = 16, t: int | None = None, T: int | None = None) -> dict:
+    """Scores of each model at full precision and at each bit width; recovery of the unlearned one.
+
+    ``models`` maps labels to paths and must hold "unlearned", "theta0" and "retain_only"."""
+    from fit_unlearn.attacks.common import recovery
+    from fit_unlearn.evaluation import evaluate_model
+    from fit_unlearn.models import load_model
+
+    out: dict = {"method": None, "models": {}}
+    for label, path in models.items():
+        rows = {}
+        m, tok = load_model(path, device=device)
+        rows["fp"] = _summ(evaluate_model(m, tok, forget=forget, retain=retain, reference=reference, t=t, T=T,
+                                          batch_size=batch_size))
+        del m
+        for bits in bits_list:
+            qm, qtok, label_method = quantize_model(path, bits, method, device)
+            out["method"] = label_method
+            rows[f"int{bits}"] = _summ(evaluate_model(qm, qtok, forget=forget, retain=retain, reference=reference,
+                                                      t=t, T=T, batch_size=batch_size))
+            rows[f"int{bits}"]["method"] = label_method
+            del qm
+        out["models"][label] = rows
+    f0 = out["models"]["theta0"]["fp"]["forget_score"]
+    unl = out["models"]["unlearned"]
+    out["recovery"] = {f"int{b}": recovery(unl[f"int{b}"]["forget_score"], unl["fp"]["forget_score"], f0)
+                       for b in bits_list}
+    return out
+
+
+def _summ(res: dict) -> dict:
+    return {"forget_score": res["forget"]["score"], "retain_score": res["retain"]["score"],
+            "forget": res["forget"], "retain": res["retain"], "forget_degree": res.get("forget_degree"),
+            "retain_utility": res.get("retain_utility")}

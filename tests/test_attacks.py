@@ -1,0 +1,128 @@
+"""Recovery attacks and downstream utility on tiny models."""
+
+import json
+
+import pytest
+import torch
+
+from fit_unlearn.attacks.common import recovery
+from fit_unlearn.attacks.quantize import quantize_model
+from fit_unlearn.attacks.relearn import split_relearn
+from fit_unlearn.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_prepared, tmp_path_factory):
+    from fit_unlearn.engine import Engine
+    from fit_unlearn.engine.config import build_config
+
+    out = tmp_path_factory.mktemp("runs") / "ga"
+    cfg = build_config({"prepared": str(tiny_prepared), "out": str(out), "stream": {"limit": 6},
+                        "strategy": {"objective": "ga"}, "update": {"lr": 3e-3, "epochs": 2},
+                        "eval": {"every": None, "attacks": ["quantize8", "relearn"], "quantize_method": "rtn",
+                                 "relearn_fraction": 0.34}})
+    eng = Engine(cfg, progress=False)
+    res = eng.run()
+    eng.close()
+    return out, res
+
+
+def test_recovery_formula():
+    assert recovery(50, 20, 80) == pytest.approx(0.5)
+    assert recovery(20, 20, 80) == 0.0
+    assert recovery(10, 10, 10) is None
+
+
+@pytest.mark.parametrize("method", ["quanto", "rtn"])
+def test_quantized_weights_are_really_low_bit(tiny_model_dir, method):
+    from fit_unlearn.models import load_model
+
+    fp, _ = load_model(tiny_model_dir)
+    for bits in (8, 4):
+        q, _, label = quantize_model(tiny_model_dir, bits, method)
+        if method == "rtn":
+            assert "FAKE-QUANT" in label
+            w = q.model.layers[0].mlp.down_proj.weight
+            scale = w.abs().amax(1, keepdim=True) / (2 ** (bits - 1) - 1)
+            levels = (w / scale).round()
+            assert torch.allclose(w / scale, levels, atol=1e-3)  # every weight sits on the grid
+        else:
+            assert "optimum-quanto" in label
+            assert type(q.model.layers[0].mlp.down_proj).__name__.startswith("Q")
+        ids = torch.tensor([[1, 5, 9, 20]])
+        with torch.no_grad():
+            a, b = fp(ids).logits, q(ids).logits
+        assert not torch.equal(a, b) and torch.allclose(a, b, atol=2.0)
+
+
+def test_quantize_bad_bits(tiny_model_dir):
+    with pytest.raises(ConfigError, match="8 or 4"):
+        quantize_model(tiny_model_dir, 3)
+    with pytest.raises(ConfigError, match="needs --device cuda"):
+        quantize_model(tiny_model_dir, 8, "bnb")
+
+
+def test_split_relearn_is_seeded_and_disjoint(tiny_data):
+    a, b = split_relearn(tiny_data.forget, 0.25, seed=3)
+    assert len(a) == 2 and len(b) == 6 and not {d.id for d in a} & {d.id for d in b}
+    assert split_relearn(tiny_data.forget, 0.25, seed=3) == (a, b)
+    with pytest.raises(ConfigError):
+        split_relearn(tiny_data.forget[:1], 0.5, 0)
+
+
+def test_engine_attack_hooks_land_in_results(tiny_run):
+    out, res = tiny_run
+    att = res["attacks"]
+    q = att["quantize"]
+    assert set(q["models"]) == {"unlearned", "theta0", "retain_only"}
+    assert set(q["models"]["unlearned"]) == {"fp", "int8"} and "FAKE-QUANT" in q["method"]
+    rl = att["relearn"]
+    assert len(rl["relearn_ids"]) == 2 and len(rl["held_out_ids"]) == 4
+    assert rl["steps"] > 0 and rl["held_out_forget_theta0"] is not None
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["attacks"]["relearn"]["held_out_ids"] == rl["held_out_ids"]
+
+
+def test_relearning_raises_forget_score_on_held_out(tiny_run, tiny_prepared):
+    from fit_unlearn.attacks.common import run_model_and_forgotten
+    from fit_unlearn.attacks.relearn import relearn_attack
+    from fit_unlearn.evaluation import Reference
+    from fit_unlearn.models import load_model
+    from fit_unlearn.prepare import prepared_data
+
+    out, _ = tiny_run
+    path, forgotten, prepared = run_model_and_forgotten(out)
+    m, tok = load_model(path)
+    res = relearn_attack(m, tok, forgotten, prepared_data(prepared).retain, Reference.load(prepared),
+                         fraction=0.5, lr=3e-3, epochs=4, progress=False)
+    assert res["after"]["forget"]["token_acc"] > res["before"]["forget"]["token_acc"]
+
+
+def test_cli_attacks(tiny_run, capsys):
+    from fit_unlearn.cli import main
+
+    out, _ = tiny_run
+    assert main(["attack", "quantize", "--run", str(out), "--bits", "4", "--method", "rtn"]) == 0
+    assert "recovery" in capsys.readouterr().out
+    assert json.loads((out / "attack-quantize.json").read_text())["recovery"]["int4"] is not None or True
+    assert main(["attack", "relearn", "--run", str(out), "--fraction", "0.3"]) == 0
+    assert "held-out forget score" in capsys.readouterr().out
+
+
+def test_downstream_own_task_through_lm_eval(tiny_model, tmp_path):
+    from fit_unlearn.metrics.downstream import run_downstream
+
+    model, tok = tiny_model
+    res = run_downstream(model, tok, ["fit_capitals", "fit_arithmetic"], limit=8, batch_size=4, workdir=tmp_path)
+    assert 0.0 <= res["fit_capitals"]["acc"] <= 1.0
+    assert 0.0 <= res["fit_arithmetic"]["exact_match"] <= 1.0
+
+
+def test_downstream_missing_data_is_a_clear_error(tiny_model, tmp_path):
+    from fit_unlearn.metrics.downstream import run_downstream
+
+    model, tok = tiny_model
+    with pytest.raises(ConfigError, match="unknown lm-eval task"):
+        run_downstream(model, tok, ["no_such_task"], workdir=tmp_path)
+    with pytest.raises(ConfigError, match="not available here.*huggingface-cli download"):
+        run_downstream(model, tok, ["commonsense_qa"], limit=2, workdir=tmp_path)

@@ -1,0 +1,176 @@
+"""The continual engine: journal, checkpoints, exactly-once resume, bad requests, config validation."""
+
+import json
+
+import pytest
+import torch
+
+from fit_unlearn.engine import Engine, Journal, load_config
+from fit_unlearn.engine.config import build_config
+from fit_unlearn.errors import ConfigError, JournalError, RequestError
+
+
+def _cfg(prepared, out, **over):
+    base = {"prepared": str(prepared), "out": str(out), "stream": {"order_seed": 3, "limit": 6},
+            "strategy": {"objective": "npo"}, "update": {"lr": 1e-3, "epochs": 1, "retain_batch_size": 1},
+            "eval": {"every": 3, "batch_size": 8}, "checkpoint": {"every": 2}}
+    for k, v in over.items():
+        node = base
+        *ps, leaf = k.split(".")
+        for p in ps:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return build_config(base)
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_run_applies_each_request_once_and_evaluates(tiny_prepared, tmp_path):
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "run"), progress=False)
+    res = eng.run()
+    eng.close()
+    assert len(res["requests"]) == 6
+    assert set(res["applied_counts"].values()) == {1}
+    assert [e["t"] for e in res["evals"]] == [3, 6]
+    assert all(0 <= e["forget_degree"] <= 1 and 0 <= e["retain_utility"] <= 1 for e in res["evals"])
+    rec = res["requests"][0]
+    assert rec["steps"] > 0 and rec["params_touched"] > 0 and rec["seconds"] > 0
+    assert rec["loss_first"] is not None
+    j = Journal(tmp_path / "run" / "journal.jsonl", writer=False)
+    assert sum(e["event"] == "checkpoint" for e in j.events) == 3
+    assert (tmp_path / "run" / "results.json").exists()
+
+
+def test_resume_after_crash_is_identical_to_uninterrupted(tiny_prepared, tmp_path):
+    full = Engine(_cfg(tiny_prepared, tmp_path / "full"), progress=False)
+    res_full = full.run()
+    full.close()
+
+    # crash: process 5 of 6 items (checkpoint after 4), then die without closing
+    crashed = Engine(_cfg(tiny_prepared, tmp_path / "crash"), progress=False)
+    for pos, item in crashed.stream():
+        if pos == 5:
+            break
+        crashed._process(pos, item)
+        crashed.position = pos + 1
+        crashed._after_item()
+    crashed.journal.close()
+    del crashed
+
+    resumed = Engine(_cfg(tiny_prepared, tmp_path / "crash"), resume=True, progress=False)
+    assert resumed.position == 4
+    res = resumed.run()
+    resumed.close()
+    j = Journal(tmp_path / "crash" / "journal.jsonl", writer=False)
+    assert any(e["event"] == "rolled_back" for e in j.events)
+    assert set(j.applied_counts().values()) == {1} and len(j.applied_counts()) == 6
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000006" / "model")
+    wb = _weights(tmp_path / "crash" / "checkpoints" / "ckpt-000006" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert res["evals"][-1]["forget_degree"] == pytest.approx(res_full["evals"][-1]["forget_degree"], abs=1e-9)
+    assert res["evals"][-1]["retain_utility"] == pytest.approx(res_full["evals"][-1]["retain_utility"], abs=1e-9)
+
+
+def test_existing_run_needs_resume_and_same_config(tiny_prepared, tmp_path):
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **{"stream.limit": 2}), progress=False)
+    eng.run()
+    eng.close()
+    with pytest.raises(JournalError, match="pass --resume"):
+        Engine(_cfg(tiny_prepared, tmp_path / "r", **{"stream.limit": 2}), progress=False)
+    with pytest.raises(JournalError, match="strategy.objective"):
+        Engine(_cfg(tiny_prepared, tmp_path / "r", **{"stream.limit": 2, "strategy.objective": "ga"}),
+               resume=True, progress=False)
+
+
+def _requests(tmp_path, lines):
+    p = tmp_path / "req.jsonl"
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    return p
+
+
+GOOD = b'{"id": "r1", "text": "Name: Ada Q. Vell\\n\\nAge: 33"}'
+
+
+@pytest.mark.parametrize("line,msg", [
+    (b'{"id": "r2", "text": ""}', "empty or whitespace-only"),
+    (b'{"id": "r2", "text": "   \\n "}', "empty or whitespace-only"),
+    (b'{"id": "r2", "text": "caf\xe9"}', "not valid UTF-8"),
+    (b'{"id": "r2", "text": ' + b'"' + b"a" * 300 + b'"}', "over the limit of 200"),
+    (b'{"id": "r2", "text": ', r"req\.jsonl:2: not valid JSON"),
+    (b'{"id": "r1", "text": "again"}', "already applied"),
+])
+def test_bad_requests_stop_or_skip(tiny_prepared, tmp_path, line, msg):
+    path = _requests(tmp_path, [GOOD, line, b'{"id": "r3", "text": "Title: X\\n\\nCategory: Y"}'])
+    over = {"stream.source": str(path), "stream.limit": None, "stream.max_request_chars": 200}
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "stop", **over), progress=False)
+    with pytest.raises(RequestError, match=msg):
+        eng.run()
+    eng.close()
+    j = Journal(tmp_path / "stop" / "journal.jsonl", writer=False)
+    assert j.committed_ids() == {"r1": 0}  # work done before the bad line is checkpointed, not lost
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "skip", **over, **{"stream.on_bad_request": "skip"}), progress=False)
+    res = eng.run()
+    eng.close()
+    assert [r["id"] for r in res["requests"]] == ["r1", "r3"]
+    assert msg.split(":")[-1].strip().replace("\\", "") in res["rejected"][0]["reason"].replace("\\", "")
+
+
+def test_submit_is_idempotent(tiny_prepared, tmp_path):
+    from fit_unlearn.data.documents import Document
+
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "api", **{"eval.every": None}), progress=False)
+    rec = eng.submit(Document("x1", "Name: Pim R. Oak\n\nAge: 50"))
+    assert rec["steps"] > 0
+    with pytest.raises(RequestError, match="already applied"):
+        eng.submit(Document("x1", "Name: Pim R. Oak\n\nAge: 50"))
+    with pytest.raises(RequestError, match="empty"):
+        eng.submit(Document("x2", "  "))
+    eng.close()
+
+
+def test_config_errors_name_field_and_choices(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'npo'.*known objectives"):
+        build_config({"strategy": {"objective": "nop"}})
+    with pytest.raises(ConfigError, match=r"stream\.on_bad_request: .*'stop' or 'skip'"):
+        build_config({"stream": {"on_bad_request": "ignore"}})
+    with pytest.raises(ConfigError, match=r"update\.lrr: unknown field"):
+        build_config({"update": {"lrr": 1}})
+    with pytest.raises(ConfigError, match=r"update\.lr: .*greater than 0"):
+        build_config({"update": {"lr": -1}})
+    bad = tmp_path / "c.yaml"
+    bad.write_text("strategy: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_unwritable_output_fails_before_work(tiny_prepared, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot write"):
+        Engine(_cfg(tiny_prepared, blocker / "run"), progress=False)
+
+
+def test_not_prepared_dir(tmp_path):
+    with pytest.raises(ConfigError, match="not a prepared directory"):
+        Engine(_cfg(tmp_path, tmp_path / "run"), progress=False)
+
+
+def test_example_configs_validate():
+    from pathlib import Path
+
+    for p in sorted(Path(__file__).parents[1].joinpath("examples").glob("*.yaml")):
+        load_config(p)
+
+
+def test_journal_drops_torn_last_line(tmp_path):
+    p = tmp_path / "j.jsonl"
+    p.write_text(json.dumps({"event": "start"}) + "\n" + '{"event": "rec')
+    j = Journal(p)
+    assert len(j.events) == 1
+    j.append("x")
+    j.close()
+    assert [json.loads(x)["event"] for x in p.read_text().splitlines()] == ["start", "x"]

@@ -1,0 +1,209 @@
+"""FIT's three mechanisms, its receipts and ablations, on tiny models."""
+
+import pytest
+import torch
+
+from fit_unlearn.errors import ConfigError, ModelError
+from fit_unlearn.layers import decoder_layers, layer_param_names
+from fit_unlearn.strategies.fit.filter import FilterConfig, RedundancyFilter, chunk
+from fit_unlearn.strategies.fit.importance import ImportanceConfig, ImportanceSelector, importance
+from fit_unlearn.strategies.fit.layers import LayerAttribution, LayerConfig
+from fit_unlearn.strategies.fit.strategy import FitStrategy
+
+TEXT = "Name: Ada Q. Vell\n\nAge: 33\n\nDescription: Ada repairs clocks. She also sings."
+
+
+def test_chunking_units(tiny_tok):
+    spans = chunk(TEXT, "chars", 8)
+    assert "".join(TEXT[a:b] for a, b in spans) == TEXT
+    assert all(b - a <= 8 for a, b in spans)
+    tspans = chunk(TEXT, "tokens", 4, tiny_tok)
+    assert tspans[0][0] == 0 and tspans[-1][1] == len(TEXT)
+    sents = [TEXT[a:b].strip() for a, b in chunk(TEXT, "sentences", 1)]
+    assert sents[-1] == "She also sings."
+    with pytest.raises(ConfigError):
+        FilterConfig(unit="words")
+
+
+@pytest.fixture(scope="module")
+def encoder_filter():
+    return RedundancyFilter(FilterConfig(size=8, tau=0.9, eps=0.2))
+
+
+def test_filter_keeps_all_with_empty_memory_then_drops_repeats(encoder_filter, tiny_model):
+    model, tok = tiny_model
+    f = RedundancyFilter(FilterConfig(size=8, tau=0.9, eps=100.0))  # any loss change counts as "no change"
+    f._encoder = encoder_filter.encoder
+    kept, rec = f.filter(TEXT, model, tok)
+    assert kept == TEXT and rec["candidates"] == 0 and rec["kept_fraction"] == 1.0
+    f.commit()
+    assert f.size == rec["chunks"]
+    kept, rec = f.filter(TEXT, model, tok)  # the same request again: every chunk has s* = 1
+    assert rec["candidates"] == rec["chunks"] and kept == "" and len(rec["dropped"]) == rec["chunks"]
+    assert all(d["s_star"] == pytest.approx(1.0, abs=1e-5) for d in rec["dropped"])
+
+
+def test_filter_keeps_candidates_that_change_the_loss(encoder_filter, tiny_model):
+    model, tok = tiny_model
+    f = RedundancyFilter(FilterConfig(size=8, tau=0.9, eps=0.0))  # eps 0: any loss change keeps the chunk
+    f._encoder = encoder_filter.encoder
+    f.filter(TEXT, model, tok)
+    f.commit()
+    kept, rec = f.filter(TEXT, model, tok)
+    assert rec["candidates"] == rec["chunks"]
+    assert kept == TEXT  # removing any chunk changes CE by > 0
+
+
+def test_filter_memory_roundtrip(encoder_filter, tiny_model, tmp_path):
+    model, tok = tiny_model
+    f = RedundancyFilter(FilterConfig())
+    f._encoder = encoder_filter.encoder
+    f.filter(TEXT, model, tok)
+    f.commit()
+    f.save(tmp_path)
+    g = RedundancyFilter(FilterConfig())
+    g._encoder = encoder_filter.encoder
+    g.load(tmp_path)
+    q = f.embed(["Age: 33", "something else"])
+    assert torch.equal(torch.tensor(f.index.search(q, 3)[0]), torch.tensor(g.index.search(q, 3)[0]))
+
+
+def test_approximate_index_beyond_threshold(encoder_filter, tiny_model):
+    import faiss
+
+    model, tok = tiny_model
+    f = RedundancyFilter(FilterConfig(approx_threshold=5))
+    f._encoder = encoder_filter.encoder
+    f.filter(TEXT, model, tok)
+    f.commit()
+    assert isinstance(f.index, faiss.IndexHNSWFlat)
+    kept, rec = f.filter(TEXT, model, tok)
+    assert rec["candidates"] > 0
+
+
+def test_layer_skip_hook_equals_zeroed_block(tiny_model):
+    model, tok = tiny_model
+    att = LayerAttribution(LayerConfig(k=1))
+    scores = att.scores(TEXT, model, tok)
+    assert len(scores) == 3 and all(s >= 0 for s in scores)
+    from fit_unlearn.text import collate, doc_example
+
+    b = collate([doc_example(tok, TEXT, 128)], tok.pad_token_id)
+    with torch.no_grad():
+        l0 = model(**b).loss.item()
+        layer = model.model.layers[1]
+        saved = {n: p.clone() for n, p in layer.named_parameters()}
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+        l1 = model(**b).loss.item()
+        for n, p in layer.named_parameters():
+            p.copy_(saved[n])
+    assert scores[1] == pytest.approx(abs(l1 - l0), abs=1e-5)
+    chosen, rec = att.select(TEXT, model, tok)
+    assert chosen == [max(range(3), key=lambda i: scores[i])] and rec["k"] == 1
+
+
+def test_selected_layers_exclude_norms_and_embeddings(tiny_model):
+    model, _ = tiny_model
+    names = layer_param_names(model, [0, 2])
+    assert names and all(n.startswith(("model.layers.0.", "model.layers.2.")) for n in names)
+    assert not any("norm" in n for n in names)
+    assert any("q_proj" in n for n in names) and any("down_proj" in n for n in names)
+
+
+def test_gpt2_layers_and_unknown_architecture(tiny_tok):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tok), n_layer=2, n_embd=32, n_head=2))
+    path, layers = decoder_layers(gpt2)
+    assert path == "transformer.h" and len(layers) == 2
+    scores = LayerAttribution(LayerConfig(k=1)).scores(TEXT, gpt2, tiny_tok)
+    assert len(scores) == 2
+    with pytest.raises(ModelError, match="cannot find the decoder layers"):
+        decoder_layers(torch.nn.Linear(2, 2))
+
+
+def test_importance_is_embedding_gradient_norm(tiny_model):
+    model, tok = tiny_model
+    i = importance(TEXT, model, tok)
+    assert i > 0
+    assert all(p.grad is None for p in model.parameters())  # no parameter gradients left behind
+    sel = ImportanceSelector(ImportanceConfig(high=i + 1, low=i - 1))
+    assert sel.choose(TEXT, model, tok)[0] == "npo"
+    sel = ImportanceSelector(ImportanceConfig(high=i / 2, low=i / 4))
+    assert sel.choose(TEXT, model, tok)[0] == "npo_kl"
+    sel = ImportanceSelector(ImportanceConfig(high=i * 3, low=i * 2))
+    assert sel.choose(TEXT, model, tok)[0] == "rl"
+
+
+def test_calibration_sets_percentile_thresholds(tiny_model, tiny_data):
+    model, tok = tiny_model
+    sel = ImportanceSelector(ImportanceConfig(calibrate=True, percentiles=(75, 25)))
+    assert not sel.calibrated
+    info = sel.calibrate([d.text for d in tiny_data.forget], model, tok)
+    import numpy as np
+
+    assert info["high"] == pytest.approx(np.percentile(info["sample"], 75))
+    assert info["low"] == pytest.approx(np.percentile(info["sample"], 25))
+    assert sel.calibrated
+
+
+def test_fit_strategy_options_are_validated():
+    with pytest.raises(ConfigError, match="unknown option"):
+        FitStrategy(filtr=True)
+    with pytest.raises(ConfigError, match="fit.layers.k"):
+        FitStrategy(layers={"k": 0})
+
+
+def _fit_cfg(prepared, out, fit, **extra):
+    from fit_unlearn.engine.config import build_config
+
+    return build_config({"prepared": str(prepared), "out": str(out), "stream": {"order_seed": 1, "limit": 4},
+                         "strategy": {"name": "fit", "fit": fit}, "update": {"lr": 1e-3, "epochs": 1},
+                         "eval": {"every": None}, "checkpoint": {"every": 2}, **extra})
+
+
+def test_fit_in_engine_receipts_and_resume(tiny_prepared, tmp_path):
+    from fit_unlearn.engine import Engine
+
+    fit = {"layers": {"k": 1}, "importance": {"calibrate": True, "calibration_size": 4}}
+    eng = Engine(_fit_cfg(tiny_prepared, tmp_path / "fit", fit), progress=False)
+    res = eng.run()
+    eng.close()
+    assert len(res["requests"]) == 4
+    for r in res["requests"]:
+        rc = r["receipt"]
+        assert {"filter", "layers", "importance"} <= set(rc) or rc.get("fully_redundant")
+        if "layers" in rc:
+            assert len(rc["layers"]["layers"]) == 1 and r["objective"] == rc["importance"]["objective"]
+            assert set(rc["seconds"]) == {"filter", "attribution", "importance"}
+    # the filter memory and calibration are in the checkpoint and restored exactly
+    eng2 = Engine(_fit_cfg(tiny_prepared, tmp_path / "fit", fit), resume=True, progress=False)
+    assert eng2.strategy.filter.size == eng.strategy.filter.size > 0
+    assert eng2.strategy.importance.high == eng.strategy.importance.high
+    eng2.close()
+
+
+def test_fit_ablation_switches(tiny_prepared, tmp_path):
+    from fit_unlearn.engine import Engine
+
+    fit = {"filter": False, "layers": False, "importance": False}
+    eng = Engine(_fit_cfg(tiny_prepared, tmp_path / "abl", fit, **{}), progress=False)
+    res = eng.run()
+    eng.close()
+    r = res["requests"][0]
+    assert r["objective"] == "npo" and "filter" not in r["receipt"] and "layers" not in r["receipt"]
+    assert r["params_touched"] == sum(p.numel() for p in eng.model.parameters())
+
+
+def test_malicious_streams(tiny_data):
+    from fit_unlearn.data.malicious import malicious_requests
+
+    for kind in ("near_duplicate", "overlap", "common_tokens", "mixed"):
+        reqs = malicious_requests(tiny_data.forget, kind, 12, seed=0)
+        assert len(reqs) == 12 and len({r.id for r in reqs}) == 12
+        assert all(r.text.strip() for r in reqs)
+    nd = malicious_requests(tiny_data.forget, "near_duplicate", 20, seed=0)
+    for a, b in zip(nd, nd[2:], strict=False):  # 2 sources, alternating, each with 1-2 words changed
+        wa, wb = a.text.split(" "), b.text.split(" ")
+        assert len(wa) == len(wb) and sum(x == y for x, y in zip(wa, wb, strict=True)) >= len(wa) - 4

@@ -1,0 +1,78 @@
+import math
+
+import pytest
+
+from fit_unlearn.evaluation import scores_from_items
+from fit_unlearn.metrics.privacy import mia_auc, min_k_score
+from fit_unlearn.metrics.reference import ReferencePoints, closeness, forget_degree, reference_at, retain_utility
+from fit_unlearn.metrics.scores import composite, doc_token_stats, evaluate_split, generate_answers, rouge_l
+
+
+def test_composite_is_cube_root_of_product():
+    assert composite(0.5, 0.4, 0.8) == pytest.approx(100 * (0.16) ** (1 / 3))
+    assert composite(0.0, 1.0, 1.0) == 0.0
+
+
+def test_reference_interpolation_and_degrees():
+    ref = ReferencePoints(forget_0=60.0, retain_0=30.0, forget_T=20.0, retain_T=32.0)
+    assert reference_at(60, 20, 0, 100) == 60 and reference_at(60, 20, 100, 100) == 20
+    assert reference_at(60, 20, 25, 100) == pytest.approx(50)
+    # F_unl equal to the reference -> 1; half of it -> 0.5; double -> 0 (over-forgetting penalised alike)
+    assert forget_degree(50, ref, 25, 100) == pytest.approx(1.0)
+    assert forget_degree(25, ref, 25, 100) == pytest.approx(0.5)
+    assert forget_degree(75, ref, 25, 100) == pytest.approx(0.5)
+    assert forget_degree(150, ref, 25, 100) == 0.0
+    assert retain_utility(31.0, ref, 50, 100) == pytest.approx(1.0)
+    assert closeness(0.0, 0.0) == 1.0 and closeness(1.0, 0.0) == 0.0
+
+
+def test_rouge_l_uses_stemming_and_f_measure():
+    assert rouge_l("the cats were running", "the cat was running") == pytest.approx(
+        rouge_l("the cat was running", "the cats were running"))
+    assert rouge_l("Bell Founder", "Bell Founder") == 1.0
+    assert rouge_l("", "Bell Founder") == 0.0
+
+
+def test_min_k_and_mia_auc():
+    assert min_k_score([-1, -2, -3, -4, -5], k=0.4) == pytest.approx(-4.5)
+    members = [{"token_logprobs": [-0.1, -0.2, -0.3]}] * 3
+    non = [{"token_logprobs": [-3.0, -4.0, -5.0]}] * 3
+    assert mia_auc(members, non) == 1.0
+    assert mia_auc(members, members) == 0.5
+
+
+def test_token_stats_and_extraction_strength(tiny_model, tiny_data):
+    model, tok = tiny_model
+    stats = doc_token_stats(model, tok, tiny_data.forget[:3])
+    for s in stats:
+        assert 0 <= s["token_acc"] <= 1
+        assert 0 <= s["extraction_strength"] < 1
+        assert all(lp <= 0 for lp in s["token_logprobs"])
+
+
+def test_generation_is_left_padded_and_new_tokens_only(tiny_model):
+    model, tok = tiny_model
+    prompts = ["Question: short?\nAnswer:", "Question: a much longer question with many words in it?\nAnswer:"]
+    batched = generate_answers(model, tok, prompts, max_new_tokens=5, batch_size=2)
+    single = [generate_answers(model, tok, [p], max_new_tokens=5)[0] for p in prompts]
+    assert batched == single
+    assert not any("Question" in g for g in batched)
+
+
+def test_evaluate_split_items_reproduce_aggregates(tiny_model, tiny_data):
+    model, tok = tiny_model
+    s = evaluate_split(model, tok, tiny_data.forget[:4], batch_size=4)
+    again = scores_from_items(s.items)
+    assert again["score"] == pytest.approx(s.score)
+    assert s.n_qa == sum(len(d.qa) for d in tiny_data.forget[:4])
+    assert 0 <= s.probability <= 1 and not math.isnan(s.score)
+
+
+def test_prepared_theta0_memorised_more_than_retain_only(tiny_prepared):
+    import json
+
+    rep = json.loads((tiny_prepared / "prepare.json").read_text())
+    m = rep["models"]
+    assert m["theta0"]["forget_token_acc"] > m["retain_only"]["forget_token_acc"] + 0.2
+    ref = rep["reference"]
+    assert ref["forget_0"] > ref["forget_T"]

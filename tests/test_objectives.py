@@ -1,0 +1,171 @@
+"""Each objective against a value computed by hand (plain Python math) on a tiny tensor example, and
+the direction of one optimisation step on a tiny model."""
+
+import math
+
+import pytest
+import torch
+
+from fit_unlearn.errors import ConfigError
+from fit_unlearn.objectives import OBJECTIVES, Outputs, UnlearnBatch, get_objective
+from fit_unlearn.objectives.base import ce_to_reference, cross_entropy, kl_to_reference
+from fit_unlearn.objectives.rmu import control_vector
+
+# one sequence of 3 tokens over a vocabulary of 2: positions 0,1 predict tokens 1,2
+LOGITS = [[[2.0, 0.0], [0.0, 1.0], [5.0, 5.0]]]
+REF = [[[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]]]
+LABELS = [[0, 1, 0]]  # token 0 is the first input; targets are labels[1:] = [1, 0]
+
+
+def _lp(row, k):
+    return row[k] - math.log(sum(math.exp(v) for v in row))
+
+
+def _probs(row):
+    z = sum(math.exp(v) for v in row)
+    return [math.exp(v) / z for v in row]
+
+
+def out(logits=LOGITS, ref=REF, labels=LABELS):
+    return Outputs(logits=torch.tensor(logits), labels=torch.tensor(labels),
+                   ref_logits=torch.tensor(ref) if ref is not None else None)
+
+
+def seq_lp(logits):
+    return _lp(logits[0][0], 1) + _lp(logits[0][1], 0)
+
+
+def test_cross_entropy_by_hand():
+    expected = -(_lp(LOGITS[0][0], 1) + _lp(LOGITS[0][1], 0)) / 2
+    assert cross_entropy(out()).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kl_by_hand_and_ce_variant():
+    kl = ce = 0.0
+    for t in range(2):
+        p_ref, p = _probs(REF[0][t]), _probs(LOGITS[0][t])
+        kl += sum(pr * (math.log(pr) - math.log(pt)) for pr, pt in zip(p_ref, p, strict=True))
+        ce += -sum(pt * math.log(pr) for pr, pt in zip(p_ref, p, strict=True))
+    assert kl_to_reference(out()).item() == pytest.approx(kl / 2, rel=1e-6)
+    assert ce_to_reference(out()).item() == pytest.approx(ce / 2, rel=1e-6)
+    assert kl_to_reference(out(ref=LOGITS)).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ga_and_graddiff_by_hand():
+    ce_f = cross_entropy(out()).item()
+    retain = out(logits=REF)
+    ce_r = -(_lp(REF[0][0], 1) + _lp(REF[0][1], 0)) / 2
+    ga = get_objective("ga")
+    assert ga.fn(UnlearnBatch(out()), ga.make_config()).item() == pytest.approx(-ce_f, rel=1e-6)
+    gd = get_objective("graddiff")
+    val = gd.fn(UnlearnBatch(out(), retain=retain), gd.make_config({"retain_weight": 0.5})).item()
+    assert val == pytest.approx(-ce_f + 0.5 * ce_r, rel=1e-6)
+
+
+def test_npo_by_hand():
+    beta = 0.1
+    ratio = seq_lp(LOGITS) - seq_lp(REF)
+    expected = -(2 / beta) * math.log(1 / (1 + math.exp(beta * ratio)))
+    spec = get_objective("npo")
+    assert spec.fn(UnlearnBatch(out()), spec.make_config({"beta": beta})).item() == pytest.approx(expected, rel=1e-6)
+    # at theta = ref, NPO equals (2 / beta) log 2
+    assert spec.fn(UnlearnBatch(out(ref=LOGITS)), spec.make_config()).item() == pytest.approx(20 * math.log(2))
+
+
+def test_npo_kl_adds_true_kl():
+    spec = get_objective("npo_kl")
+    b = UnlearnBatch(out(), retain=out())
+    npo = get_objective("npo")
+    val = spec.fn(b, spec.make_config({"retain_weight": 2.0})).item()
+    assert val == pytest.approx(npo.fn(b, npo.make_config()).item() + 2 * kl_to_reference(out()).item(), rel=1e-6)
+    ce_val = spec.fn(b, spec.make_config({"retain_loss": "ce_ref"})).item()
+    assert ce_val == pytest.approx(npo.fn(b, npo.make_config()).item() + ce_to_reference(out()).item(), rel=1e-6)
+
+
+def test_simnpo_by_hand():
+    beta, gamma = 2.5, 0.5
+    avg = seq_lp(LOGITS) / 2
+    expected = -(2 / beta) * math.log(1 / (1 + math.exp(beta * avg + gamma)))
+    spec = get_objective("simnpo")
+    val = spec.fn(UnlearnBatch(out(ref=None)), spec.make_config({"beta": beta, "gamma": gamma})).item()
+    assert val == pytest.approx(expected, rel=1e-6)
+
+
+def test_random_labels_on_uniform_logits_is_log_vocab():
+    spec = get_objective("rl")
+    uniform = out(logits=[[[0.3] * 7] * 3], labels=[[0, 1, 2]], ref=None)
+    g = torch.Generator().manual_seed(0)
+    assert spec.fn(UnlearnBatch(uniform, generator=g), spec.make_config()).item() == pytest.approx(math.log(7))
+
+
+def test_idk_dpo_by_hand():
+    beta = 0.1
+    alt = out(logits=REF, ref=LOGITS)  # chosen: refusal
+    chosen = seq_lp(REF) - seq_lp(LOGITS)
+    rejected = seq_lp(LOGITS) - seq_lp(REF)
+    expected = -math.log(1 / (1 + math.exp(-beta * (chosen - rejected))))
+    spec = get_objective("idk_dpo")
+    val = spec.fn(UnlearnBatch(out(), retain=out(), alternate=alt), spec.make_config({"retain_weight": 0.0})).item()
+    assert val == pytest.approx(expected, rel=1e-6)
+
+
+def test_rmu_by_hand():
+    h = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    ref_h = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    u = control_vector(2, seed=0)
+    c, alpha = 3.0, 10.0
+    forget_mse = sum(((h[0, t] - c * u) ** 2).mean().item() for t in range(2)) / 2
+    retain_mse = sum(((h[0, t] - ref_h[0, t]) ** 2).mean().item() for t in range(2)) / 2
+    f = Outputs(logits=torch.zeros(1, 2, 3), labels=torch.zeros(1, 2, dtype=torch.long), hidden=h)
+    r = Outputs(logits=torch.zeros(1, 2, 3), labels=torch.zeros(1, 2, dtype=torch.long), hidden=h, ref_hidden=ref_h)
+    spec = get_objective("rmu")
+    val = spec.fn(UnlearnBatch(f, retain=r), spec.make_config({"steering_coeff": c, "alpha": alpha})).item()
+    assert val == pytest.approx(forget_mse + alpha * retain_mse, rel=1e-6)
+
+
+def test_registry_errors_name_the_choices():
+    with pytest.raises(ConfigError, match="did you mean 'npo'"):
+        get_objective("nop")
+    with pytest.raises(ConfigError, match="unknown parameter.*allowed: beta"):
+        get_objective("npo").make_config({"bta": 1})
+    with pytest.raises(ConfigError, match="beta must be > 0"):
+        get_objective("npo").make_config({"beta": 0})
+    assert {"ga", "graddiff", "ga_kl", "npo", "npo_kl", "rl", "simnpo", "rmu", "idk", "idk_dpo"} <= set(OBJECTIVES)
+
+
+# ---- direction of one optimisation step on a tiny model ----------------------------------------------
+def _ce(model, batch):
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def _step(model, tok, name, forget_text, retain_text, params=None, lr=1e-2):
+    from fit_unlearn.strategies.update import _outputs
+    from fit_unlearn.text import doc_example
+
+    spec = get_objective(name)
+    ref = type(model)(model.config)
+    ref.load_state_dict(model.state_dict())
+    f = _outputs(model, ref, [doc_example(tok, forget_text)], tok, "cpu", True, None, False)
+    r = _outputs(model, ref, [doc_example(tok, retain_text)], tok, "cpu", True, None, False)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss = spec.fn(UnlearnBatch(f, retain=r, generator=torch.Generator().manual_seed(0)), spec.make_config(params))
+    loss.backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("name,params", [("ga", None), ("npo", None), ("graddiff", None), ("npo_kl", None),
+                                         ("simnpo", {"beta": 0.1})])  # beta 2.5 saturates on a random model
+def test_one_step_raises_forget_loss(tiny_model, tiny_data, name, params):
+    from fit_unlearn.text import collate, doc_example
+
+    model, tok = tiny_model
+    ftext, rtext = tiny_data.forget[0].text, tiny_data.retain[0].text
+    fb = collate([doc_example(tok, ftext)], tok.pad_token_id)
+    rb = collate([doc_example(tok, rtext)], tok.pad_token_id)
+    before_f, before_r = _ce(model, fb), _ce(model, rb)
+    _step(model, tok, name, ftext, rtext, params, lr=0.05)
+    after_f, after_r = _ce(model, fb), _ce(model, rb)
+    assert after_f > before_f + 1e-4
+    if name in ("graddiff", "npo_kl"):  # retain term keeps retain CE close
+        assert abs(after_r - before_r) < (after_f - before_f)
