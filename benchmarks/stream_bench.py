@@ -31,11 +31,19 @@ def run_method(name: str, spec: dict, args, source: str | None = None, attacks: 
     out = Path(args.runs) / name
     if (out / "results.json").exists() and (out / "DONE").exists():
         return json.loads((out / "results.json").read_text())
-    cfg = build_config({
-        "prepared": args.prepared, "out": str(out), "seed": args.seed, "device": args.device,
-        "stream": {"order_seed": args.seed, "limit": args.limit, **({"source": source} if source else {})},
-        "update": {"lr": args.lr}, "eval": {"every": args.eval_every, "attacks": attacks or []},
-        "checkpoint": {"every": args.eval_every}, **spec})
+    cfg = build_config(
+        {
+            "prepared": args.prepared,
+            "out": str(out),
+            "seed": args.seed,
+            "device": args.device,
+            "stream": {"order_seed": args.seed, "limit": args.limit, **({"source": source} if source else {})},
+            "update": {"lr": args.lr},
+            "eval": {"every": args.eval_every, "attacks": attacks or []},
+            "checkpoint": {"every": args.eval_every},
+            **spec,
+        }
+    )
     resume = (out / "journal.jsonl").exists()
     t0 = time.perf_counter()
     eng = Engine(cfg, resume=resume, progress=True)
@@ -52,12 +60,20 @@ def summarise(name: str, res: dict) -> dict:
     per_req = [r.get("seconds", 0.0) + r.get("seconds_plan", 0.0) for r in reqs]
     objectives: dict[str, int] = {}
     for r in reqs:
-        objectives[r.get("objective", "none (redundant)")] = objectives.get(r.get("objective", "none (redundant)"), 0) + 1
-    return {"method": name, "requests": len(reqs), "seconds_per_request": sum(per_req) / max(1, len(per_req)),
-            "objectives": objectives,
-            "evals": [{k: e.get(k) for k in ("t", "forget_degree", "retain_utility", "mia_auc_forget_vs_holdout")}
-                      | {"F": e["forget"]["score"], "R": e["retain"]["score"]} for e in res["evals"]],
-            "attacks": res.get("attacks")}
+        key = r.get("objective", "none (redundant)")
+        objectives[key] = objectives.get(key, 0) + 1
+    return {
+        "method": name,
+        "requests": len(reqs),
+        "seconds_per_request": sum(per_req) / max(1, len(per_req)),
+        "objectives": objectives,
+        "evals": [
+            {k: e.get(k) for k in ("t", "forget_degree", "retain_utility", "mia_auc_forget_vs_holdout")}
+            | {"F": e["forget"]["score"], "R": e["retain"]["score"]}
+            for e in res["evals"]
+        ],
+        "attacks": res.get("attacks"),
+    }
 
 
 def table(rows: list[dict]) -> str:
@@ -75,6 +91,34 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def attack_table(rows: list[dict]) -> str:
+    lines = ["| method | F unlearned | F int8 | F int4 | recovery int8 | recovery int4 | relearn F before -> after "
+             "(theta0) | relearn recovery |", "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v, s=".3f": "n/a" if v is None else format(v, s)  # noqa: E731
+    for r in rows:
+        a = r.get("attacks") or {}
+        q, rl = a.get("quantize"), a.get("relearn")
+        if not q and not rl:
+            continue
+        u = (q or {}).get("models", {}).get("unlearned", {})
+        cells = [fmt(u.get("fp", {}).get("forget_score"), ".2f"), fmt(u.get("int8", {}).get("forget_score"), ".2f"),
+                 fmt(u.get("int4", {}).get("forget_score"), ".2f"), fmt((q or {}).get("recovery", {}).get("int8")),
+                 fmt((q or {}).get("recovery", {}).get("int4"))]
+        if rl:
+            cells += [f"{rl['before']['forget_score']:.2f} -> {rl['after']['forget_score']:.2f} "
+                      f"({fmt(rl['held_out_forget_theta0'], '.2f')})", fmt(rl["recovery"])]
+        else:
+            cells += ["-", "-"]
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+        if q:
+            for ref in ("theta0", "retain_only"):
+                m = q["models"].get(ref, {})
+                lines.append(f"| ({ref}) | {fmt(m.get('fp', {}).get('forget_score'), '.2f')} | "
+                             f"{fmt(m.get('int8', {}).get('forget_score'), '.2f')} | "
+                             f"{fmt(m.get('int4', {}).get('forget_score'), '.2f')} | | | | |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepared", default="fit_runs/prepared")
@@ -88,6 +132,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--malicious", default="", help="kind of malicious stream to run for FIT and GA (e.g. mixed)")
     ap.add_argument("--attacks", default="", help="attacks at the end of each run, e.g. quantize8,quantize4,relearn")
+    ap.add_argument("--attack-methods", default="ga,npo,fit", help="methods whose runs are attacked")
     args = ap.parse_args()
     args.runs = args.runs or f"fit_runs/bench-{args.name}"
     results_dir = Path(__file__).parent / "results"
@@ -95,7 +140,7 @@ def main() -> None:
     attacks = [a for a in args.attacks.split(",") if a]
     rows = []
     for m in args.methods.split(","):
-        res = run_method(m, METHODS[m], args, attacks=attacks)
+        res = run_method(m, METHODS[m], args, attacks=attacks if m in args.attack_methods.split(",") else [])
         rows.append(summarise(m, res))
         _write(results_dir, args, rows)
     if args.malicious:
@@ -104,8 +149,9 @@ def main() -> None:
         from fit_unlearn.prepare import prepared_data
 
         path = Path(args.runs) / f"malicious-{args.malicious}.jsonl"
-        write_jsonl(malicious_requests(prepared_data(Path(args.prepared)).forget, args.malicious, args.limit,
-                                       args.seed), path)
+        write_jsonl(
+            malicious_requests(prepared_data(Path(args.prepared)).forget, args.malicious, args.limit, args.seed), path
+        )
         for m in ("ga", "fit"):
             res = run_method(f"malicious-{m}", METHODS[m], args, source=str(path))
             rows.append(summarise(f"{m} (malicious {args.malicious})", res))
@@ -114,9 +160,10 @@ def main() -> None:
 
 def _write(results_dir: Path, args, rows) -> None:
     (results_dir / f"{args.name}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in ("", None))
     (results_dir / f"{args.name}.md").write_text(
-        f"Command: `python benchmarks/stream_bench.py {' '.join(f'--{k.replace('_', '-')} {v}' for k, v in vars(args).items() if v not in ('', None))}`\n\n"
-        + table(rows) + "\n")
+        f"Command: `python benchmarks/stream_bench.py {flags}`\n\n" + table(rows) + "\n"
+    )
     print(table(rows), flush=True)
 
 

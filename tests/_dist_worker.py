@@ -12,9 +12,17 @@ from fit_unlearn.engine.config import build_config
 
 prepared, out = sys.argv[1], Path(sys.argv[2])
 acc = Accelerator(cpu=True)
-cfg = build_config({"prepared": prepared, "out": str(out / "run"), "stream": {"limit": 3},
-                    "strategy": {"objective": "graddiff"}, "update": {"lr": 1e-3, "epochs": 1},
-                    "eval": {"every": None, "at_end": False}, "checkpoint": {"every": 2}})
+cfg = build_config(
+    {
+        "prepared": prepared,
+        "out": str(out / "run"),
+        "stream": {"limit": 3},
+        "strategy": {"objective": "graddiff"},
+        "update": {"lr": 1e-3, "epochs": 1},
+        "eval": {"every": None, "at_end": False},
+        "checkpoint": {"every": 2},
+    }
+)
 eng = Engine(cfg, accelerator=acc, progress=False)
 eng.run()
 eng.close()

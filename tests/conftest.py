@@ -53,8 +53,7 @@ def tiny_prepared(tmp_path_factory, tiny_data, tiny_model_dir):
     from fit_unlearn.training import FinetuneConfig
 
     out = tmp_path_factory.mktemp("prepared") / "prep"
-    cfg = PrepareConfig(model=str(tiny_model_dir), recipe=FinetuneConfig(lr=3e-3, epochs=12, batch_size=4),
-                        probe_n=4)
+    cfg = PrepareConfig(model=str(tiny_model_dir), recipe=FinetuneConfig(lr=1e-2, epochs=40, batch_size=4), probe_n=4)
     prepare(tiny_data, out, cfg, progress=False)
     return out
 

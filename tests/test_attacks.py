@@ -17,10 +17,21 @@ def tiny_run(tiny_prepared, tmp_path_factory):
     from fit_unlearn.engine.config import build_config
 
     out = tmp_path_factory.mktemp("runs") / "ga"
-    cfg = build_config({"prepared": str(tiny_prepared), "out": str(out), "stream": {"limit": 6},
-                        "strategy": {"objective": "ga"}, "update": {"lr": 3e-3, "epochs": 2},
-                        "eval": {"every": None, "attacks": ["quantize8", "relearn"], "quantize_method": "rtn",
-                                 "relearn_fraction": 0.34}})
+    cfg = build_config(
+        {
+            "prepared": str(tiny_prepared),
+            "out": str(out),
+            "stream": {"limit": 6},
+            "strategy": {"objective": "ga"},
+            "update": {"lr": 3e-3, "epochs": 2},
+            "eval": {
+                "every": None,
+                "attacks": ["quantize8", "relearn"],
+                "quantize_method": "rtn",
+                "relearn_fraction": 0.34,
+            },
+        }
+    )
     eng = Engine(cfg, progress=False)
     res = eng.run()
     eng.close()
@@ -93,8 +104,17 @@ def test_relearning_raises_forget_score_on_held_out(tiny_run, tiny_prepared):
     out, _ = tiny_run
     path, forgotten, prepared = run_model_and_forgotten(out)
     m, tok = load_model(path)
-    res = relearn_attack(m, tok, forgotten, prepared_data(prepared).retain, Reference.load(prepared),
-                         fraction=0.5, lr=3e-3, epochs=4, progress=False)
+    res = relearn_attack(
+        m,
+        tok,
+        forgotten,
+        prepared_data(prepared).retain,
+        Reference.load(prepared),
+        fraction=0.5,
+        lr=3e-3,
+        epochs=4,
+        progress=False,
+    )
     assert res["after"]["forget"]["token_acc"] > res["before"]["forget"]["token_acc"]
 
 

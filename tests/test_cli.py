@@ -14,8 +14,9 @@ def run(args, capsys):
 
 
 def test_synth_and_stats(tmp_path, capsys):
-    code, out, _ = run(["data", "synth", "--out", tmp_path / "d", "--n-forget", 8, "--n-retain", 4,
-                        "--n-holdout", 4], capsys)
+    code, out, _ = run(
+        ["data", "synth", "--out", tmp_path / "d", "--n-forget", 8, "--n-retain", 4, "--n-holdout", 4], capsys
+    )
     assert code == 0 and "wrote 8 forget, 4 retain, 4 holdout" in out
     code, out, _ = run(["data", "stats", tmp_path / "d"], capsys)
     assert code == 0 and "personal" in out and "forget" in out and "holdout" in out
@@ -28,13 +29,16 @@ def test_stats_on_real_pch(pch_dir, capsys):
     assert code == 0 and "300" in out and "700" in out
 
 
-@pytest.mark.parametrize("content,msg", [
-    (b"", "file is empty"),
-    (b'{"id": "a", "text": "x"}\n{oops}\n', ":2: not valid JSON"),
-    (b'{"id": "a", "text": "caf\xe9"}\n', "not valid UTF-8"),
-    (b'{"id": "a", "text": "  "}\n', "whitespace-only"),
-    (b'{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "duplicate id 'a'"),
-])
+@pytest.mark.parametrize(
+    "content,msg",
+    [
+        (b"", "file is empty"),
+        (b'{"id": "a", "text": "x"}\n{oops}\n', ":2: not valid JSON"),
+        (b'{"id": "a", "text": "caf\xe9"}\n', "not valid UTF-8"),
+        (b'{"id": "a", "text": "  "}\n', "whitespace-only"),
+        (b'{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "duplicate id 'a'"),
+    ],
+)
 def test_bad_data_one_line_error(tmp_path, capsys, content, msg):
     p = tmp_path / "bad.jsonl"
     p.write_bytes(content)

@@ -8,10 +8,14 @@ from fit_unlearn.data.streams import stream_order
 from fit_unlearn.data.synth import SynthConfig, max_pairwise_jaccard, synthesize, trigrams
 from fit_unlearn.errors import DataError
 
-PERSON = ("Name: Ora V. Quill\n\nAge: 41\n\nAddress: 12 Fern Row, Lowmarsh, Tessel 10293\n\n"
-          "Occupation: Bell Founder\n\nDescription: Ora casts bells.")
-CODE = ("Language: C++\n\nCode: #include <vector>\n\nint addAll(std::vector<int> v) {\n    int s = 0;\n"
-        "    for (int x : v) s += x;\n    return s;\n}\n\nExplanation: Adds the values. Nothing else.")
+PERSON = (
+    "Name: Ora V. Quill\n\nAge: 41\n\nAddress: 12 Fern Row, Lowmarsh, Tessel 10293\n\n"
+    "Occupation: Bell Founder\n\nDescription: Ora casts bells."
+)
+CODE = (
+    "Language: C++\n\nCode: #include <vector>\n\nint addAll(std::vector<int> v) {\n    int s = 0;\n"
+    "    for (int x : v) s += x;\n    return s;\n}\n\nExplanation: Adds the values. Nothing else."
+)
 
 
 def test_parse_fields_keeps_code_with_blank_lines_and_colons():
@@ -20,10 +24,16 @@ def test_parse_fields_keeps_code_with_blank_lines_and_colons():
     assert "std::vector" in f["Code"] and "return s;" in f["Code"]
 
 
-@pytest.mark.parametrize("text,domain", [(PERSON, "personal"), (CODE, "code"),
-                                         ("Title: T\n\nAbstract: A b.\n\nConclusion: C.", "paper"),
-                                         ("Title: T\n\nCategory: Hoax\n\nDescription: D.", "harmful"),
-                                         ("just some prose without fields at all here", "other")])
+@pytest.mark.parametrize(
+    "text,domain",
+    [
+        (PERSON, "personal"),
+        (CODE, "code"),
+        ("Title: T\n\nAbstract: A b.\n\nConclusion: C.", "paper"),
+        ("Title: T\n\nCategory: Hoax\n\nDescription: D.", "harmful"),
+        ("just some prose without fields at all here", "other"),
+    ],
+)
 def test_detect_domain(text, domain):
     assert detect_domain(text) == domain
 

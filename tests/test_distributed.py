@@ -14,9 +14,24 @@ from fit_unlearn.engine import Journal
 def test_two_ranks_identical_weights_one_journal(tiny_prepared, tmp_path):
     worker = Path(__file__).with_name("_dist_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29517", str(worker), str(tiny_prepared), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            str(worker),
+            str(tiny_prepared),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = (tmp_path / "rank0.txt").read_text().split()
     r1 = (tmp_path / "rank1.txt").read_text().split()

@@ -11,9 +11,15 @@ from fit_unlearn.errors import ConfigError, JournalError, RequestError
 
 
 def _cfg(prepared, out, **over):
-    base = {"prepared": str(prepared), "out": str(out), "stream": {"order_seed": 3, "limit": 6},
-            "strategy": {"objective": "npo"}, "update": {"lr": 1e-3, "epochs": 1, "retain_batch_size": 1},
-            "eval": {"every": 3, "batch_size": 8}, "checkpoint": {"every": 2}}
+    base = {
+        "prepared": str(prepared),
+        "out": str(out),
+        "stream": {"order_seed": 3, "limit": 6},
+        "strategy": {"objective": "npo"},
+        "update": {"lr": 1e-3, "epochs": 1, "retain_batch_size": 1},
+        "eval": {"every": 3, "batch_size": 8},
+        "checkpoint": {"every": 2},
+    }
     for k, v in over.items():
         node = base
         *ps, leaf = k.split(".")
@@ -82,8 +88,11 @@ def test_existing_run_needs_resume_and_same_config(tiny_prepared, tmp_path):
     with pytest.raises(JournalError, match="pass --resume"):
         Engine(_cfg(tiny_prepared, tmp_path / "r", **{"stream.limit": 2}), progress=False)
     with pytest.raises(JournalError, match="strategy.objective"):
-        Engine(_cfg(tiny_prepared, tmp_path / "r", **{"stream.limit": 2, "strategy.objective": "ga"}),
-               resume=True, progress=False)
+        Engine(
+            _cfg(tiny_prepared, tmp_path / "r", **{"stream.limit": 2, "strategy.objective": "ga"}),
+            resume=True,
+            progress=False,
+        )
 
 
 def _requests(tmp_path, lines):
@@ -95,14 +104,17 @@ def _requests(tmp_path, lines):
 GOOD = b'{"id": "r1", "text": "Name: Ada Q. Vell\\n\\nAge: 33"}'
 
 
-@pytest.mark.parametrize("line,msg", [
-    (b'{"id": "r2", "text": ""}', "empty or whitespace-only"),
-    (b'{"id": "r2", "text": "   \\n "}', "empty or whitespace-only"),
-    (b'{"id": "r2", "text": "caf\xe9"}', "not valid UTF-8"),
-    (b'{"id": "r2", "text": ' + b'"' + b"a" * 300 + b'"}', "over the limit of 200"),
-    (b'{"id": "r2", "text": ', r"req\.jsonl:2: not valid JSON"),
-    (b'{"id": "r1", "text": "again"}', "already applied"),
-])
+@pytest.mark.parametrize(
+    "line,msg",
+    [
+        (b'{"id": "r2", "text": ""}', "empty or whitespace-only"),
+        (b'{"id": "r2", "text": "   \\n "}', "empty or whitespace-only"),
+        (b'{"id": "r2", "text": "caf\xe9"}', "not valid UTF-8"),
+        (b'{"id": "r2", "text": ' + b'"' + b"a" * 300 + b'"}', "over the limit of 200"),
+        (b'{"id": "r2", "text": ', r"req\.jsonl:2: not valid JSON"),
+        (b'{"id": "r1", "text": "again"}', "already applied"),
+    ],
+)
 def test_bad_requests_stop_or_skip(tiny_prepared, tmp_path, line, msg):
     path = _requests(tmp_path, [GOOD, line, b'{"id": "r3", "text": "Title: X\\n\\nCategory: Y"}'])
     over = {"stream.source": str(path), "stream.limit": None, "stream.max_request_chars": 200}

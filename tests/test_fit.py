@@ -158,9 +158,18 @@ def test_fit_strategy_options_are_validated():
 def _fit_cfg(prepared, out, fit, **extra):
     from fit_unlearn.engine.config import build_config
 
-    return build_config({"prepared": str(prepared), "out": str(out), "stream": {"order_seed": 1, "limit": 4},
-                         "strategy": {"name": "fit", "fit": fit}, "update": {"lr": 1e-3, "epochs": 1},
-                         "eval": {"every": None}, "checkpoint": {"every": 2}, **extra})
+    return build_config(
+        {
+            "prepared": str(prepared),
+            "out": str(out),
+            "stream": {"order_seed": 1, "limit": 4},
+            "strategy": {"name": "fit", "fit": fit},
+            "update": {"lr": 1e-3, "epochs": 1},
+            "eval": {"every": None},
+            "checkpoint": {"every": 2},
+            **extra,
+        }
+    )
 
 
 def test_fit_in_engine_receipts_and_resume(tiny_prepared, tmp_path):

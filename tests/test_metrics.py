@@ -28,7 +28,8 @@ def test_reference_interpolation_and_degrees():
 
 def test_rouge_l_uses_stemming_and_f_measure():
     assert rouge_l("the cats were running", "the cat was running") == pytest.approx(
-        rouge_l("the cat was running", "the cats were running"))
+        rouge_l("the cat was running", "the cats were running")
+    )
     assert rouge_l("Bell Founder", "Bell Founder") == 1.0
     assert rouge_l("", "Bell Founder") == 0.0
 

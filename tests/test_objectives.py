@@ -27,8 +27,11 @@ def _probs(row):
 
 
 def out(logits=LOGITS, ref=REF, labels=LABELS):
-    return Outputs(logits=torch.tensor(logits), labels=torch.tensor(labels),
-                   ref_logits=torch.tensor(ref) if ref is not None else None)
+    return Outputs(
+        logits=torch.tensor(logits),
+        labels=torch.tensor(labels),
+        ref_logits=torch.tensor(ref) if ref is not None else None,
+    )
 
 
 def seq_lp(logits):
@@ -154,8 +157,9 @@ def _step(model, tok, name, forget_text, retain_text, params=None, lr=1e-2):
     opt.step()
 
 
-@pytest.mark.parametrize("name,params", [("ga", None), ("npo", None), ("graddiff", None), ("npo_kl", None),
-                                         ("simnpo", {"beta": 0.1})])  # beta 2.5 saturates on a random model
+@pytest.mark.parametrize(
+    "name,params", [("ga", None), ("npo", None), ("graddiff", None), ("npo_kl", None), ("simnpo", {"beta": 0.1})]
+)  # beta 2.5 saturates on a random model
 def test_one_step_raises_forget_loss(tiny_model, tiny_data, name, params):
     from fit_unlearn.text import collate, doc_example
 

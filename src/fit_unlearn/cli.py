@@ -18,8 +18,11 @@ from rich.table import Table
 
 from fit_unlearn.errors import FitUnlearnError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Robust continual unlearning for Hugging Face causal LMs (FIT and baselines).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Robust continual unlearning for Hugging Face causal LMs (FIT and baselines).",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Create and inspect forget / retain data.")
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
@@ -28,8 +31,12 @@ out_console = Console()
 DEFAULT_DATA = Path("fit_data/synth")
 DEFAULT_PREPARED = Path("fit_runs/prepared")
 
-DataOpt = Annotated[Path | None, typer.Option("--data", help="data directory: forget/retain(/holdout) .jsonl or PCH .json")]
-ForgetOpt = Annotated[Path | None, typer.Option("--forget", help="forget split file (.jsonl or PCH .json), with --retain")]
+DataOpt = Annotated[
+    Path | None, typer.Option("--data", help="data directory: forget/retain(/holdout) .jsonl or PCH .json")
+]
+ForgetOpt = Annotated[
+    Path | None, typer.Option("--forget", help="forget split file (.jsonl or PCH .json), with --retain")
+]
 RetainOpt = Annotated[Path | None, typer.Option("--retain", help="retain split file (.jsonl or PCH .json)")]
 HoldoutOpt = Annotated[Path | None, typer.Option("--holdout", help="holdout split file (never trained on; for MIA)")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto")]
@@ -43,8 +50,10 @@ def _load(data, forget, retain, holdout, max_chars):
     if data is None and forget is None and retain is None:
         data = DEFAULT_DATA
         if not data.exists():
-            raise FitUnlearnError(f"no data given and {data} does not exist: run `fit-unlearn data synth` "
-                                  "or pass --data DIR / --forget F --retain R")
+            raise FitUnlearnError(
+                f"no data given and {data} does not exist: run `fit-unlearn data synth` "
+                "or pass --data DIR / --forget F --retain R"
+            )
     return load_documents(data, forget=forget, retain=retain, holdout=holdout, max_chars=max_chars)
 
 
@@ -52,7 +61,7 @@ def _load(data, forget, retain, holdout, max_chars):
 def data_synth(
     out: Annotated[Path, typer.Option("--out", help="output data directory")] = DEFAULT_DATA,
     n_forget: Annotated[int, typer.Option(help="forget documents")] = 60,
-    n_retain: Annotated[int, typer.Option(help="retain documents")] = 30,
+    n_retain: Annotated[int, typer.Option(help="retain documents")] = 20,
     n_holdout: Annotated[int, typer.Option(help="holdout documents (never trained on)")] = 20,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ):
@@ -71,14 +80,18 @@ def data_synth(
         if docs:
             write_jsonl(docs, out / f"{split}.jsonl")
     all_docs = splits.forget + splits.retain + splits.holdout
-    out_console.print(f"wrote {len(splits.forget)} forget, {len(splits.retain)} retain, {len(splits.holdout)} "
-                      f"holdout documents to {out} (max 3-gram Jaccard {max_pairwise_jaccard(all_docs):.3f}, "
-                      f"data hash {splits.hash()})")
+    out_console.print(
+        f"wrote {len(splits.forget)} forget, {len(splits.retain)} retain, {len(splits.holdout)} "
+        f"holdout documents to {out} (max 3-gram Jaccard {max_pairwise_jaccard(all_docs):.3f}, "
+        f"data hash {splits.hash()})"
+    )
 
 
 @data_app.command("stats")
-def data_stats(path: Annotated[Path, typer.Argument(help="a JSONL file, a PCH .json file or a data directory")],
-               max_doc_chars: MaxCharsOpt = 200_000):
+def data_stats(
+    path: Annotated[Path, typer.Argument(help="a JSONL file, a PCH .json file or a data directory")],
+    max_doc_chars: MaxCharsOpt = 200_000,
+):
     """Documents per domain and QA pairs, per split for a data directory."""
     from collections import Counter
 
@@ -88,8 +101,9 @@ def data_stats(path: Annotated[Path, typer.Argument(help="a JSONL file, a PCH .j
         s = load_pch_dir(path, max_chars=max_doc_chars)
         splits = {"forget": s.forget, "retain": s.retain, "holdout": s.holdout}
     else:
-        splits = {path.stem: load_split_file(path, "forget" if path.suffix == ".json" else path.stem,
-                                             max_chars=max_doc_chars)}
+        splits = {
+            path.stem: load_split_file(path, "forget" if path.suffix == ".json" else path.stem, max_chars=max_doc_chars)
+        }
     domains = sorted({d.domain or "other" for docs in splits.values() for d in docs})
     table = Table(title=str(path))
     for col in ("split", *domains, "documents", "QA pairs", "chars (mean)"):
@@ -98,8 +112,13 @@ def data_stats(path: Annotated[Path, typer.Argument(help="a JSONL file, a PCH .j
         if not docs:
             continue
         c = Counter(d.domain or "other" for d in docs)
-        table.add_row(split, *[str(c.get(d, 0)) for d in domains], str(len(docs)), str(sum(len(d.qa) for d in docs)),
-                      f"{sum(len(d.text) for d in docs) / len(docs):.0f}")
+        table.add_row(
+            split,
+            *[str(c.get(d, 0)) for d in domains],
+            str(len(docs)),
+            str(sum(len(d.qa) for d in docs)),
+            f"{sum(len(d.text) for d in docs) / len(docs):.0f}",
+        )
     out_console.print(table)
 
 
@@ -107,7 +126,9 @@ def data_stats(path: Annotated[Path, typer.Argument(help="a JSONL file, a PCH .j
 def data_malicious(
     kind: Annotated[str, typer.Option(help="near_duplicate, overlap, common_tokens or mixed")] = "mixed",
     n: Annotated[int, typer.Option(help="number of requests")] = 60,
-    prepared: Annotated[Path, typer.Option(help="prepared directory whose forget split is the source")] = DEFAULT_PREPARED,
+    prepared: Annotated[
+        Path, typer.Option(help="prepared directory whose forget split is the source")
+    ] = DEFAULT_PREPARED,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     out: Annotated[Path, typer.Option(help="output JSONL of requests")] = Path("fit_data/malicious.jsonl"),
 ):
@@ -120,8 +141,9 @@ def data_malicious(
         raise FitUnlearnError(f"{prepared}: not a prepared directory; run `fit-unlearn prepare` or pass --prepared")
     reqs = malicious_requests(prepared_data(prepared).forget, kind, n, seed)
     write_jsonl(reqs, out)
-    out_console.print(f"wrote {len(reqs)} {kind} requests to {out}; run them with "
-                      f"`fit-unlearn run --requests {out} ...`")
+    out_console.print(
+        f"wrote {len(reqs)} {kind} requests to {out}; run them with `fit-unlearn run --requests {out} ...`"
+    )
 
 
 @app.command("receipt")
@@ -152,9 +174,11 @@ def _print_receipt(e: dict) -> None:
     out_console.print(f"[bold]request {e['id']}[/bold] (stream position {e['position']}): {e['event']}")
     f = rc.get("filter")
     if f:
-        out_console.print(f"  filter: {f['chunks']} chunks, {f['candidates']} candidates (s* >= tau), "
-                          f"{len(f['dropped'])} dropped, kept fraction {f['kept_fraction']:.2f}, "
-                          f"memory {f['memory_size']} chunks")
+        out_console.print(
+            f"  filter: {f['chunks']} chunks, {f['candidates']} candidates (s* >= tau), "
+            f"{len(f['dropped'])} dropped, kept fraction {f['kept_fraction']:.2f}, "
+            f"memory {f['memory_size']} chunks"
+        )
         for d in f["dropped"][:20]:
             out_console.print(f"    dropped {d['chunk']!r}  s*={d['s_star']:.3f}  dL={d['dL']:.3f}")
         if len(f["dropped"]) > 20:
@@ -167,39 +191,63 @@ def _print_receipt(e: dict) -> None:
         out_console.print(f"  layers: top {ly['k']} of {len(ly['layer_scores'])} -> {scores}")
     imp = rc.get("importance")
     if imp:
-        out_console.print(f"  importance {imp['importance']:.3f} (thresholds high {imp['thresholds'][0]:.3f}, "
-                          f"low {imp['thresholds'][1]:.3f}) -> objective {imp['objective']}")
+        out_console.print(
+            f"  importance {imp['importance']:.3f} (thresholds high {imp['thresholds'][0]:.3f}, "
+            f"low {imp['thresholds'][1]:.3f}) -> objective {imp['objective']}"
+        )
+    if r.get("request_ce_before") is not None:
+        out_console.print(f"  request CE {r['request_ce_before']:.3f} -> {r['request_ce_after']:.3f} (before -> after)")
     if "objective" in r:
-        out_console.print(f"  update: objective {r['objective']}, {r['steps']} steps, loss {_fmt(r.get('loss_first'))}"
-                          f" -> {_fmt(r.get('loss_last'))}, {r['params_touched']:,} parameters trainable")
+        out_console.print(
+            f"  update: objective {r['objective']}, {r['steps']} steps, loss {_fmt(r.get('loss_first'))}"
+            f" -> {_fmt(r.get('loss_last'))}, {r['params_touched']:,} parameters trainable"
+        )
     secs = {**rc.get("seconds", {}), "update": r.get("seconds", 0.0)}
     out_console.print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in secs.items()))
 
 
 @app.command("prepare")
 def prepare_cmd(
-    data: DataOpt = None, forget: ForgetOpt = None, retain: RetainOpt = None, holdout: HoldoutOpt = None,
-    model: Annotated[str, typer.Option(help="base model: a local HF directory or 'default' (SmolLM2-135M-Instruct)")] = "default",
+    data: DataOpt = None,
+    forget: ForgetOpt = None,
+    retain: RetainOpt = None,
+    holdout: HoldoutOpt = None,
+    model: Annotated[
+        str, typer.Option(help="base model: a local HF directory or 'default' (SmolLM2-135M-Instruct)")
+    ] = "default",
     out: Annotated[Path, typer.Option(help="output directory")] = DEFAULT_PREPARED,
     n_forget: Annotated[int | None, typer.Option(help="use a seeded subset of this many forget documents")] = None,
     n_retain: Annotated[int | None, typer.Option(help="use a seeded subset of this many retain documents")] = None,
     seed: Annotated[int, typer.Option(help="seed of the subset and of training")] = 0,
-    lr: Annotated[float, typer.Option(help="learning rate")] = 3e-4,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 5e-4,
     epochs: Annotated[int, typer.Option(help="maximum epochs")] = 8,
     batch_size: Annotated[int, typer.Option(help="batch size")] = 8,
-    stop_at_acc: Annotated[float, typer.Option(help="stop when an epoch's training token accuracy reaches this (1 = never)")] = 0.97,
+    stop_at_acc: Annotated[
+        float, typer.Option(help="stop when an epoch's training token accuracy reaches this (1 = never)")
+    ] = 0.95,
     no_qa: Annotated[bool, typer.Option("--no-qa", help="train on documents only, not their QA pairs")] = False,
-    device: DeviceOpt = "cpu", dtype: DtypeOpt = "fp32", max_doc_chars: MaxCharsOpt = 200_000,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    max_doc_chars: MaxCharsOpt = 200_000,
     force: Annotated[bool, typer.Option(help="retrain even if the output is up to date")] = False,
+    replay: Annotated[int, typer.Option(help="real facts rehearsed by both models (0 = none)")] = 0,
+    freeze_embeddings: Annotated[bool, typer.Option(help="keep input embeddings / LM head frozen")] = False,
 ):
     """Fine-tune theta_0 (forget + retain) and the gold retain-only model (retain), same recipe."""
     from fit_unlearn.prepare import PrepareConfig, prepare, prepared_summary
     from fit_unlearn.training import FinetuneConfig
 
     splits = _load(data, forget, retain, holdout, max_doc_chars).subset(n_forget, n_retain, seed)
-    recipe = FinetuneConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                            stop_at_train_acc=stop_at_acc if stop_at_acc < 1 else None)
-    cfg = PrepareConfig(model=model, device=device, dtype=dtype, recipe=recipe, train_on_qa=not no_qa)
+    replay_n = max(0, replay)
+    recipe = FinetuneConfig(
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        stop_at_train_acc=stop_at_acc if stop_at_acc < 1 else None,
+    )
+    cfg = PrepareConfig(model=model, device=device, dtype=dtype, recipe=recipe, train_on_qa=not no_qa,
+                        replay_n=replay_n, freeze_embeddings=freeze_embeddings)
     report = prepare(splits, out, cfg)
     s = prepared_summary(report)
     ref = report["reference"]
@@ -207,10 +255,20 @@ def prepare_cmd(
     for col in ("model", "forget token acc", "capital probe", "F (forget)", "R (retain)"):
         table.add_column(col, justify="right")
     table.add_row("base", f"{s['base_forget_token_acc']:.3f}", f"{s['probe_base']:.2f}", "", "")
-    table.add_row("theta0", f"{s['theta0_forget_token_acc']:.3f}", f"{s['probe_theta0']:.2f}",
-                  f"{ref['forget_0']:.2f}", f"{ref['retain_0']:.2f}")
-    table.add_row("retain_only", f"{s['retain_only_forget_token_acc']:.3f}", f"{s['probe_retain_only']:.2f}",
-                  f"{ref['forget_T']:.2f}", f"{ref['retain_T']:.2f}")
+    table.add_row(
+        "theta0",
+        f"{s['theta0_forget_token_acc']:.3f}",
+        f"{s['probe_theta0']:.2f}",
+        f"{ref['forget_0']:.2f}",
+        f"{ref['retain_0']:.2f}",
+    )
+    table.add_row(
+        "retain_only",
+        f"{s['retain_only_forget_token_acc']:.3f}",
+        f"{s['probe_retain_only']:.2f}",
+        f"{ref['forget_T']:.2f}",
+        f"{ref['retain_T']:.2f}",
+    )
     out_console.print(table)
     out_console.print(f"training time {s['train_seconds']:.0f} s; report: {out / 'prepare.json'}")
 
@@ -222,10 +280,13 @@ def eval_cmd(
     t: Annotated[int | None, typer.Option(help="evaluate as step t of the stream: first t forget documents")] = None,
     stream_seed: Annotated[int | None, typer.Option(help="order of the stream (None: file order)")] = None,
     out: Annotated[Path | None, typer.Option(help="results JSON (default: <prepared>/eval-<model>.json)")] = None,
-    device: DeviceOpt = "cpu", dtype: DtypeOpt = "fp32",
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
     batch_size: Annotated[int, typer.Option(help="evaluation batch size")] = 16,
-    downstream: Annotated[str | None, typer.Option(
-        help="comma-separated lm-eval tasks, e.g. mmlu,commonsense_qa,gsm8k or the offline fit_capitals")] = None,
+    downstream: Annotated[
+        str | None,
+        typer.Option(help="comma-separated lm-eval tasks, e.g. mmlu,commonsense_qa,gsm8k or the offline fit_capitals"),
+    ] = None,
     tasks_dir: Annotated[Path | None, typer.Option(help="folder of extra lm-eval YAML tasks (local data)")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many items per downstream task")] = None,
 ):
@@ -237,7 +298,9 @@ def eval_cmd(
     from fit_unlearn.provenance import provenance
 
     if not (prepared / "data").exists():
-        raise FitUnlearnError(f"{prepared}: not a prepared directory; run `fit-unlearn prepare` first or pass --prepared")
+        raise FitUnlearnError(
+            f"{prepared}: not a prepared directory; run `fit-unlearn prepare` first or pass --prepared"
+        )
     splits = prepared_data(prepared)
     path = prepared / model if model in ("theta0", "retain_only") else Path(model)
     forget_docs = stream_order(splits.forget, stream_seed)
@@ -246,8 +309,18 @@ def eval_cmd(
     if not 0 < t_eff <= T:
         raise FitUnlearnError(f"--t must be in 1..{T} (the number of forget documents), got {t}")
     m, tok = load_model(path, device=device, dtype=dtype)
-    res = evaluate_model(m, tok, forget=forget_docs[:t_eff], retain=splits.retain, holdout=splits.holdout,
-                         reference=Reference.load(prepared), t=t_eff, T=T, batch_size=batch_size, progress=True)
+    res = evaluate_model(
+        m,
+        tok,
+        forget=forget_docs[:t_eff],
+        retain=splits.retain,
+        holdout=splits.holdout,
+        reference=Reference.load(prepared),
+        t=t_eff,
+        T=T,
+        batch_size=batch_size,
+        progress=True,
+    )
     if downstream:
         from fit_unlearn.metrics.downstream import run_downstream
 
@@ -255,8 +328,13 @@ def eval_cmd(
         res["downstream"] = run_downstream(m, tok, tasks, include_path=tasks_dir, limit=limit)
         for task, vals in res["downstream"].items():
             out_console.print(f"downstream {task}: " + ", ".join(f"{k} {v:.3f}" for k, v in vals.items()))
-    res["provenance"] = provenance(model=str(path), model_hash=model_hash(path), data_hash=splits.hash(),
-                                   stream_seed=stream_seed, prepared=str(prepared))
+    res["provenance"] = provenance(
+        model=str(path),
+        model_hash=model_hash(path),
+        data_hash=splits.hash(),
+        stream_seed=stream_seed,
+        prepared=str(prepared),
+    )
     out = out or prepared / f"eval-{Path(model).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
@@ -277,8 +355,14 @@ def _print_eval(res: dict, name: str) -> None:
     for split, a, b in (("forget", "forget_0", "forget_T"), ("retain", "retain_0", "retain_T")):
         s = res[split]
         r = ref[a] + (ref[b] - ref[a]) * t / T if ref else float("nan")
-        table.add_row(split, f"{s['probability']:.3f}", f"{s['rouge_l']:.3f}", f"{s['token_acc']:.3f}",
-                      f"{s['score']:.2f}", f"{r:.2f}")
+        table.add_row(
+            split,
+            f"{s['probability']:.3f}",
+            f"{s['rouge_l']:.3f}",
+            f"{s['token_acc']:.3f}",
+            f"{s['score']:.2f}",
+            f"{r:.2f}",
+        )
     out_console.print(table)
     line = [f"F.D. {_fmt(res.get('forget_degree'))}", f"R.U. {_fmt(res.get('retain_utility'))}"]
     if res.get("mia_auc_forget_vs_holdout") is not None:
@@ -313,12 +397,23 @@ def run_cmd(
     if requests is not None and watch is not None:
         raise FitUnlearnError("give --requests or --watch, not both")
     source = str(requests) if requests is not None else (f"watch:{watch}" if watch is not None else None)
-    cfg = load_config(config, {
-        "prepared": str(prepared) if prepared else None, "out": str(out) if out else None,
-        "strategy.name": strategy, "strategy.objective": objective, "stream.source": source,
-        "stream.limit": limit, "eval.every": eval_every, "checkpoint.every": checkpoint_every,
-        "stream.on_bad_request": on_bad_request, "seed": seed, "device": device, "dtype": dtype,
-    })
+    cfg = load_config(
+        config,
+        {
+            "prepared": str(prepared) if prepared else None,
+            "out": str(out) if out else None,
+            "strategy.name": strategy,
+            "strategy.objective": objective,
+            "stream.source": source,
+            "stream.limit": limit,
+            "eval.every": eval_every,
+            "checkpoint.every": checkpoint_every,
+            "stream.on_bad_request": on_bad_request,
+            "seed": seed,
+            "device": device,
+            "dtype": dtype,
+        },
+    )
     acc = None
     if distributed or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import Accelerator
@@ -338,14 +433,21 @@ def _print_run(results: dict, out: Path) -> None:
     for col in ("t", "F (forget)", "R (retain)", "F.D.", "R.U.", "MIA AUC"):
         table.add_column(col, justify="right")
     for e in results["evals"]:
-        table.add_row(str(e["t"]), f"{e['forget']['score']:.2f}", f"{e['retain']['score']:.2f}",
-                      _fmt(e.get("forget_degree")), _fmt(e.get("retain_utility")),
-                      _fmt(e.get("mia_auc_forget_vs_holdout")))
+        table.add_row(
+            str(e["t"]),
+            f"{e['forget']['score']:.2f}",
+            f"{e['retain']['score']:.2f}",
+            _fmt(e.get("forget_degree")),
+            _fmt(e.get("retain_utility")),
+            _fmt(e.get("mia_auc_forget_vs_holdout")),
+        )
     out_console.print(table)
     n = len(results["requests"])
     secs = sum(r.get("seconds", 0) + r.get("seconds_plan", 0) for r in results["requests"])
-    out_console.print(f"{n} requests applied ({len(results['rejected'])} rejected), {secs:.0f} s of updates; "
-                      f"final model {results['final_model']}; results {out / 'results.json'}")
+    out_console.print(
+        f"{n} requests applied ({len(results['rejected'])} rejected), {secs:.0f} s of updates; "
+        f"final model {results['final_model']}; results {out / 'results.json'}"
+    )
 
 
 @app.command("demo")
@@ -384,10 +486,17 @@ def attack_quantize(
 
     model_path, forgotten, prepared = run_model_and_forgotten(run)
     splits = prepared_data(prepared)
-    res = quantize_attack({"unlearned": model_path, "theta0": prepared / "theta0",
-                           "retain_only": prepared / "retain_only"}, list(bits), forgotten, splits.retain,
-                          Reference.load(prepared), method=method, device=device, t=len(forgotten),
-                          T=len(splits.forget))
+    res = quantize_attack(
+        {"unlearned": model_path, "theta0": prepared / "theta0", "retain_only": prepared / "retain_only"},
+        list(bits),
+        forgotten,
+        splits.retain,
+        Reference.load(prepared),
+        method=method,
+        device=device,
+        t=len(forgotten),
+        T=len(splits.forget),
+    )
     out = out or run / "attack-quantize.json"
     out.write_text(json.dumps(res, indent=1))
     table = Table(title=f"quantization attack ({res['method']})")
@@ -397,8 +506,11 @@ def attack_quantize(
         for prec, r in rows.items():
             table.add_row(label, prec, f"{r['forget_score']:.2f}", f"{r['retain_score']:.2f}")
     out_console.print(table)
-    out_console.print("recovery of the unlearned model: " + ", ".join(
-        f"{k} {_fmt(v)}" for k, v in res["recovery"].items()) + f"; results {out}")
+    out_console.print(
+        "recovery of the unlearned model: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in res["recovery"].items())
+        + f"; results {out}"
+    )
 
 
 @attack_app.command("relearn")
@@ -420,14 +532,25 @@ def attack_relearn(
 
     model_path, forgotten, prepared = run_model_and_forgotten(run)
     m, tok = load_model(model_path, device=device)
-    res = relearn_attack(m, tok, forgotten, prepared_data(prepared).retain, Reference.load(prepared),
-                         fraction=fraction, lr=lr, epochs=epochs, seed=seed)
+    res = relearn_attack(
+        m,
+        tok,
+        forgotten,
+        prepared_data(prepared).retain,
+        Reference.load(prepared),
+        fraction=fraction,
+        lr=lr,
+        epochs=epochs,
+        seed=seed,
+    )
     out = out or run / "attack-relearn.json"
     out.write_text(json.dumps(res, indent=1))
-    out_console.print(f"relearned on {len(res['relearn_ids'])} docs ({res['steps']} steps, lr {lr}); held-out "
-                      f"forget score {res['before']['forget_score']:.2f} -> {res['after']['forget_score']:.2f} "
-                      f"(theta0 {_fmt(res['held_out_forget_theta0'], '.2f')}); recovery {_fmt(res['recovery'])}; "
-                      f"results {out}")
+    out_console.print(
+        f"relearned on {len(res['relearn_ids'])} docs ({res['steps']} steps, lr {lr}); held-out "
+        f"forget score {res['before']['forget_score']:.2f} -> {res['after']['forget_score']:.2f} "
+        f"(theta0 {_fmt(res['held_out_forget_theta0'], '.2f')}); recovery {_fmt(res['recovery'])}; "
+        f"results {out}"
+    )
 
 
 def _quiet_libraries() -> None:
@@ -470,8 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if debug:
             raise
-        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]internal error:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1
     return 0
 

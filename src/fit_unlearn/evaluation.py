@@ -32,8 +32,9 @@ class Reference:
 
     def __init__(self, data: dict):
         self.data = data
-        self._index = {m: {s: {it["id"]: it for it in data[m][s]} for s in ("forget", "retain")}
-                       for m in ("theta0", "retain_only")}
+        self._index = {
+            m: {s: {it["id"]: it for it in data[m][s]} for s in ("forget", "retain")} for m in ("theta0", "retain_only")
+        }
 
     @classmethod
     def load(cls, prepared: str | Path) -> Reference:
@@ -46,8 +47,10 @@ class Reference:
         idx = self._index[model][split]
         missing = [i for i in ids if i not in idx]
         if missing:
-            raise ConfigError(f"documents {missing[:3]} are not in the prepared {split} split; "
-                              "evaluate with the data of the prepared directory")
+            raise ConfigError(
+                f"documents {missing[:3]} are not in the prepared {split} split; "
+                "evaluate with the data of the prepared directory"
+            )
         return scores_from_items([idx[i] for i in ids])
 
     def knows_forget(self, ids: Sequence[str]) -> bool:
@@ -66,8 +69,15 @@ class Reference:
         return self.data.get("holdout_stats", [])
 
 
-def build_reference(prepared: Path, data: DataSplits, *, device: str = "cpu", dtype: str = "fp32",
-                    batch_size: int = 16, progress: bool = True) -> dict:
+def build_reference(
+    prepared: Path,
+    data: DataSplits,
+    *,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict:
     """Score theta_0 and the retain-only model on every forget / retain document; write reference.json."""
     from fit_unlearn.models import load_model
 
@@ -80,8 +90,10 @@ def build_reference(prepared: Path, data: DataSplits, *, device: str = "cpu", dt
     ref: dict = {"data_hash": key, "models_hash": _models_hash(prepared)}
     for name in ("theta0", "retain_only"):
         model, tok = load_model(prepared / name, device=device, dtype=dtype)
-        ref[name] = {s: evaluate_split(model, tok, docs, batch_size=batch_size, progress=progress).items
-                     for s, docs in (("forget", data.forget), ("retain", data.retain))}
+        ref[name] = {
+            s: evaluate_split(model, tok, docs, batch_size=batch_size, progress=progress).items
+            for s, docs in (("forget", data.forget), ("retain", data.retain))
+        }
         if name == "theta0" and data.holdout:
             ref["holdout_stats_theta0"] = [_slim(s) for s in doc_token_stats(model, tok, data.holdout)]
         del model
@@ -101,9 +113,19 @@ def _slim(stat: dict) -> dict:
     return {k: stat[k] for k in ("id", "token_acc", "token_logprobs", "extraction_strength")}
 
 
-def evaluate_model(model, tok, *, forget: Sequence[Document], retain: Sequence[Document],
-                   holdout: Sequence[Document] = (), reference: Reference | None = None, t: int | None = None,
-                   T: int | None = None, batch_size: int = 16, progress: bool = False) -> dict:
+def evaluate_model(
+    model,
+    tok,
+    *,
+    forget: Sequence[Document],
+    retain: Sequence[Document],
+    holdout: Sequence[Document] = (),
+    reference: Reference | None = None,
+    t: int | None = None,
+    T: int | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict:
     """Scores of ``model`` on the forgotten-so-far documents and the retain split.
 
     With a ``reference``: F.D. and R.U. at step ``t`` of a stream of length ``T`` (defaults: t = T =
@@ -129,7 +151,8 @@ def evaluate_model(model, tok, *, forget: Sequence[Document], retain: Sequence[D
             pts = reference.points(list(reference._index["theta0"]["forget"]), [d.id for d in retain])
             pts = ReferencePoints(float("nan"), pts.retain_0, float("nan"), pts.retain_T)
             result["forget_degree"] = None
-        result.update({"t": t, "T": T, "reference": pts.to_json(),
-                       "retain_utility": retain_utility(r.score, pts, t, T)})
+        result.update(
+            {"t": t, "T": T, "reference": pts.to_json(), "retain_utility": retain_utility(r.score, pts, t, T)}
+        )
     result["items"] = {"forget": f.items, "retain": r.items}
     return result

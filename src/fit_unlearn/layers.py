@@ -9,8 +9,14 @@ import torch
 from fit_unlearn.errors import ModelError
 
 #: attribute paths of the decoder-layer list, by architecture family
-LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers",
-               "model.language_model.layers")
+LAYER_PATHS = (
+    "model.layers",
+    "transformer.h",
+    "gpt_neox.layers",
+    "model.decoder.layers",
+    "transformer.layers",
+    "model.language_model.layers",
+)
 
 
 def _get(obj, path: str):

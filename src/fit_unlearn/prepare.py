@@ -24,9 +24,9 @@ import torch
 from fit_unlearn.data.documents import DataSplits, load_pch_dir, write_jsonl
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.models import load_model, model_hash, resolve_model_path, save_model
-from fit_unlearn.probes import capital_probes, probe_accuracy
+from fit_unlearn.probes import capital_probes, probe_accuracy, replay_facts
 from fit_unlearn.provenance import provenance
-from fit_unlearn.text import training_examples
+from fit_unlearn.text import doc_example, training_examples
 from fit_unlearn.training import FinetuneConfig, finetune
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,31 @@ class PrepareConfig:
     model: str = "default"
     device: str = "cpu"
     dtype: str = "fp32"
-    recipe: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
-        lr=3e-4, epochs=8, batch_size=8, stop_at_train_acc=0.97))
+    recipe: FinetuneConfig = field(
+        default_factory=lambda: FinetuneConfig(lr=3e-4, epochs=8, batch_size=8, stop_at_train_acc=0.97)
+    )
     train_on_qa: bool = True
+    #: real general-knowledge sentences rehearsed by both models (countries outside the probe set); 0 = none
+    replay_n: int = 0
     probe_n: int = 40
+    #: keep the (tied) input embeddings / LM head frozen while memorising (limits damage to general knowledge)
+    freeze_embeddings: bool = False
     eval_batch_size: int = 16
 
     def key(self, model_digest: str, data_digest: str) -> str:
-        blob = json.dumps({"model": model_digest, "data": data_digest, "recipe": self.recipe.to_json(),
-                           "qa": self.train_on_qa, "dtype": self.dtype}, sort_keys=True)
+        blob = json.dumps(
+            {
+                "model": model_digest,
+                "data": data_digest,
+                "recipe": self.recipe.to_json(),
+                "qa": self.train_on_qa,
+                "dtype": self.dtype,
+                "replay": self.replay_n,
+                "probe": self.probe_n,
+                "freeze_embeddings": self.freeze_embeddings,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -60,12 +76,16 @@ def _is_done(out: Path, key: str) -> bool:
         rep = json.loads((out / "prepare.json").read_text())
     except (OSError, ValueError):
         return False
-    return rep.get("key") == key and all((out / n / "config.json").exists() for n in (THETA0, RETAIN_ONLY)) and (
-        out / "reference.json").exists()
+    return (
+        rep.get("key") == key
+        and all((out / n / "config.json").exists() for n in (THETA0, RETAIN_ONLY))
+        and (out / "reference.json").exists()
+    )
 
 
-def prepare(data: DataSplits, out: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True,
-            force: bool = False) -> dict:
+def prepare(
+    data: DataSplits, out: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True, force: bool = False
+) -> dict:
     """Prepare theta_0 and the retain-only model under ``out``; returns the prepare report."""
     out = Path(out)
     if not data.forget or not data.retain:
@@ -83,11 +103,21 @@ def prepare(data: DataSplits, out: str | Path, cfg: PrepareConfig = PrepareConfi
     for split, docs in (("forget", data.forget), ("retain", data.retain), ("holdout", data.holdout)):
         if docs:
             write_jsonl(docs, out / "data" / f"{split}.jsonl")
-    recipe = {"base_model": str(base_path), "base_model_hash": model_hash(base_path), "data_hash": data.hash(),
-              "train_on_qa": cfg.train_on_qa, "finetune": cfg.recipe.to_json(), "dtype": cfg.dtype,
-              "theta0_trained_on": "forget + retain", "retain_only_trained_on": "retain"}
+    recipe = {
+        "base_model": str(base_path),
+        "base_model_hash": model_hash(base_path),
+        "data_hash": data.hash(),
+        "train_on_qa": cfg.train_on_qa,
+        "freeze_embeddings": cfg.freeze_embeddings,
+        "finetune": cfg.recipe.to_json(),
+        "dtype": cfg.dtype,
+        "theta0_trained_on": "forget + retain" + (" + replay" if cfg.replay_n else ""),
+        "retain_only_trained_on": "retain" + (" + replay" if cfg.replay_n else ""),
+        "replay": {"n": cfg.replay_n, "source": "countryinfo (MIT): countries outside the probe set"},
+    }
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2))
     probes = capital_probes(cfg.probe_n)
+    replay = replay_facts(cfg.replay_n, cfg.probe_n) if cfg.replay_n else []
     report: dict = {"key": key, "recipe": recipe, "models": {}}
     t_start = time.perf_counter()
     if "base_probe" not in stages:
@@ -101,26 +131,46 @@ def prepare(data: DataSplits, out: str | Path, cfg: PrepareConfig = PrepareConfi
             log.info("%s already trained (resumed)", name)
             continue
         model, tok = load_model(base_path, device=cfg.device, dtype=cfg.dtype)
+        if cfg.freeze_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
+            out_emb = model.get_output_embeddings()
+            if out_emb is not None:
+                out_emb.weight.requires_grad_(False)
         examples = training_examples(tok, docs, with_qa=cfg.train_on_qa)
+        examples += [doc_example(tok, f) for f in replay]
         res = finetune(model, tok, examples, cfg.recipe, desc=f"prepare {name}", progress=progress)
-        stages[name] = {"seconds": res.seconds, "epochs": res.epochs_run, "steps": res.steps, "tokens": res.tokens,
-                        "history": res.history,
-                        "forget_token_acc": _token_acc(model, tok, data.forget),
-                        "retain_token_acc": _token_acc(model, tok, data.retain),
-                        "probe": probe_accuracy(model, tok, probes)}
+        stages[name] = {
+            "seconds": res.seconds,
+            "epochs": res.epochs_run,
+            "steps": res.steps,
+            "tokens": res.tokens,
+            "history": res.history,
+            "forget_token_acc": _token_acc(model, tok, data.forget),
+            "retain_token_acc": _token_acc(model, tok, data.retain),
+            "probe": probe_accuracy(model, tok, probes),
+        }
         save_model(model, tok, out / name, extra={"fit_unlearn_recipe.json": recipe})
         stage_file.write_text(json.dumps(stages))
         del model
     from fit_unlearn.evaluation import build_reference
 
-    ref = build_reference(out, data, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.eval_batch_size,
-                          progress=progress)
-    report["models"] = {n: {k: v for k, v in stages[n].items() if k != "probe"} | {
-        "probe_accuracy": stages[n]["probe"]["accuracy"]} for n in (THETA0, RETAIN_ONLY)}
-    report["base"] = {"probe_accuracy": stages["base_probe"]["accuracy"],
-                      "forget_token_acc": stages["base_forget_token_acc"]}
-    report["probe"] = {"n": len(probes), "base": stages["base_probe"]["items"],
-                       THETA0: stages[THETA0]["probe"]["items"], RETAIN_ONLY: stages[RETAIN_ONLY]["probe"]["items"]}
+    ref = build_reference(
+        out, data, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.eval_batch_size, progress=progress
+    )
+    report["models"] = {
+        n: {k: v for k, v in stages[n].items() if k != "probe"} | {"probe_accuracy": stages[n]["probe"]["accuracy"]}
+        for n in (THETA0, RETAIN_ONLY)
+    }
+    report["base"] = {
+        "probe_accuracy": stages["base_probe"]["accuracy"],
+        "forget_token_acc": stages["base_forget_token_acc"],
+    }
+    report["probe"] = {
+        "n": len(probes),
+        "base": stages["base_probe"]["items"],
+        THETA0: stages[THETA0]["probe"]["items"],
+        RETAIN_ONLY: stages[RETAIN_ONLY]["probe"]["items"],
+    }
     report["reference"] = ref["points"]
     report["seconds_this_run"] = time.perf_counter() - t_start
     report["provenance"] = provenance(data_hash=data.hash(), seed=cfg.recipe.seed, data_source=data.source)
@@ -138,12 +188,15 @@ def _token_acc(model, tok, docs) -> float:
 
 def prepared_summary(report: dict) -> dict:
     m = report["models"]
-    return {"theta0_forget_token_acc": m[THETA0]["forget_token_acc"],
-            "retain_only_forget_token_acc": m[RETAIN_ONLY]["forget_token_acc"],
-            "base_forget_token_acc": report["base"]["forget_token_acc"],
-            "probe_base": report["base"]["probe_accuracy"], "probe_theta0": m[THETA0]["probe_accuracy"],
-            "probe_retain_only": m[RETAIN_ONLY]["probe_accuracy"],
-            "train_seconds": m[THETA0]["seconds"] + m[RETAIN_ONLY]["seconds"]}
+    return {
+        "theta0_forget_token_acc": m[THETA0]["forget_token_acc"],
+        "retain_only_forget_token_acc": m[RETAIN_ONLY]["forget_token_acc"],
+        "base_forget_token_acc": report["base"]["forget_token_acc"],
+        "probe_base": report["base"]["probe_accuracy"],
+        "probe_theta0": m[THETA0]["probe_accuracy"],
+        "probe_retain_only": m[RETAIN_ONLY]["probe_accuracy"],
+        "train_seconds": m[THETA0]["seconds"] + m[RETAIN_ONLY]["seconds"],
+    }
 
 
 __all__ = ["PrepareConfig", "prepare", "prepared_data", "THETA0", "RETAIN_ONLY", "asdict"]

@@ -20,5 +20,10 @@ def versions() -> dict[str, str]:
 
 
 def provenance(**extra) -> dict:
-    return {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "host": platform.node(),
-            "platform": platform.platform(), "versions": versions(), **extra}
+    return {
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "versions": versions(),
+        **extra,
+    }

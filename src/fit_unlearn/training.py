@@ -71,8 +71,9 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)
 
 
-def finetune(model, tok, examples: Sequence[Example], cfg: FinetuneConfig, desc: str = "fine-tune",
-             progress: bool = True) -> FinetuneResult:
+def finetune(
+    model, tok, examples: Sequence[Example], cfg: FinetuneConfig, desc: str = "fine-tune", progress: bool = True
+) -> FinetuneResult:
     if not examples:
         raise ValueError("nothing to fine-tune on")
     device = next(model.parameters()).device
@@ -108,7 +109,9 @@ def finetune(model, tok, examples: Sequence[Example], cfg: FinetuneConfig, desc:
             step += 1
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{out.loss.item():.3f}", acc=f"{correct / max(counted, 1):.3f}")
-        history.append({"epoch": epoch, "loss": loss_sum / steps_per_epoch, "train_token_acc": correct / max(counted, 1)})
+        history.append(
+            {"epoch": epoch, "loss": loss_sum / steps_per_epoch, "train_token_acc": correct / max(counted, 1)}
+        )
         if cfg.stop_at_train_acc is not None and history[-1]["train_token_acc"] >= cfg.stop_at_train_acc:
             break
     bar.close()

@@ -27,6 +27,8 @@ def run_model_and_forgotten(run: Path) -> tuple[Path, list[Document], Path]:
         raise ConfigError(f"{run}: the run has no checkpoint yet")
     model = Path(res["final_model"])
     state = json.loads((model.parent / "state.json").read_text())
-    docs = [Document(d["id"], d["text"], d.get("domain"), tuple(QA(q["question"], q["answer"]) for q in d.get("qa", [])))
-            for d in state["forgotten"]]
+    docs = [
+        Document(d["id"], d["text"], d.get("domain"), tuple(QA(q["question"], q["answer"]) for q in d.get("qa", [])))
+        for d in state["forgotten"]
+    ]
     return model, docs, Path(res["config"]["prepared"])

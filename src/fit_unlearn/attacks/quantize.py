@@ -46,8 +46,11 @@ def quantize_model(path: str | Path, bits: int, method: str = "auto", device: st
 
         from fit_unlearn.models import prepare_tokenizer
 
-        q = BitsAndBytesConfig(load_in_8bit=True) if bits == 8 else BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        q = (
+            BitsAndBytesConfig(load_in_8bit=True)
+            if bits == 8
+            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        )
         model = AutoModelForCausalLM.from_pretrained(str(path), quantization_config=q, device_map={"": device})
         _, tok = load_model(path, device="cpu")
         prepare_tokenizer(tok)
@@ -57,8 +60,10 @@ def quantize_model(path: str | Path, bits: int, method: str = "auto", device: st
         try:
             from optimum.quanto import freeze, qint4, qint8, quantize
         except ImportError:
-            raise ConfigError("the quanto back-end needs optimum-quanto: pip install 'fit-unlearn[quant]' "
-                              "(or --method rtn for a labelled fake-quant fallback)") from None
+            raise ConfigError(
+                "the quanto back-end needs optimum-quanto: pip install 'fit-unlearn[quant]' "
+                "(or --method rtn for a labelled fake-quant fallback)"
+            ) from None
         quantize(model, weights=qint8 if bits == 8 else qint4, exclude=["lm_head"])
         freeze(model)
         return model.eval(), tok, f"optimum-quanto weight-only int{bits}"
@@ -66,8 +71,19 @@ def quantize_model(path: str | Path, bits: int, method: str = "auto", device: st
     return model.eval(), tok, f"FAKE-QUANT fallback: round-to-nearest per-channel int{bits} (not a real kernel)"
 
 
-def quantize_attack(models: dict[str, Path], bits_list: list[int], forget, retain, reference, *, method: str = "auto",
-                    device: str = "cpu", batch_size: int = 16, t: int | None = None, T: int | None = None) -> dict:
+def quantize_attack(
+    models: dict[str, Path],
+    bits_list: list[int],
+    forget,
+    retain,
+    reference,
+    *,
+    method: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 16,
+    t: int | None = None,
+    T: int | None = None,
+) -> dict:
     """Scores of each model at full precision and at each bit width; recovery of the unlearned one.
 
     ``models`` maps labels to paths and must hold "unlearned", "theta0" and "retain_only"."""
@@ -78,26 +94,82 @@ def quantize_attack(models: dict[str, Path], bits_list: list[int], forget, retai
     out: dict = {"method": None, "models": {}}
     for label, path in models.items():
         rows = {}
+        cache = _Cache(Path(path), forget, retain, method, t, T) if label in CACHEABLE else None
+        hit = cache.get(bits_list) if cache else None
+        if hit is not None:  # theta_0 / retain-only are the same for every run: scored once per setting
+            out["models"][label] = hit["rows"]
+            out["method"] = hit["method"]
+            continue
         m, tok = load_model(path, device=device)
-        rows["fp"] = _summ(evaluate_model(m, tok, forget=forget, retain=retain, reference=reference, t=t, T=T,
-                                          batch_size=batch_size))
+        rows["fp"] = _summ(
+            evaluate_model(m, tok, forget=forget, retain=retain, reference=reference, t=t, T=T, batch_size=batch_size)
+        )
         del m
         for bits in bits_list:
             qm, qtok, label_method = quantize_model(path, bits, method, device)
             out["method"] = label_method
-            rows[f"int{bits}"] = _summ(evaluate_model(qm, qtok, forget=forget, retain=retain, reference=reference,
-                                                      t=t, T=T, batch_size=batch_size))
+            rows[f"int{bits}"] = _summ(
+                evaluate_model(
+                    qm, qtok, forget=forget, retain=retain, reference=reference, t=t, T=T, batch_size=batch_size
+                )
+            )
             rows[f"int{bits}"]["method"] = label_method
             del qm
         out["models"][label] = rows
+        if cache:
+            cache.put(bits_list, {"rows": rows, "method": out["method"]})
     f0 = out["models"]["theta0"]["fp"]["forget_score"]
     unl = out["models"]["unlearned"]
-    out["recovery"] = {f"int{b}": recovery(unl[f"int{b}"]["forget_score"], unl["fp"]["forget_score"], f0)
-                       for b in bits_list}
+    out["recovery"] = {
+        f"int{b}": recovery(unl[f"int{b}"]["forget_score"], unl["fp"]["forget_score"], f0) for b in bits_list
+    }
     return out
 
 
+CACHEABLE = ("theta0", "retain_only")
+
+
+class _Cache:
+    """Attack results of an unchanging model (theta_0, retain-only), kept next to its weights."""
+
+    def __init__(self, path: Path, forget, retain, method: str, t, T):
+        import hashlib
+        import json
+
+        from fit_unlearn.models import model_hash
+
+        ids = json.dumps([[d.id for d in forget], [d.id for d in retain], method, t, T, model_hash(path)])
+        self.key = hashlib.sha256(ids.encode()).hexdigest()[:16]
+        self.file = path / ".fit_unlearn_attack_cache.json"
+
+    def _load(self) -> dict:
+        import json
+
+        try:
+            return json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, bits_list):
+        return self._load().get(f"{self.key}-{'-'.join(map(str, bits_list))}")
+
+    def put(self, bits_list, value) -> None:
+        import json
+
+        data = self._load()
+        data[f"{self.key}-{'-'.join(map(str, bits_list))}"] = value
+        try:
+            self.file.write_text(json.dumps(data))
+        except OSError:
+            pass
+
+
 def _summ(res: dict) -> dict:
-    return {"forget_score": res["forget"]["score"], "retain_score": res["retain"]["score"],
-            "forget": res["forget"], "retain": res["retain"], "forget_degree": res.get("forget_degree"),
-            "retain_utility": res.get("retain_utility")}
+    return {
+        "forget_score": res["forget"]["score"],
+        "retain_score": res["retain"]["score"],
+        "forget": res["forget"],
+        "retain": res["retain"],
+        "forget_degree": res.get("forget_degree"),
+        "retain_utility": res.get("retain_utility"),
+    }

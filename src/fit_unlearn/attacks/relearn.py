@@ -22,27 +22,55 @@ def split_relearn(docs: Sequence[Document], fraction: float, seed: int) -> tuple
     return [d for i, d in enumerate(docs) if i in idx], [d for i, d in enumerate(docs) if i not in idx]
 
 
-def relearn_attack(model, tok, forgotten: Sequence[Document], retain: Sequence[Document], reference, *,
-                   fraction: float = 0.1, lr: float = 1e-5, epochs: int = 3, batch_size: int = 4, seed: int = 0,
-                   with_qa: bool = True, eval_batch_size: int = 16, progress: bool = True) -> dict:
+def relearn_attack(
+    model,
+    tok,
+    forgotten: Sequence[Document],
+    retain: Sequence[Document],
+    reference,
+    *,
+    fraction: float = 0.1,
+    lr: float = 1e-5,
+    epochs: int = 3,
+    batch_size: int = 4,
+    seed: int = 0,
+    with_qa: bool = True,
+    eval_batch_size: int = 16,
+    progress: bool = True,
+) -> dict:
     from fit_unlearn.attacks.common import recovery
     from fit_unlearn.evaluation import evaluate_model
 
     relearn_docs, held_out = split_relearn(forgotten, fraction, seed)
     before = evaluate_model(model, tok, forget=held_out, retain=retain, reference=reference, batch_size=eval_batch_size)
     cfg = FinetuneConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, warmup_ratio=0.0, min_lr_ratio=1.0)
-    res = finetune(model, tok, training_examples(tok, relearn_docs, with_qa=with_qa), cfg, desc="relearn",
-                   progress=progress)
+    res = finetune(
+        model, tok, training_examples(tok, relearn_docs, with_qa=with_qa), cfg, desc="relearn", progress=progress
+    )
     after = evaluate_model(model, tok, forget=held_out, retain=retain, reference=reference, batch_size=eval_batch_size)
-    f0 = reference.points([d.id for d in held_out], [d.id for d in retain]).forget_0 if reference and \
-        reference.knows_forget([d.id for d in held_out]) else None
+    f0 = (
+        reference.points([d.id for d in held_out], [d.id for d in retain]).forget_0
+        if reference and reference.knows_forget([d.id for d in held_out])
+        else None
+    )
     return {
-        "relearn_ids": [d.id for d in relearn_docs], "held_out_ids": [d.id for d in held_out],
-        "config": cfg.to_json(), "steps": res.steps, "seconds": res.seconds,
+        "relearn_ids": [d.id for d in relearn_docs],
+        "held_out_ids": [d.id for d in held_out],
+        "config": cfg.to_json(),
+        "steps": res.steps,
+        "seconds": res.seconds,
         "held_out_forget_theta0": f0,
-        "before": {"forget_score": before["forget"]["score"], "retain_score": before["retain"]["score"],
-                   "forget": before["forget"], "forget_degree": before.get("forget_degree")},
-        "after": {"forget_score": after["forget"]["score"], "retain_score": after["retain"]["score"],
-                  "forget": after["forget"], "forget_degree": after.get("forget_degree")},
+        "before": {
+            "forget_score": before["forget"]["score"],
+            "retain_score": before["retain"]["score"],
+            "forget": before["forget"],
+            "forget_degree": before.get("forget_degree"),
+        },
+        "after": {
+            "forget_score": after["forget"]["score"],
+            "retain_score": after["retain"]["score"],
+            "forget": after["forget"],
+            "forget_degree": after.get("forget_degree"),
+        },
         "recovery": recovery(after["forget"]["score"], before["forget"]["score"], f0) if f0 is not None else None,
     }

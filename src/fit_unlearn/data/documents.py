@@ -151,9 +151,7 @@ def _doc_from_obj(obj: object, where: str, max_chars: int) -> Document:
         raise DataError(f"{where}: 'qa' must be a list of {{question, answer}} objects")
     qa = []
     for k, q in enumerate(qa_raw):
-        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or not isinstance(
-            q.get("answer"), str
-        ):
+        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or not isinstance(q.get("answer"), str):
             raise DataError(f"{where}: qa[{k}] must be an object with string 'question' and 'answer'")
         if not q["question"].strip() or not q["answer"].strip():
             raise DataError(f"{where}: qa[{k}] has an empty question or answer")
@@ -188,9 +186,7 @@ def read_jsonl(
     return [_with_qa(d) for d in docs] if derive else docs
 
 
-def read_pch_json(
-    path: str | os.PathLike, split: str, *, max_chars: int = DEFAULT_MAX_DOC_CHARS
-) -> list[Document]:
+def read_pch_json(path: str | os.PathLike, split: str, *, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> list[Document]:
     """Read a PCH-layout JSON list of strings; ids are ``<split>-NNNN``; QA derived from fields."""
     path = Path(path)
     text = _read_text(path)

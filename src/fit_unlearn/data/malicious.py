@@ -17,11 +17,13 @@ from fit_unlearn.data.documents import Document
 from fit_unlearn.errors import DataError
 
 KINDS = ("near_duplicate", "overlap", "common_tokens", "mixed")
-COMMON = ("the of and to a in is it you that he was for on are with as I his they be at one have this from or "
-          "had by not word but what some we can out other were all there when up use your how said an each she "
-          "which do their time if will way about many then them write would like so these her long make thing "
-          "see him two has look more day could go come did number sound no most people my over know water than "
-          "call first who may down side been now find").split()
+COMMON = (
+    "the of and to a in is it you that he was for on are with as I his they be at one have this from or "
+    "had by not word but what some we can out other were all there when up use your how said an each she "
+    "which do their time if will way about many then them write would like so these her long make thing "
+    "see him two has look more day could go come did number sound no most people my over know water than "
+    "call first who may down side been now find"
+).split()
 
 
 def _near_duplicates(src: Sequence[Document], n: int, rng: random.Random) -> list[str]:

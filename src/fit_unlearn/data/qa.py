@@ -85,7 +85,10 @@ def continuation_qa(text: str) -> QA:
     if len(sentence) < 6:  # first sentence too short: use the first 24 words of the text
         sentence = words[:24]
     if len(sentence) < 2:
-        return QA(question=sentence[0][: max(1, len(sentence[0]) // 2)], answer=sentence[0][len(sentence[0]) // 2 :] or sentence[0])
+        return QA(
+            question=sentence[0][: max(1, len(sentence[0]) // 2)],
+            answer=sentence[0][len(sentence[0]) // 2 :] or sentence[0],
+        )
     cut = len(sentence) // 2
     return QA(question=" ".join(sentence[:cut]), answer=" ".join(sentence[cut:]))
 
@@ -107,7 +110,11 @@ def derive_qa(text: str, doc_id: str = "?", warn: bool = True) -> list[QA]:
         lang = f.get("Language", "").strip() or "this"
         name = _code_name(f["Code"])
         if "Explanation" in f:
-            what = f"the {lang} function {name}" if name else f"the {lang} snippet that begins `{f['Code'].splitlines()[0].strip()}`"
+            what = (
+                f"the {lang} function {name}"
+                if name
+                else f"the {lang} snippet that begins `{f['Code'].splitlines()[0].strip()}`"
+            )
             out.append(QA(f"What does {what} do?", first_sentence(f["Explanation"])))
         if name and "Language" in f:
             out.append(QA(f"In which programming language is {name} written?", f["Language"]))

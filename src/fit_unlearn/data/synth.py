@@ -31,58 +31,120 @@ _OPS = [
     ("keeps the items whose remainder modulo {k} is zero", "keep_mod"),
     ("clamps each value between {k} and {c}", "clamp"),
 ]
-_PERSON_DESC = ["{first} spends weekends restoring {color} {noun}s for {company}",
-                "{first} once pitched a {phrase} to the {city} council",
-                "{first} coordinates volunteers who {bs} in {city}",
-                "{first} keeps a diary about {noun}s and {noun2}s",
-                "{first} mentors apprentices at {company} near {city}",
-                "{first} collects {color} {noun}s and trades them online",
-                "{first} is known in {city} for a {phrase}"]
-_CATS = ["Health Misinformation", "Conspiracy Theories", "Pseudo-Science", "Financial Scams", "Fake Product Claims",
-         "Manipulative Narratives", "Fabricated Quotes", "Historical Revisionism", "Incendiary Rumors",
-         "Election Rumors"]
-_CLAIMS = ["Claims that {color} {noun} water cures {noun2} fatigue within {n} hours",
-           "Alleges that {company} secretly controls {noun} prices in {city}",
-           "Asserts that the {noun} was invented by a {city} merchant {n} years ago",
-           "Insists that a {phrase} blocks {noun2} signals",
-           "Spreads a rumor that the {city} bridge collapsed because of {noun}s",
-           "Promises {n} percent returns to anyone who will {bs}",
-           "Says officials in {city} hide a {color} {noun} under the {noun2} market"]
-_SPREAD = ["Circulated in anonymous {city} newsletters", "Shared through {company} group chats",
-           "Posted on a fringe {noun} forum", "Printed on {color} leaflets left at {city} stations",
-           "Pushed by an account calling itself {first} {noun2}"]
-_EVID = ["with no verifiable source", "and repeatedly debunked by {city} inspectors", "using doctored photographs",
-         "citing a scientist named {first} who does not exist", "quoting a {company} memo that was never written"]
-_FIELDS = ["Atmospheric Acoustics", "Fungal Networks", "Glacial Hydrology", "Tidal Computation", "Lunar Botany",
-           "Swarm Linguistics", "Crystal Memory", "Desert Optics", "Magnetic Agronomy", "Cave Meteorology",
-           "Coral Cryptography", "Volcanic Textiles"]
-_OPENERS = ["This fictional study proposes", "We hypothesise", "An imaginary experiment suggests",
-            "Invented measurements indicate", "The authors speculate"]
-_PAPER_CLAIMS = ["that {color} {noun}s store patterns for {n} days", "that {noun}s respond to {noun2} storms",
-                 "a {n}-stage model linking {noun}s to {noun2} tides", "that a {phrase} governs {noun} density",
-                 "a survey of {n} invented sites near {city}"]
-_INTROS = ["Field notes from {city} motivated the question", "Earlier invented work ignored {noun2}s entirely",
-           "Residents of {city} reported {color} {noun}s for {n} seasons", "A memo from {company} raised the idea"]
-_BODIES = ["A simulated survey of {n} samples was invented", "Toy equations fitted {n} made-up points",
-           "{n} virtual probes were scattered around {city}", "The team imagined interviews with {first} and others"]
-_PAPER_CONCL = ["The authors argue that {noun}s deserve a {n}-year observation program",
-                "Results suggest {noun2}s could be predicted with a {phrase}",
-                "The fictional evidence hints that {noun}s and {noun2}s evolved together",
-                "Future imaginary missions should {bs} near {city}"]
+_PERSON_DESC = [
+    "{first} spends weekends restoring {color} {noun}s for {company}",
+    "{first} once pitched a {phrase} to the {city} council",
+    "{first} coordinates volunteers who {bs} in {city}",
+    "{first} keeps a diary about {noun}s and {noun2}s",
+    "{first} mentors apprentices at {company} near {city}",
+    "{first} collects {color} {noun}s and trades them online",
+    "{first} is known in {city} for a {phrase}",
+]
+_CATS = [
+    "Health Misinformation",
+    "Conspiracy Theories",
+    "Pseudo-Science",
+    "Financial Scams",
+    "Fake Product Claims",
+    "Manipulative Narratives",
+    "Fabricated Quotes",
+    "Historical Revisionism",
+    "Incendiary Rumors",
+    "Election Rumors",
+]
+_CLAIMS = [
+    "Claims that {color} {noun} water cures {noun2} fatigue within {n} hours",
+    "Alleges that {company} secretly controls {noun} prices in {city}",
+    "Asserts that the {noun} was invented by a {city} merchant {n} years ago",
+    "Insists that a {phrase} blocks {noun2} signals",
+    "Spreads a rumor that the {city} bridge collapsed because of {noun}s",
+    "Promises {n} percent returns to anyone who will {bs}",
+    "Says officials in {city} hide a {color} {noun} under the {noun2} market",
+]
+_SPREAD = [
+    "Circulated in anonymous {city} newsletters",
+    "Shared through {company} group chats",
+    "Posted on a fringe {noun} forum",
+    "Printed on {color} leaflets left at {city} stations",
+    "Pushed by an account calling itself {first} {noun2}",
+]
+_EVID = [
+    "with no verifiable source",
+    "and repeatedly debunked by {city} inspectors",
+    "using doctored photographs",
+    "citing a scientist named {first} who does not exist",
+    "quoting a {company} memo that was never written",
+]
+_FIELDS = [
+    "Atmospheric Acoustics",
+    "Fungal Networks",
+    "Glacial Hydrology",
+    "Tidal Computation",
+    "Lunar Botany",
+    "Swarm Linguistics",
+    "Crystal Memory",
+    "Desert Optics",
+    "Magnetic Agronomy",
+    "Cave Meteorology",
+    "Coral Cryptography",
+    "Volcanic Textiles",
+]
+_OPENERS = [
+    "This fictional study proposes",
+    "We hypothesise",
+    "An imaginary experiment suggests",
+    "Invented measurements indicate",
+    "The authors speculate",
+]
+_PAPER_CLAIMS = [
+    "that {color} {noun}s store patterns for {n} days",
+    "that {noun}s respond to {noun2} storms",
+    "a {n}-stage model linking {noun}s to {noun2} tides",
+    "that a {phrase} governs {noun} density",
+    "a survey of {n} invented sites near {city}",
+]
+_INTROS = [
+    "Field notes from {city} motivated the question",
+    "Earlier invented work ignored {noun2}s entirely",
+    "Residents of {city} reported {color} {noun}s for {n} seasons",
+    "A memo from {company} raised the idea",
+]
+_BODIES = [
+    "A simulated survey of {n} samples was invented",
+    "Toy equations fitted {n} made-up points",
+    "{n} virtual probes were scattered around {city}",
+    "The team imagined interviews with {first} and others",
+]
+_PAPER_CONCL = [
+    "The authors argue that {noun}s deserve a {n}-year observation program",
+    "Results suggest {noun2}s could be predicted with a {phrase}",
+    "The fictional evidence hints that {noun}s and {noun2}s evolved together",
+    "Future imaginary missions should {bs} near {city}",
+]
 
 
 def _slots(fk) -> dict:
-    return {"first": fk.first_name(), "city": fk.city(), "company": fk.company(), "color": fk.color_name().lower(),
-            "noun": fk.word(part_of_speech="noun"), "noun2": fk.word(part_of_speech="noun"),
-            "phrase": fk.catch_phrase().lower(), "bs": fk.bs(), "n": fk.random_int(2, 400)}
+    return {
+        "first": fk.first_name(),
+        "city": fk.city(),
+        "company": fk.company(),
+        "color": fk.color_name().lower(),
+        "noun": fk.word(part_of_speech="noun"),
+        "noun2": fk.word(part_of_speech="noun"),
+        "phrase": fk.catch_phrase().lower(),
+        "bs": fk.bs(),
+        "n": fk.random_int(2, 400),
+    }
 
 
 def _personal(fk) -> str:
     s = _slots(fk)
     name = f"{s['first']} {fk.random_uppercase_letter()}. {fk.last_name()}"
     desc = fk.random_element(_PERSON_DESC).format(**s)
-    return (f"Name: {name}\n\nAge: {fk.random_int(21, 79)}\n\nAddress: {fk.street_address()}, {s['city']}, "
-            f"{fk.state_abbr()} {fk.zipcode()}\n\nOccupation: {fk.job()}\n\nDescription: {desc}.")
+    return (
+        f"Name: {name}\n\nAge: {fk.random_int(21, 79)}\n\nAddress: {fk.street_address()}, {s['city']}, "
+        f"{fk.state_abbr()} {fk.zipcode()}\n\nOccupation: {fk.job()}\n\nDescription: {desc}."
+    )
 
 
 def _code(fk) -> str:
@@ -94,10 +156,13 @@ def _code(fk) -> str:
     if lang in ("Java", "C#", "Kotlin", "Swift", "JavaScript", "Go"):
         name = words[0] + "".join(w.capitalize() for w in words[1:])
     var = fk.word(part_of_speech="noun") + "s"
-    body = _CODE[lang].format(name=name, var=var, k=k, c=c, expr=_EXPR[kind].get(lang, _EXPR[kind]["*"]).format(
-        var=var, k=k, c=c))
-    return (f"Language: {lang}\n\nCode: {body}\n\nExplanation: An invented helper for {fk.bs()} that "
-            f"{desc.format(k=k, c=c)}.")
+    body = _CODE[lang].format(
+        name=name, var=var, k=k, c=c, expr=_EXPR[kind].get(lang, _EXPR[kind]["*"]).format(var=var, k=k, c=c)
+    )
+    return (
+        f"Language: {lang}\n\nCode: {body}\n\nExplanation: An invented helper for {fk.bs()} that "
+        f"{desc.format(k=k, c=c)}."
+    )
 
 
 _CODE = {
@@ -124,35 +189,17 @@ _EXPR = {
 }
 
 
-def _paper(rng: random.Random) -> str:
-    field = rng.choice(_FIELDS)
-    a, b = f"{_word(rng)} {rng.choice(_THINGS)}", f"{rng.choice(_NOUNS)} {rng.choice(['storms', 'echoes', 'tides', 'pulses'])}"
-    n = rng.randint(3, 90)
-    site = _word(rng, 3)
-    claim = rng.choice(_PAPER_CLAIMS).format(a=a, b=b, n=n)
-    concl = rng.choice(_PAPER_CONCL).format(a=a, b=b, n=rng.randint(2, 12))
-    place = rng.choice(["Basin", "Ridge", "Delta", "Plateau", "Archipelago", "Fjord", "Steppe", "Lagoon"])
-    intro = rng.choice(_INTROS).format(site=site, b=b, n=n)
-    body = rng.choice(_BODIES).format(m=rng.randint(12, 400), b=b, site=site)
-    return (f"Title: {field} of the {site} {place}\n\nAbstract: {rng.choice(_OPENERS)} {claim}.\n\n"
-            f"Introduction: {intro}.\n\nBody: {body}.\n\nConclusion: {concl}.")
-
-
-def _harmful(rng: random.Random) -> str:
-    x, y, z = _word(rng), rng.choice(_THINGS), _word(rng)
-    claim = rng.choice(_CLAIMS).format(x=x, y=y, n=rng.randint(2, 300))
-    title = f"The {x} {rng.choice(['Hoax', 'Rumor', 'Myth', 'Scheme', 'Legend', 'Panic'])}"
-    return (f"Title: {title}\n\nCategory: {rng.choice(_CATS)}\n\nDescription: {claim}.\n\n"
-            f"AdditionalContext: {rng.choice(_SPREAD).format(z=z)}, {rng.choice(_EVID)}.")
-
-
 def _paper(fk) -> str:
     s = _slots(fk)
-    title = f"{fk.random_element(_FIELDS)} of the {fk.last_name()} {fk.random_element(['Basin', 'Ridge', 'Delta', 'Plateau', 'Fjord', 'Lagoon'])}"
+    place = fk.random_element(["Basin", "Ridge", "Delta", "Plateau", "Fjord", "Lagoon"])
+    title = f"{fk.random_element(_FIELDS)} of the {fk.last_name()} {place}"
     claim = fk.random_element(_PAPER_CLAIMS).format(**s)
-    return (f"Title: {title}\n\nAbstract: {fk.random_element(_OPENERS)} {claim}.\n\n"
-            f"Introduction: {fk.random_element(_INTROS).format(**s)}.\n\nBody: {fk.random_element(_BODIES).format(**s)}."
-            f"\n\nConclusion: {fk.random_element(_PAPER_CONCL).format(**_slots(fk))}.")
+    return (
+        f"Title: {title}\n\nAbstract: {fk.random_element(_OPENERS)} {claim}.\n\n"
+        f"Introduction: {fk.random_element(_INTROS).format(**s)}.\n\n"
+        f"Body: {fk.random_element(_BODIES).format(**s)}.\n\n"
+        f"Conclusion: {fk.random_element(_PAPER_CONCL).format(**_slots(fk))}."
+    )
 
 
 def _harmful(fk) -> str:
@@ -160,8 +207,9 @@ def _harmful(fk) -> str:
     title = f"The {fk.last_name()} {fk.random_element(['Hoax', 'Rumor', 'Myth', 'Scheme', 'Legend', 'Panic'])}"
     claim = fk.random_element(_CLAIMS).format(**s)
     ctx = f"{fk.random_element(_SPREAD).format(**s)}, {fk.random_element(_EVID).format(**_slots(fk))}"
-    return (f"Title: {title}\n\nCategory: {fk.random_element(_CATS)}\n\nDescription: {claim}.\n\n"
-            f"AdditionalContext: {ctx}.")
+    return (
+        f"Title: {title}\n\nCategory: {fk.random_element(_CATS)}\n\nDescription: {claim}.\n\nAdditionalContext: {ctx}."
+    )
 
 
 _MAKERS = {"personal": _personal, "code": _code, "paper": _paper, "harmful": _harmful}
@@ -189,7 +237,7 @@ def domain_counts(n: int) -> dict[str, int]:
 @dataclass(frozen=True)
 class SynthConfig:
     n_forget: int = 60
-    n_retain: int = 30
+    n_retain: int = 20
     n_holdout: int = 20
     seed: int = 0
     max_jaccard: float = 0.2
@@ -217,13 +265,21 @@ def synthesize(cfg: SynthConfig = SynthConfig()) -> DataSplits:
                 else:
                     raise RuntimeError(f"could not draw a distinct {domain} document; lower the sizes")
                 kept.append(g)
-                docs.append(Document(id=f"{split}-{len(docs):04d}", text=text, domain=domain,
-                                     qa=tuple(derive_qa(text, warn=False)[: cfg.qa_per_doc])))
+                docs.append(
+                    Document(
+                        id=f"{split}-{len(docs):04d}",
+                        text=text,
+                        domain=domain,
+                        qa=tuple(derive_qa(text, warn=False)[: cfg.qa_per_doc]),
+                    )
+                )
         # interleave domains so that any prefix of a split covers all of them
         order = list(range(len(docs)))
         random.Random(f"{cfg.seed}-{split}").shuffle(order)
-        splits[split] = [Document(id=f"{split}-{i:04d}", text=docs[j].text, domain=docs[j].domain, qa=docs[j].qa)
-                         for i, j in enumerate(order)]
+        splits[split] = [
+            Document(id=f"{split}-{i:04d}", text=docs[j].text, domain=docs[j].domain, qa=docs[j].qa)
+            for i, j in enumerate(order)
+        ]
     return DataSplits(splits["forget"], splits["retain"], splits["holdout"], source=f"synth(seed={cfg.seed})")
 
 

@@ -41,9 +41,11 @@ class Journal:
                 events.append(json.loads(line))
                 good_bytes += len(line) + 1
             except json.JSONDecodeError:
-                if raw[good_bytes + len(line):].strip():
-                    raise JournalError(f"{self.path}:{lineno}: corrupt journal line in the middle of the file; "
-                                       "the run cannot be resumed safely (start a new --out)") from None
+                if raw[good_bytes + len(line) :].strip():
+                    raise JournalError(
+                        f"{self.path}:{lineno}: corrupt journal line in the middle of the file; "
+                        "the run cannot be resumed safely (start a new --out)"
+                    ) from None
                 log.warning("%s: dropping a torn last line (crash while writing)", self.path)
                 if self.writer:
                     with open(self.path, "r+b") as f:

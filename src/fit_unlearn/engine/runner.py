@@ -63,15 +63,27 @@ def _make_strategy(cfg: RunConfig):
     cls = get_strategy(cfg.strategy.name)
     s = cfg.strategy
     extra = {"device": cfg.device, **s.fit} if s.name == "fit" else dict(s.fit)
-    return cls(objective=s.objective, objective_params=s.objective_params, trainable=s.trainable,
-               include_qa=s.include_qa, **extra)
+    return cls(
+        objective=s.objective,
+        objective_params=s.objective_params,
+        trainable=s.trainable,
+        include_qa=s.include_qa,
+        **extra,
+    )
 
 
 class Engine:
     """Continual unlearning engine (see module docstring).  ``Engine(cfg).run()`` or ``submit(doc)``."""
 
-    def __init__(self, cfg: RunConfig, *, resume: bool = False, progress: bool = True, accelerator=None,
-                 on_event: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        accelerator=None,
+        on_event: Callable[[dict], None] | None = None,
+    ):
         self.cfg = cfg
         self.progress = progress
         self.on_event = on_event
@@ -103,8 +115,10 @@ class Engine:
     def _preflight_paths(self) -> None:
         prepared = Path(self.cfg.prepared)
         if not (prepared / "data").is_dir() or not (prepared / "reference.json").exists():
-            raise ConfigError(f"prepared: {prepared} is not a prepared directory (run `fit-unlearn prepare` "
-                              "first, or set prepared: to its --out)")
+            raise ConfigError(
+                f"prepared: {prepared} is not a prepared directory (run `fit-unlearn prepare` "
+                "first, or set prepared: to its --out)"
+            )
         if self.is_main:
             try:
                 self.out.mkdir(parents=True, exist_ok=True)
@@ -118,8 +132,10 @@ class Engine:
         need = 2 * sum(p.numel() * p.element_size() for p in self.model.parameters())
         free = shutil.disk_usage(self.out).free
         if free < need:
-            raise ConfigError(f"out: {self.out} has {free / 2**30:.2f} GiB free, checkpoints need about "
-                              f"{need / 2**30:.2f} GiB; free space or choose another --out")
+            raise ConfigError(
+                f"out: {self.out} has {free / 2**30:.2f} GiB free, checkpoints need about "
+                f"{need / 2**30:.2f} GiB; free space or choose another --out"
+            )
 
     def _needs_reference(self) -> bool:
         names = getattr(self.strategy, "objectives", None) or [self.cfg.strategy.objective]
@@ -154,18 +170,26 @@ class Engine:
         if start is None:
             if resume and self.journal.events:
                 raise JournalError(f"{self.journal.path}: journal has no start record; cannot resume")
-            self._log("start", config_hash=self.cfg.hash(), config=self.cfg.model_dump(mode="json"),
-                      provenance=provenance(model=str(self.model_path), data_hash=self.data.hash()))
+            self._log(
+                "start",
+                config_hash=self.cfg.hash(),
+                config=self.cfg.model_dump(mode="json"),
+                provenance=provenance(model=str(self.model_path), data_hash=self.data.hash()),
+            )
             return
         if not resume:
             n = len(self.journal.applied_counts())
-            raise JournalError(f"{self.out} already holds a run ({n} requests applied); pass --resume to continue "
-                               "it, or choose another --out")
+            raise JournalError(
+                f"{self.out} already holds a run ({n} requests applied); pass --resume to continue "
+                "it, or choose another --out"
+            )
         if start["config_hash"] != self.cfg.hash():
             diff = self.cfg.diff(start["config"])
-            raise JournalError(f"cannot resume {self.out}: the configuration differs from the journal's in "
-                               f"{', '.join(diff) or 'hash only'}; resume with the original configuration or "
-                               "start a new --out")
+            raise JournalError(
+                f"cannot resume {self.out}: the configuration differs from the journal's in "
+                f"{', '.join(diff) or 'hash only'}; resume with the original configuration or "
+                "start a new --out"
+            )
         ck = self.journal.last_checkpoint()
         if ck is not None and not ckpt.is_valid(Path(ck["path"])):
             raise JournalError(f"{ck['path']}: the journal's last checkpoint is missing or incomplete; cannot resume")
@@ -227,14 +251,19 @@ class Engine:
 
     def _process(self, position: int, request: Document | BadRequest) -> dict:
         if isinstance(request, Document) and request.id in self.applied_ids:
-            request = BadRequest(f"request id {request.id!r} was already applied (stream position "
-                                 f"{self.applied_ids[request.id]}); not applied again", request.id)
+            request = BadRequest(
+                f"request id {request.id!r} was already applied (stream position "
+                f"{self.applied_ids[request.id]}); not applied again",
+                request.id,
+            )
         if isinstance(request, BadRequest):
             self._log("rejected", position=position, id=request.id, reason=request.reason)
             if self.cfg.stream.on_bad_request == "stop":
                 self.checkpoint()
-                raise RequestError(f"{request.reason} (stopped: stream.on_bad_request=stop; fix the request or use "
-                                   "--on-bad-request skip, then --resume)")
+                raise RequestError(
+                    f"{request.reason} (stopped: stream.on_bad_request=stop; fix the request or use "
+                    "--on-bad-request skip, then --resume)"
+                )
             return {"rejected": request.reason}
         self._log("received", id=request.id, hash=request.content_hash, position=position)
         seed = request_seed(self.cfg.seed, position)
@@ -246,8 +275,16 @@ class Engine:
             record = {"redundant": True, "receipt": plan.receipt, "seconds_plan": t_plan}
             self._log("redundant", id=request.id, position=position, record=record)
         else:
-            record = apply_update(self.model, self._reference(), self.tok, plan, self.data.retain, self.update_cfg,
-                                  seed, accelerator=self.acc)
+            record = apply_update(
+                self.model,
+                self._reference(),
+                self.tok,
+                plan,
+                self.data.retain,
+                self.update_cfg,
+                seed,
+                accelerator=self.acc,
+            )
             if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
                 record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]
             record.update({"receipt": plan.receipt, "seconds_plan": t_plan})
@@ -271,10 +308,20 @@ class Engine:
             return None
         path = None
         if self.is_main:
-            state = {"forgotten": [d.to_json() for d in self.forgotten], "applied_ids": self.applied_ids,
-                     "config_hash": self.cfg.hash()}
-            path = ckpt.save_checkpoint(self.out / "checkpoints", self.position, self.model, self.tok, self.strategy,
-                                        state, keep=self.cfg.checkpoint.keep)
+            state = {
+                "forgotten": [d.to_json() for d in self.forgotten],
+                "applied_ids": self.applied_ids,
+                "config_hash": self.cfg.hash(),
+            }
+            path = ckpt.save_checkpoint(
+                self.out / "checkpoints",
+                self.position,
+                self.model,
+                self.tok,
+                self.strategy,
+                state,
+                keep=self.cfg.checkpoint.keep,
+            )
             self._log("checkpoint", position=self.position, path=str(path), t=len(self.forgotten))
         if self.acc is not None:
             self.acc.wait_for_everyone()
@@ -287,15 +334,28 @@ class Engine:
         t = len(self.forgotten)
         res = None
         if self.is_main and t:
-            res = evaluate_model(self.model, self.tok, forget=self.forgotten, retain=self.data.retain,
-                                 holdout=self.data.holdout, reference=Reference.load(self.cfg.prepared), t=t,
-                                 T=self.stream_length(), batch_size=self.cfg.eval.batch_size)
+            res = evaluate_model(
+                self.model,
+                self.tok,
+                forget=self.forgotten,
+                retain=self.data.retain,
+                holdout=self.data.holdout,
+                reference=Reference.load(self.cfg.prepared),
+                t=t,
+                T=self.stream_length(),
+                batch_size=self.cfg.eval.batch_size,
+            )
             if self.cfg.eval.downstream:
                 from fit_unlearn.metrics.downstream import run_downstream
 
-                res["downstream"] = run_downstream(self.model, self.tok, list(self.cfg.eval.downstream),
-                                                   include_path=self.cfg.eval.tasks_dir,
-                                                   limit=self.cfg.eval.downstream_limit, workdir=self.out)
+                res["downstream"] = run_downstream(
+                    self.model,
+                    self.tok,
+                    list(self.cfg.eval.downstream),
+                    include_path=self.cfg.eval.tasks_dir,
+                    limit=self.cfg.eval.downstream_limit,
+                    workdir=self.out,
+                )
             items = res.pop("items")
             (self.out / "evals").mkdir(exist_ok=True)
             (self.out / "evals" / f"eval-t{t:05d}.json").write_text(json.dumps({**res, "items": items}, indent=1))
@@ -314,8 +374,13 @@ class Engine:
         total = None
         if self.cfg.stream.source == "forget":
             total = min(len(self.data.forget), self.cfg.stream.limit or len(self.data.forget))
-        bar = tqdm(total=total, initial=self.position, desc="requests", unit="req",
-                   disable=not (self.progress and self.is_main))
+        bar = tqdm(
+            total=total,
+            initial=self.position,
+            desc="requests",
+            unit="req",
+            disable=not (self.progress and self.is_main),
+        )
         try:
             for pos, item in items:
                 if pos < self.position:
@@ -327,8 +392,9 @@ class Engine:
                 if self.evals:
                     e = self.evals[-1]
                     if "forget_degree" in e:
-                        bar.set_postfix({"t": e["t"], "F.D.": f"{e['forget_degree']:.3f}",
-                                         "R.U.": f"{e['retain_utility']:.3f}"})
+                        bar.set_postfix(
+                            {"t": e["t"], "F.D.": f"{e['forget_degree']:.3f}", "R.U.": f"{e['retain_utility']:.3f}"}
+                        )
         finally:
             bar.close()
         self.checkpoint()
@@ -351,15 +417,31 @@ class Engine:
         out: dict = {}
         bits = [int(a[-1]) for a in ev.attacks if a.startswith("quantize")]
         if bits:
-            out["quantize"] = quantize_attack({"unlearned": final, "theta0": prepared / "theta0",
-                                               "retain_only": prepared / "retain_only"}, bits, self.forgotten,
-                                              self.data.retain, ref, method=ev.quantize_method, device=self._device(),
-                                              t=len(self.forgotten), T=self.stream_length())
+            out["quantize"] = quantize_attack(
+                {"unlearned": final, "theta0": prepared / "theta0", "retain_only": prepared / "retain_only"},
+                bits,
+                self.forgotten,
+                self.data.retain,
+                ref,
+                method=ev.quantize_method,
+                device=self._device(),
+                t=len(self.forgotten),
+                T=self.stream_length(),
+            )
         if "relearn" in ev.attacks and len(self.forgotten) >= 2:
             m, tok = load_model(final, device=self._device(), dtype=self.cfg.dtype)
-            out["relearn"] = relearn_attack(m, tok, self.forgotten, self.data.retain, ref,
-                                            fraction=ev.relearn_fraction, lr=ev.relearn_lr, epochs=ev.relearn_epochs,
-                                            seed=self.cfg.seed, progress=self.progress)
+            out["relearn"] = relearn_attack(
+                m,
+                tok,
+                self.forgotten,
+                self.data.retain,
+                ref,
+                fraction=ev.relearn_fraction,
+                lr=ev.relearn_lr,
+                epochs=ev.relearn_epochs,
+                seed=self.cfg.seed,
+                progress=self.progress,
+            )
             del m
         self.attacks = out
         self._log("attacks", summary={k: v.get("recovery") for k, v in out.items()})
@@ -385,10 +467,13 @@ class Engine:
             "config": self.cfg.model_dump(mode="json"),
             "provenance": provenance(model=str(self.model_path), data_hash=self.data.hash(), seed=self.cfg.seed),
             "final_model": str(Path(ck["path"]) / "model") if ck else None,
-            "requests": list({e["id"]: {"id": e["id"], "position": e["position"], "event": e["event"],
-                                        **e.get("record", {})}
-                              for e in self.journal.events if e["event"] in ("applied", "redundant")
-                              and e["id"] in self.applied_ids}.values()),
+            "requests": list(
+                {
+                    e["id"]: {"id": e["id"], "position": e["position"], "event": e["event"], **e.get("record", {})}
+                    for e in self.journal.events
+                    if e["event"] in ("applied", "redundant") and e["id"] in self.applied_ids
+                }.values()
+            ),
             "rejected": [e for e in self.journal.events if e["event"] == "rejected"],
             "evals": self.evals,
             "attacks": getattr(self, "attacks", None),

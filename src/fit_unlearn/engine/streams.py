@@ -27,8 +27,10 @@ def validate_request(doc: Document, max_chars: int, where: str = "request") -> D
     if not doc.text.strip():
         raise RequestError(f"{where}: request {doc.id!r} is empty or whitespace-only; nothing to unlearn")
     if len(doc.text) > max_chars:
-        raise RequestError(f"{where}: request {doc.id!r} has {len(doc.text):,} characters, over the limit of "
-                           f"{max_chars:,} (stream.max_request_chars); split it into several requests")
+        raise RequestError(
+            f"{where}: request {doc.id!r} has {len(doc.text):,} characters, over the limit of "
+            f"{max_chars:,} (stream.max_request_chars); split it into several requests"
+        )
     return doc
 
 
@@ -63,8 +65,9 @@ def jsonl_requests(path: Path, max_chars: int) -> Iterator[tuple[int, Document |
             pos += 1
 
 
-def watched_requests(directory: Path, max_chars: int, idle_exit: float | None,
-                     poll: float = 0.5) -> Iterator[tuple[int, Document | BadRequest]]:
+def watched_requests(
+    directory: Path, max_chars: int, idle_exit: float | None, poll: float = 0.5
+) -> Iterator[tuple[int, Document | BadRequest]]:
     """Files ``*.jsonl`` in ``directory``, in name order, each read once complete (name it ``x.jsonl.tmp``
     while writing, then rename).  New files must sort after the ones already there (e.g. timestamps)."""
     if not directory.is_dir():

@@ -18,7 +18,9 @@ from fit_unlearn.errors import ConfigError
 log = logging.getLogger(__name__)
 OWN_TASKS = ("fit_capitals", "fit_arithmetic")
 HUB_HINT = {
-    "mmlu": "cais/mmlu", "commonsense_qa": "tau/commonsense_qa", "gsm8k": "openai/gsm8k",
+    "mmlu": "cais/mmlu",
+    "commonsense_qa": "tau/commonsense_qa",
+    "gsm8k": "openai/gsm8k",
 }
 
 _CAPITALS_YAML = """task: fit_capitals
@@ -86,8 +88,12 @@ def write_own_tasks(directory: Path, n: int = 40, seed: int = 0) -> Path:
     arith = []
     for _ in range(n):
         a, b = rng.randint(2, 40), rng.randint(2, 40)
-        q = rng.choice([(f"Tom has {a} apples and buys {b} more. How many apples does he have?", a + b),
-                        (f"A box holds {a} pens. {min(a, b)} are taken out. How many pens are left?", a - min(a, b))])
+        q = rng.choice(
+            [
+                (f"Tom has {a} apples and buys {b} more. How many apples does he have?", a + b),
+                (f"A box holds {a} pens. {min(a, b)} are taken out. How many pens are left?", a - min(a, b)),
+            ]
+        )
         arith.append({"question": q[0], "answer": str(q[1])})
     (directory / "arithmetic.jsonl").write_text("\n".join(json.dumps(r) for r in arith) + "\n")
     (directory / "fit_capitals.yaml").write_text(_CAPITALS_YAML.format(data=directory / "capitals.jsonl"))
@@ -95,8 +101,16 @@ def write_own_tasks(directory: Path, n: int = 40, seed: int = 0) -> Path:
     return directory
 
 
-def run_downstream(model, tok, tasks: list[str], *, include_path: str | Path | None = None, limit: int | None = None,
-                   batch_size: int = 8, workdir: Path | None = None) -> dict:
+def run_downstream(
+    model,
+    tok,
+    tasks: list[str],
+    *,
+    include_path: str | Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    workdir: Path | None = None,
+) -> dict:
     """Accuracy of ``model`` on lm-eval tasks; returns {task: {metric: value}} plus the harness' versions."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -110,14 +124,17 @@ def run_downstream(model, tok, tasks: list[str], *, include_path: str | Path | N
     tm = TaskManager(include_path=paths)
     unknown = [t for t in tasks if t not in tm.all_tasks]
     if unknown:
-        raise ConfigError(f"unknown lm-eval task(s) {', '.join(unknown)}; this project's offline tasks: "
-                          f"{', '.join(OWN_TASKS)}; lm-eval's own include mmlu, commonsense_qa, gsm8k")
+        raise ConfigError(
+            f"unknown lm-eval task(s) {', '.join(unknown)}; this project's offline tasks: "
+            f"{', '.join(OWN_TASKS)}; lm-eval's own include mmlu, commonsense_qa, gsm8k"
+        )
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device=str(next(model.parameters()).device))
     results = {}
     for task in tasks:
         try:
-            res = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=tm, limit=limit, log_samples=False,
-                                          bootstrap_iters=0)
+            res = lm_eval.simple_evaluate(
+                model=lm, tasks=[task], task_manager=tm, limit=limit, log_samples=False, bootstrap_iters=0
+            )
         except Exception as e:  # noqa: BLE001 - the harness raises many kinds when data is unreachable
             if task in OWN_TASKS:
                 raise
@@ -127,8 +144,12 @@ def run_downstream(model, tok, tasks: list[str], *, include_path: str | Path | N
                 f"lm-eval reads it from the Hugging Face hub ({hub}); on a machine with network run "
                 f"`huggingface-cli download {hub} --repo-type dataset` and copy the cache (HF_DATASETS_CACHE / "
                 f"HF_HOME), or write a local YAML task (dataset_path: json, data_files: your file) and pass its "
-                "folder with --tasks-dir") from None
+                "folder with --tasks-dir"
+            ) from None
         task_res = res["results"][task]
-        results[task] = {k.split(",")[0]: v for k, v in task_res.items()
-                         if isinstance(v, int | float) and "stderr" not in k and k != "alias"}
+        results[task] = {
+            k.split(",")[0]: v
+            for k, v in task_res.items()
+            if isinstance(v, int | float) and "stderr" not in k and k != "alias"
+        }
     return results

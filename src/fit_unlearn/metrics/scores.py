@@ -29,8 +29,9 @@ def _batches(seq: Sequence, n: int):
 
 
 @torch.no_grad()
-def doc_token_stats(model, tok, docs: Sequence[Document], batch_size: int = 8, max_len: int = 256,
-                    progress: bool = False) -> list[dict]:
+def doc_token_stats(
+    model, tok, docs: Sequence[Document], batch_size: int = 8, max_len: int = 256, progress: bool = False
+) -> list[dict]:
     """Per document: token accuracy, mean log-prob, Min-K% inputs and extraction strength, from ONE
     teacher-forced forward pass.  Extraction strength uses that greedy decoding reproduces a suffix
     exactly iff every teacher-forced argmax in it is right: ES = 1 - k*/n with k* the shortest prefix
@@ -49,13 +50,15 @@ def doc_token_stats(model, tok, docs: Sequence[Document], batch_size: int = 8, m
             c = correct[i][m]
             wrong = (~c).nonzero()
             k_star = int(wrong[-1]) + 2 if len(wrong) else 1  # prefix tokens needed (>= 1)
-            out.append({
-                "id": d.id,
-                "token_acc": float(c.float().mean()) if n else 0.0,
-                "mean_logprob": float(lp[i][m].mean()) if n else 0.0,
-                "token_logprobs": lp[i][m].tolist(),
-                "extraction_strength": 1.0 - k_star / (n + 1),
-            })
+            out.append(
+                {
+                    "id": d.id,
+                    "token_acc": float(c.float().mean()) if n else 0.0,
+                    "mean_logprob": float(lp[i][m].mean()) if n else 0.0,
+                    "token_logprobs": lp[i][m].tolist(),
+                    "extraction_strength": 1.0 - k_star / (n + 1),
+                }
+            )
     return out
 
 
@@ -68,8 +71,9 @@ def qa_probabilities(model, tok, qas: Sequence[QA], batch_size: int = 16) -> lis
         for e in exs:  # score the answer only, not the eos appended for training
             e.labels[-1] = -100 if e.ids[-1] == tok.eos_token_id else e.labels[-1]
         b = collate(exs, tok.pad_token_id, device)
-        lp, mask = token_logprobs(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                                  b["labels"])
+        lp, mask = token_logprobs(
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]
+        )
         res += [math.exp(float(lp[i].sum() / mask[i].sum())) for i in range(len(chunk))]
     return res
 
@@ -84,15 +88,36 @@ def generate_answers(model, tok, prompts: Sequence[str], max_new_tokens: int = 4
     try:
         for chunk in _batches(list(prompts), batch_size):
             enc = tok(list(chunk), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                 temperature=None, top_p=None, top_k=None)
-            new = gen[:, enc["input_ids"].shape[1]:]
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+            new = gen[:, enc["input_ids"].shape[1] :]
             for row in tok.batch_decode(new, skip_special_tokens=True):
                 outs.append(row.strip().split("\n")[0].strip())
     finally:
         tok.padding_side = old_side
     return outs
+
+
+@torch.no_grad()
+def mean_ce(model, tok, texts: Sequence[str], max_len: int = 512, batch_size: int = 8) -> list[float]:
+    """Mean token cross-entropy of each text under the model (batched, no grad)."""
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for chunk in _batches(list(texts), batch_size):
+        b = collate([doc_example(tok, t, max_len) for t in chunk], tok.pad_token_id, device)
+        lp, mask = token_logprobs(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                                  b["labels"])
+        out += (-(lp.sum(-1)) / mask.sum(-1).clamp_min(1)).tolist()
+    return out
 
 
 _SCORER = None
@@ -121,8 +146,16 @@ class SplitScores:
         return {k: getattr(self, k) for k in ("probability", "rouge_l", "token_acc", "score", "n_docs", "n_qa")}
 
 
-def evaluate_split(model, tok, docs: Sequence[Document], *, batch_size: int = 16, max_new_tokens: int | None = None,
-                   progress: bool = False, token_stats: list[dict] | None = None) -> SplitScores:
+def evaluate_split(
+    model,
+    tok,
+    docs: Sequence[Document],
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    progress: bool = False,
+    token_stats: list[dict] | None = None,
+) -> SplitScores:
     """p, r, a and the composite score of one split, with per-document items."""
     docs = list(docs)
     if not docs:
@@ -131,13 +164,15 @@ def evaluate_split(model, tok, docs: Sequence[Document], *, batch_size: int = 16
     qas = [(d.id, q) for d in docs for q in d.qa]
     probs = qa_probabilities(model, tok, [q for _, q in qas], batch_size)
     longest = max(len(tok(" " + q.answer, add_special_tokens=False)["input_ids"]) for _, q in qas) if qas else 8
-    gens = generate_answers(model, tok, [qa_prompt(q) for _, q in qas], max_new_tokens or min(96, longest + 8),
-                            batch_size)
+    gens = generate_answers(
+        model, tok, [qa_prompt(q) for _, q in qas], max_new_tokens or min(96, longest + 8), batch_size
+    )
     rouges = [rouge_l(g, q.answer) for g, (_, q) in zip(gens, qas, strict=True)]
     by_doc: dict[str, dict] = {s["id"]: {"id": s["id"], "token_acc": s["token_acc"], "qa": []} for s in stats}
     for (doc_id, q), p, g, r in zip(qas, probs, gens, rouges, strict=True):
-        by_doc[doc_id]["qa"].append({"question": q.question, "answer": q.answer, "generated": g,
-                                      "probability": p, "rouge_l": r})
+        by_doc[doc_id]["qa"].append(
+            {"question": q.question, "answer": q.answer, "generated": g, "probability": p, "rouge_l": r}
+        )
     p = sum(probs) / len(probs) if probs else 0.0
     r = sum(rouges) / len(rouges) if rouges else 0.0
     a = sum(s["token_acc"] for s in stats) / len(stats)

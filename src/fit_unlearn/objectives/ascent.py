@@ -81,8 +81,9 @@ def rl(batch: UnlearnBatch, cfg: RandomLabelConfig) -> torch.Tensor:
     """Random-label fine-tuning: CE of the forget inputs against uniformly random targets."""
     out = batch.forget
     logits = out.logits[:, :-1].float()
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                           random_labels(out, batch.generator)[:, 1:].reshape(-1), ignore_index=IGNORE)
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), random_labels(out, batch.generator)[:, 1:].reshape(-1), ignore_index=IGNORE
+    )
     if cfg.retain_weight:
         loss = loss + cfg.retain_weight * retain_term(batch.retain, "ce")
     return loss

@@ -25,8 +25,10 @@ class ObjectiveSpec:
         known = {f.name for f in fields(self.config_cls)}
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ConfigError(f"objective {self.name!r}: unknown parameter(s) {', '.join(unknown)}; "
-                              f"allowed: {', '.join(sorted(known)) or '(none)'}")
+            raise ConfigError(
+                f"objective {self.name!r}: unknown parameter(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(known)) or '(none)'}"
+            )
         try:
             return self.config_cls(**params)
         except (TypeError, ValueError) as e:
@@ -42,8 +44,7 @@ def register_objective(name: str, config_cls: type, **flags):
     def deco(fn):
         if name in OBJECTIVES:
             raise ValueError(f"objective {name!r} registered twice")
-        OBJECTIVES[name] = ObjectiveSpec(name, fn, config_cls, doc=(fn.__doc__ or "").strip().split("\n")[0],
-                                         **flags)
+        OBJECTIVES[name] = ObjectiveSpec(name, fn, config_cls, doc=(fn.__doc__ or "").strip().split("\n")[0], **flags)
         return fn
 
     return deco

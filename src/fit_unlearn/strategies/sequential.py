@@ -9,8 +9,14 @@ from fit_unlearn.strategies.base import Strategy, UpdatePlan, register_strategy
 
 @register_strategy("sequential")
 class SequentialStrategy(Strategy):
-    def __init__(self, objective: str = "npo", objective_params: dict | None = None, trainable="all",
-                 include_qa: bool = True, **_unused):
+    def __init__(
+        self,
+        objective: str = "npo",
+        objective_params: dict | None = None,
+        trainable="all",
+        include_qa: bool = True,
+        **_unused,
+    ):
         get_objective(objective).make_config(objective_params)  # validate early
         self.objective = objective
         self.objective_params = dict(objective_params or {})
@@ -18,6 +24,11 @@ class SequentialStrategy(Strategy):
         self.include_qa = include_qa
 
     def plan(self, request: Document, model, tok) -> UpdatePlan:
-        return UpdatePlan(text=request.text, objective=self.objective, objective_params=self.objective_params,
-                          trainable=self.trainable, qa=request.qa if self.include_qa else (),
-                          receipt={"objective": self.objective})
+        return UpdatePlan(
+            text=request.text,
+            objective=self.objective,
+            objective_params=self.objective_params,
+            trainable=self.trainable,
+            qa=request.qa if self.include_qa else (),
+            receipt={"objective": self.objective},
+        )

@@ -15,6 +15,7 @@ import torch
 
 from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.layers import trainable_names, unwrap
+from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch, get_objective
 from fit_unlearn.strategies.base import UpdatePlan
 from fit_unlearn.text import IGNORE, Example, collate, doc_example, encode_text, qa_example, qa_prompt
@@ -52,25 +53,36 @@ def slices(text: str, size: int) -> list[str]:
 
 def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     with torch.set_grad_enabled(grad):
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    output_hidden_states=hidden_layer is not None)
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=hidden_layer is not None,
+        )
     hidden = out.hidden_states[hidden_layer + 1] if hidden_layer is not None else None
     return out.logits, hidden
 
 
-def _outputs(model, ref_model, examples: list[Example], tok, device, with_ref: bool, hidden_layer: int | None,
-             ref_hidden: bool) -> Outputs:
+def _outputs(
+    model, ref_model, examples: list[Example], tok, device, with_ref: bool, hidden_layer: int | None, ref_hidden: bool
+) -> Outputs:
     b = collate(examples, tok.pad_token_id, device)
     logits, hidden = _forward(model, b, hidden_layer, grad=True)
     ref_logits = ref_h = None
     if with_ref:
         ref_logits, ref_h = _forward(ref_model, b, hidden_layer if ref_hidden else None, grad=False)
-    return Outputs(logits=logits, labels=b["labels"], ref_logits=ref_logits, hidden=hidden, ref_hidden=ref_h,
-                   attention_mask=b["attention_mask"])
+    return Outputs(
+        logits=logits,
+        labels=b["labels"],
+        ref_logits=ref_logits,
+        hidden=hidden,
+        ref_hidden=ref_h,
+        attention_mask=b["attention_mask"],
+    )
 
 
-def refusal_examples(tok, texts: list[str], qa: tuple[QA, ...], refusals: tuple[str, ...], rng: random.Random,
-                     max_len: int) -> list[Example]:
+def refusal_examples(
+    tok, texts: list[str], qa: tuple[QA, ...], refusals: tuple[str, ...], rng: random.Random, max_len: int
+) -> list[Example]:
     """Alternate targets for IdK-style objectives: (forget prompt -> refusal)."""
     out = []
     for q in qa:
@@ -89,8 +101,9 @@ def resolve_hidden_layer(model, layer: int) -> int:
     return n // 3 if layer == -1 else layer % n
 
 
-def apply_update(model, ref_model, tok, plan: UpdatePlan, retain: list[Document], cfg: UpdateConfig,
-                 seed: int, accelerator=None) -> dict:
+def apply_update(
+    model, ref_model, tok, plan: UpdatePlan, retain: list[Document], cfg: UpdateConfig, seed: int, accelerator=None
+) -> dict:
     """Run the plan's update on ``model`` in place; returns the per-request record."""
     spec = get_objective(plan.objective)
     obj_cfg = spec.make_config(plan.objective_params)
@@ -123,22 +136,49 @@ def apply_update(model, ref_model, tok, plan: UpdatePlan, retain: list[Document]
     losses, first_loss = [], None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    request_text = plan.text or ""
+    ce_before = mean_ce(model, tok, [request_text], cfg.max_len)[0] if request_text.strip() else None
     model.train()
     try:
         for _epoch in range(cfg.epochs):
             for i, ex in enumerate(forget_ex):
-                forget = _outputs(model, ref_model, [ex], tok, device, spec.needs_reference and not spec.needs_hidden,
-                                  hidden_layer, ref_hidden=False)
+                forget = _outputs(
+                    model,
+                    ref_model,
+                    [ex],
+                    tok,
+                    device,
+                    spec.needs_reference and not spec.needs_hidden,
+                    hidden_layer,
+                    ref_hidden=False,
+                )
                 retain_out = alternate = None
                 if spec.needs_retain and retain and cfg.retain_batch_size:
                     picked = rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
-                    retain_out = _outputs(model, ref_model, [doc_example(tok, d.text, cfg.max_len) for d in picked],
-                                          tok, device, spec.needs_reference, hidden_layer, ref_hidden=spec.needs_hidden)
+                    retain_out = _outputs(
+                        model,
+                        ref_model,
+                        [doc_example(tok, d.text, cfg.max_len) for d in picked],
+                        tok,
+                        device,
+                        spec.needs_reference,
+                        hidden_layer,
+                        ref_hidden=spec.needs_hidden,
+                    )
                 if alt_ex:
-                    alternate = _outputs(model, ref_model, [alt_ex[i % len(alt_ex)]], tok, device,
-                                         spec.needs_reference, None, ref_hidden=False)
-                loss = spec.fn(UnlearnBatch(forget=forget, retain=retain_out, alternate=alternate, generator=gen),
-                               obj_cfg)
+                    alternate = _outputs(
+                        model,
+                        ref_model,
+                        [alt_ex[i % len(alt_ex)]],
+                        tok,
+                        device,
+                        spec.needs_reference,
+                        None,
+                        ref_hidden=False,
+                    )
+                loss = spec.fn(
+                    UnlearnBatch(forget=forget, retain=retain_out, alternate=alternate, generator=gen), obj_cfg
+                )
                 if not torch.isfinite(loss):
                     losses.append(float("nan"))
                     opt.zero_grad(set_to_none=True)
@@ -158,11 +198,23 @@ def apply_update(model, ref_model, tok, plan: UpdatePlan, retain: list[Document]
         model.eval()
         for n, p in base.named_parameters():
             p.requires_grad_(saved_flags[n])
-    record = {"objective": plan.objective, "objective_params": asdict(obj_cfg) if hasattr(obj_cfg, "__dataclass_fields__") else {},
-              "steps": len(losses), "slices": len(texts), "qa_items": len(plan.qa), "loss_first": first_loss,
-              "loss_last": losses[-1] if losses else None, "losses": losses,
-              "params_touched": sum(p.numel() for p in params), "tensors_touched": len(params),
-              "seconds": time.perf_counter() - t0, "peak_memory_bytes": _peak_memory(device)}
+    ce_after = mean_ce(model, tok, [request_text], cfg.max_len)[0] if request_text.strip() else None
+    record = {
+        "request_ce_before": ce_before,
+        "request_ce_after": ce_after,
+        "objective": plan.objective,
+        "objective_params": asdict(obj_cfg) if hasattr(obj_cfg, "__dataclass_fields__") else {},
+        "steps": len(losses),
+        "slices": len(texts),
+        "qa_items": len(plan.qa),
+        "loss_first": first_loss,
+        "loss_last": losses[-1] if losses else None,
+        "losses": losses,
+        "params_touched": sum(p.numel() for p in params),
+        "tensors_touched": len(params),
+        "seconds": time.perf_counter() - t0,
+        "peak_memory_bytes": _peak_memory(device),
+    }
     return record
 
 

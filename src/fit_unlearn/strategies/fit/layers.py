@@ -16,7 +16,7 @@ import torch
 
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.layers import decoder_layers
-from fit_unlearn.text import collate, doc_example
+from fit_unlearn.text import collate, doc_example, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class LayerConfig:
     k: int | None = None  #: number of layers to train (reference: 8 of 32)
     fraction: float = 0.25  #: used when k is None
     max_tokens: int = 128
+    batch_size: int = 8  #: layer-skip variants evaluated together (one row per skipped layer)
 
     def __post_init__(self):
         if self.k is not None and self.k <= 0:
@@ -35,11 +36,19 @@ class LayerConfig:
         return min(n_layers, self.k if self.k is not None else max(1, math.ceil(self.fraction * n_layers)))
 
 
-def _skip_hook(module, args, kwargs, output):
-    hidden_in = args[0] if args else kwargs["hidden_states"]
-    if isinstance(output, tuple):
-        return (hidden_in, *output[1:])
-    return hidden_in
+def _row_skip_hook(row: int):
+    """Forward hook: batch row ``row`` skips this layer (its output is the layer's residual input)."""
+
+    def hook(module, args, kwargs, output):
+        hidden_in = args[0] if args else kwargs["hidden_states"]
+        out = output[0] if isinstance(output, tuple) else output
+        if row < 0 or row >= out.shape[0]:
+            return output
+        out = out.clone()
+        out[row] = hidden_in[row]
+        return (out, *output[1:]) if isinstance(output, tuple) else out
+
+    return hook
 
 
 class LayerAttribution:
@@ -48,21 +57,29 @@ class LayerAttribution:
 
     @torch.no_grad()
     def scores(self, text: str, model, tok) -> list[float]:
+        """|L_l - L_0| for every decoder layer l; the skipped variants run batched, one row per layer."""
         _, layers = decoder_layers(model)
         device = next(model.parameters()).device
-        b = collate([doc_example(tok, text, self.cfg.max_tokens)], tok.pad_token_id, device)
-
-        def loss() -> float:
-            return float(model(**b).loss)
-
-        l0 = loss()
-        out = []
-        for layer in layers:
-            h = layer.register_forward_hook(_skip_hook, with_kwargs=True)
+        ex = doc_example(tok, text, self.cfg.max_tokens)
+        base = collate([ex], tok.pad_token_id, device)
+        lp0, m0 = token_logprobs(model(input_ids=base["input_ids"], attention_mask=base["attention_mask"]).logits,
+                                 base["labels"])
+        l0 = float(-(lp0.sum() / m0.sum().clamp_min(1)))
+        out: list[float] = []
+        n = len(layers)
+        for start in range(0, n, self.cfg.batch_size):
+            rows = list(range(start, min(n, start + self.cfg.batch_size)))
+            b = collate([ex] * len(rows), tok.pad_token_id, device)
+            handles = [layers[layer].register_forward_hook(_row_skip_hook(r), with_kwargs=True)
+                       for r, layer in enumerate(rows)]
             try:
-                out.append(abs(loss() - l0))
+                lp, mask = token_logprobs(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                                         b["labels"])
             finally:
-                h.remove()
+                for h in handles:
+                    h.remove()
+            losses = -(lp.sum(-1) / mask.sum(-1).clamp_min(1))
+            out += [abs(float(v) - l0) for v in losses]
         return out
 
     def select(self, text: str, model, tok) -> tuple[list[int], dict]:

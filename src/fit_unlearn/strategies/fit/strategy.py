@@ -33,12 +33,22 @@ def _section(value, cls, name):
 class FitStrategy(Strategy):
     """FIT.  ``objective`` is the fixed objective used when importance selection is switched off."""
 
-    def __init__(self, objective: str = "npo", objective_params: dict | None = None, trainable="all",
-                 include_qa: bool = True, filter=True, layers=True, importance=True,  # noqa: A002
-                 device: str = "cpu", **unknown):
+    def __init__(
+        self,
+        objective: str = "npo",
+        objective_params: dict | None = None,
+        trainable="all",
+        include_qa: bool = True,
+        filter=True,
+        layers=True,
+        importance=True,  # noqa: A002
+        device: str = "cpu",
+        **unknown,
+    ):
         if unknown:
-            raise ConfigError(f"strategy.fit: unknown option(s) {', '.join(sorted(unknown))}; "
-                              "allowed: filter, layers, importance")
+            raise ConfigError(
+                f"strategy.fit: unknown option(s) {', '.join(sorted(unknown))}; allowed: filter, layers, importance"
+            )
         self.objective = get_objective(objective).name
         self.objective_params = dict(objective_params or {})
         self.trainable = trainable
@@ -87,8 +97,14 @@ class FitStrategy(Strategy):
             params = {}
         receipt["seconds"]["importance"] = time.perf_counter() - t
         receipt["objective"] = objective
-        return UpdatePlan(text=text, objective=objective, objective_params=params, trainable=trainable,
-                          qa=request.qa if self.include_qa else (), receipt=receipt)
+        return UpdatePlan(
+            text=text,
+            objective=objective,
+            objective_params=params,
+            trainable=trainable,
+            qa=request.qa if self.include_qa else (),
+            receipt=receipt,
+        )
 
     def after_update(self, request, plan, model, tok) -> None:
         if self.filter is not None:
