@@ -61,7 +61,7 @@ def quantize_model(path: str | Path, bits: int, method: str = "auto", device: st
             from optimum.quanto import freeze, qint4, qint8, quantize
         except ImportError:
             raise ConfigError(
-                "the quanto back-end needs optimum-quanto: pip install 'fit-unlearn[quant]' "
+                "the quanto back-end needs optimum-quanto: pip install optimum-quanto "
                 "(or --method rtn for a labelled fake-quant fallback)"
             ) from None
         quantize(model, weights=qint8 if bits == 8 else qint4, exclude=["lm_head"])
