@@ -18,7 +18,7 @@ class SequentialStrategy(Strategy):
         **_unused,
     ):
         get_objective(objective).make_config(objective_params)  # validate early
-        self.objective = objective
+        self.objective = get_objective(objective).name
         self.objective_params = dict(objective_params or {})
         self.trainable = trainable
         self.include_qa = include_qa

@@ -10,10 +10,11 @@ from pathlib import Path
 from fit_unlearn.data.documents import Document
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.objectives import get_objective
-from fit_unlearn.strategies.base import Strategy, UpdatePlan, register_strategy
+from fit_unlearn.strategies.base import UpdatePlan, register_strategy
 from fit_unlearn.strategies.fit.filter import FilterConfig, RedundancyFilter
 from fit_unlearn.strategies.fit.importance import ImportanceConfig, ImportanceSelector
 from fit_unlearn.strategies.fit.layers import LayerAttribution, LayerConfig
+from fit_unlearn.strategies.sequential import SequentialStrategy
 
 
 def _section(value, cls, name):
@@ -30,7 +31,7 @@ def _section(value, cls, name):
 
 
 @register_strategy("fit")
-class FitStrategy(Strategy):
+class FitStrategy(SequentialStrategy):
     """FIT.  ``objective`` is the fixed objective used when importance selection is switched off."""
 
     def __init__(
@@ -49,10 +50,7 @@ class FitStrategy(Strategy):
             raise ConfigError(
                 f"strategy.fit: unknown option(s) {', '.join(sorted(unknown))}; allowed: filter, layers, importance"
             )
-        self.objective = get_objective(objective).name
-        self.objective_params = dict(objective_params or {})
-        self.trainable = trainable
-        self.include_qa = include_qa
+        super().__init__(objective, objective_params, trainable, include_qa)
         fcfg = _section(filter, FilterConfig, "filter")
         lcfg = _section(layers, LayerConfig, "layers")
         icfg = _section(importance, ImportanceConfig, "importance")
@@ -62,7 +60,6 @@ class FitStrategy(Strategy):
         if self.importance:
             for o in icfg.objectives:
                 get_objective(o)
-        self._last_kept = None
 
     @property
     def objectives(self) -> list[str]:
