@@ -21,6 +21,9 @@ METHODS = {
     "graddiff": {"strategy": {"name": "sequential", "objective": "graddiff"}},
     "npo": {"strategy": {"name": "sequential", "objective": "npo"}},
     "fit": {"strategy": {"name": "fit", "fit": {"importance": {"calibrate": True, "calibration_size": 10}}}},
+    # extension: layers ranked relative to their retain profile (see docs/fit.md)
+    "fit-relative": {"strategy": {"name": "fit", "fit": {
+        "importance": {"calibrate": True, "calibration_size": 10}, "layers": {"relative": True}}}},
 }
 
 
@@ -131,6 +134,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--malicious", default="", help="kind of malicious stream to run for FIT and GA (e.g. mixed)")
+    ap.add_argument("--malicious-methods", default="ga,fit", help="methods run on the malicious stream")
     ap.add_argument("--attacks", default="", help="attacks at the end of each run, e.g. quantize8,quantize4,relearn")
     ap.add_argument("--attack-methods", default="ga,npo,fit", help="methods whose runs are attacked")
     args = ap.parse_args()
@@ -152,7 +156,7 @@ def main() -> None:
         write_jsonl(
             malicious_requests(prepared_data(Path(args.prepared)).forget, args.malicious, args.limit, args.seed), path
         )
-        for m in ("ga", "fit"):
+        for m in args.malicious_methods.split(","):
             res = run_method(f"malicious-{m}", METHODS[m], args, source=str(path))
             rows.append(summarise(f"{m} (malicious {args.malicious})", res))
             _write(results_dir, args, rows)

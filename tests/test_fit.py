@@ -103,6 +103,43 @@ def test_layer_skip_hook_equals_zeroed_block(tiny_model):
     assert chosen == [max(range(3), key=lambda i: scores[i])] and rec["k"] == 1
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "neox"])
+def test_prefix_attribution_equals_full_skipped_forwards(arch, tiny_model, tiny_tok):
+    """The prefix-sharing scorer (L(L-1)/2 layer calls) gives the scores of L full skipped forwards."""
+    if arch == "llama":
+        model = tiny_model[0]
+    elif arch == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tok), n_layer=4, n_embd=32, n_head=2)).eval()
+    else:
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        torch.manual_seed(0)
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tiny_tok), num_hidden_layers=4, hidden_size=32,
+                                                 num_attention_heads=2, intermediate_size=64)).eval()
+    prefix = LayerAttribution(LayerConfig(method="prefix", batch_size=3))
+    full = LayerAttribution(LayerConfig(method="hooks", batch_size=3))
+    a, b = prefix.scores(TEXT, model, tiny_tok), full.scores(TEXT, model, tiny_tok)
+    assert prefix._prefix_ok is True
+    assert a == pytest.approx(b, abs=1e-5) and max(b) > 0
+
+
+def test_relative_attribution_uses_a_retain_profile(tiny_model):
+    model, tok = tiny_model
+    att = LayerAttribution(LayerConfig(k=1, relative=True))
+    assert att.needs_calibration
+    with pytest.raises(ConfigError, match="retain profile"):
+        att.select(TEXT, model, tok)
+    info = att.calibrate(["Name: Bo Lind\n\nAge: 51", "Description: Bo paints ships."], model, tok)
+    assert len(info["layer_profile"]) == 3 and not att.needs_calibration
+    chosen, rec = att.select(TEXT, model, tok)
+    rel = [s / p for s, p in zip(rec["layer_scores"], att.profile, strict=True)]
+    assert rec["relative_scores"] == pytest.approx(rel)
+    assert chosen == [max(range(3), key=lambda i: rel[i])]
+
+
 def test_selected_layers_exclude_norms_and_embeddings(tiny_model):
     model, _ = tiny_model
     names = layer_param_names(model, [0, 2])
@@ -190,6 +227,23 @@ def test_fit_in_engine_receipts_and_resume(tiny_prepared, tmp_path):
     eng2 = Engine(_fit_cfg(tiny_prepared, tmp_path / "fit", fit), resume=True, progress=False)
     assert eng2.strategy.filter.size == eng.strategy.filter.size > 0
     assert eng2.strategy.importance.high == eng.strategy.importance.high
+    eng2.close()
+
+
+def test_relative_layers_profile_is_calibrated_once_and_restored(tiny_prepared, tmp_path):
+    from fit_unlearn.engine import Engine
+
+    fit = {"filter": False, "importance": False, "layers": {"k": 1, "relative": True, "retain_sample": 2}}
+    eng = Engine(_fit_cfg(tiny_prepared, tmp_path / "rel", fit), progress=False)
+    res = eng.run()
+    eng.close()
+    profile = eng.strategy.layers.profile
+    assert profile is not None and len(profile) == 3
+    assert all("relative_scores" in r["receipt"]["layers"] for r in res["requests"])
+    calib = [e for e in eng.journal.events if e["event"] == "calibrated"]
+    assert len(calib) == 1 and calib[0]["retain_docs"] == 2
+    eng2 = Engine(_fit_cfg(tiny_prepared, tmp_path / "rel", fit), resume=True, progress=False)
+    assert eng2.strategy.layers.profile == profile and not eng2.strategy.needs_calibration
     eng2.close()
 
 

@@ -244,6 +244,8 @@ class Engine:
     def submit(self, request: Document) -> dict:
         """Apply one request now (Python API).  An id already applied is refused (idempotent submit)."""
         validate_request(request, self.cfg.stream.max_request_chars)
+        if getattr(self.strategy, "needs_calibration", False):
+            self._calibrate()
         rec = self._process(self.position, request)
         self.position += 1
         self._after_item()
@@ -448,17 +450,18 @@ class Engine:
         return out
 
     def _calibrate(self) -> None:
-        """Calibrate the strategy (FIT importance thresholds) on the first requests of the stream."""
-        n = self.strategy.importance.cfg.calibration_size
+        """Calibrate the strategy before the stream: FIT's importance thresholds on the first requests of
+        the stream, and its per-layer retain profile (``layers.relative``) on retain documents."""
+        n = getattr(self.strategy, "calibration_size", 0)
         texts = []
-        for _, item in self.stream():
+        for _, item in self.stream() if n else ():
             if isinstance(item, Document):
                 texts.append(item.text)
             if len(texts) >= n:
                 break
-        if not texts:
+        if n and not texts:
             raise ConfigError("calibration needs at least one valid request in the stream")
-        info = self.strategy.calibrate(texts, self.model, self.tok)
+        info = self.strategy.calibrate(texts, self.model, self.tok, retain_texts=[d.text for d in self.data.retain])
         self._log("calibrated", **info)
 
     def write_results(self) -> dict:

@@ -67,10 +67,23 @@ class FitStrategy(SequentialStrategy):
 
     @property
     def needs_calibration(self) -> bool:
-        return self.importance is not None and not self.importance.calibrated
+        return (self.importance is not None and not self.importance.calibrated) or (
+            self.layers is not None and self.layers.needs_calibration
+        )
 
-    def calibrate(self, texts: list[str], model, tok) -> dict:
-        return self.importance.calibrate(texts, model, tok)
+    @property
+    def calibration_size(self) -> int:
+        return self.importance.cfg.calibration_size if self.importance is not None else 0
+
+    def calibrate(self, texts: list[str], model, tok, retain_texts: list[str] = ()) -> dict:
+        """Before the stream: importance thresholds from ``texts`` (the first requests) and, with
+        ``layers.relative``, the per-layer retain profile from ``retain_texts``."""
+        info: dict = {}
+        if self.importance is not None and not self.importance.calibrated:
+            info.update(self.importance.calibrate(texts, model, tok))
+        if self.layers is not None and self.layers.needs_calibration:
+            info.update(self.layers.calibrate(list(retain_texts), model, tok))
+        return info
 
     def plan(self, request: Document, model, tok) -> UpdatePlan:
         receipt: dict = {"strategy": "fit", "seconds": {}}
@@ -112,9 +125,13 @@ class FitStrategy(SequentialStrategy):
             self.filter.save(directory)
         if self.importance is not None:
             (directory / "importance.json").write_text(json.dumps(self.importance.state()))
+        if self.layers is not None and self.layers.profile is not None:
+            (directory / "layer_profile.json").write_text(json.dumps(self.layers.profile))
 
     def load_state(self, directory: Path) -> None:
         if self.filter is not None:
             self.filter.load(directory)
         if self.importance is not None and (directory / "importance.json").exists():
             self.importance.load(json.loads((directory / "importance.json").read_text()))
+        if self.layers is not None and (directory / "layer_profile.json").exists():
+            self.layers.profile = json.loads((directory / "layer_profile.json").read_text())
