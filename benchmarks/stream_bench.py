@@ -24,6 +24,10 @@ METHODS = {
     # extension: layers ranked relative to their retain profile (see docs/fit.md)
     "fit-relative": {"strategy": {"name": "fit", "fit": {
         "importance": {"calibrate": True, "calibration_size": 10}, "layers": {"relative": True}}}},
+    # variant: every importance bucket keeps a retain CE anchor (NPO-RT / RL + CE(retain)) instead of KL
+    "fit-rt": {"strategy": {"name": "fit", "fit": {"importance": {
+        "calibrate": True, "calibration_size": 10, "objectives": ["npo_rt", "npo_rt", "rl"],
+        "objective_params": {"rl": {"retain_weight": 1.0}}}}}},
 }
 
 

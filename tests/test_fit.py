@@ -126,6 +126,22 @@ def test_prefix_attribution_equals_full_skipped_forwards(arch, tiny_model, tiny_
     assert a == pytest.approx(b, abs=1e-5) and max(b) > 0
 
 
+def test_importance_objective_params_per_bucket(tiny_model, tiny_prepared, tmp_path):
+    with pytest.raises(ConfigError, match="not one of the objectives"):
+        ImportanceConfig(objective_params={"ga": {}})
+    with pytest.raises(ConfigError, match="retain_weight"):
+        FitStrategy(importance={"objective_params": {"rl": {"retain_weight": -1}}})
+    from fit_unlearn.engine import Engine
+
+    imp = {"high": 1e9, "low": 1e9, "objectives": ["npo_rt", "npo", "rl"],
+           "objective_params": {"rl": {"retain_weight": 1.0}}}  # every request falls in the RL bucket
+    eng = Engine(_fit_cfg(tiny_prepared, tmp_path / "bucket", {"filter": False, "importance": imp}), progress=False)
+    res = eng.run()
+    eng.close()
+    assert {r["objective"] for r in res["requests"]} == {"rl"}
+    assert all(r["objective_params"] == {"retain_weight": 1.0} for r in res["requests"])
+
+
 def test_relative_attribution_uses_a_retain_profile(tiny_model):
     model, tok = tiny_model
     att = LayerAttribution(LayerConfig(k=1, relative=True))

@@ -85,6 +85,22 @@ def test_npo_kl_adds_true_kl():
     assert ce_val == pytest.approx(npo.fn(b, npo.make_config()).item() + ce_to_reference(out()).item(), rel=1e-6)
 
 
+def test_npo_rt_adds_retain_ce_without_reference_on_retain():
+    spec = get_objective("npo_rt")
+    retain = out(ref=None)  # no theta_0 outputs on retain: NPO-RT does not need them
+    b = UnlearnBatch(out(), retain=retain)
+    npo = get_objective("npo")
+    val = spec.fn(b, spec.make_config({"retain_weight": 0.5})).item()
+    assert val == pytest.approx(npo.fn(b, npo.make_config()).item() + 0.5 * cross_entropy(retain).item(), rel=1e-6)
+    assert spec.needs_reference and not spec.reference_on_retain and spec.uses_retain(spec.make_config())
+
+
+def test_optional_retain_term_requests_a_retain_batch():
+    rl = get_objective("rl")
+    assert not rl.uses_retain(rl.make_config()) and rl.uses_retain(rl.make_config({"retain_weight": 1.0}))
+    assert get_objective("npo_kl").reference_on_retain
+
+
 def test_simnpo_by_hand():
     beta, gamma = 2.5, 0.5
     avg = seq_lp(LOGITS) / 2
@@ -158,7 +174,8 @@ def _step(model, tok, name, forget_text, retain_text, params=None, lr=1e-2):
 
 
 @pytest.mark.parametrize(
-    "name,params", [("ga", None), ("npo", None), ("graddiff", None), ("npo_kl", None), ("simnpo", {"beta": 0.1})]
+    "name,params",
+    [("ga", None), ("npo", None), ("graddiff", None), ("npo_kl", None), ("npo_rt", None), ("simnpo", {"beta": 0.1})],
 )  # beta 2.5 saturates on a random model
 def test_one_step_raises_forget_loss(tiny_model, tiny_data, name, params):
     from fit_unlearn.text import collate, doc_example
@@ -171,5 +188,5 @@ def test_one_step_raises_forget_loss(tiny_model, tiny_data, name, params):
     _step(model, tok, name, ftext, rtext, params, lr=0.05)
     after_f, after_r = _ce(model, fb), _ce(model, rb)
     assert after_f > before_f + 1e-4
-    if name in ("graddiff", "npo_kl"):  # retain term keeps retain CE close
+    if name in ("graddiff", "npo_kl", "npo_rt"):  # retain term keeps retain CE close
         assert abs(after_r - before_r) < (after_f - before_f)

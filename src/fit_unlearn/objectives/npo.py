@@ -50,6 +50,23 @@ def npo_kl(batch: UnlearnBatch, cfg: NPOKLConfig) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class NPORTConfig:
+    beta: float = 0.1
+    retain_weight: float = 1.0  #: weight of CE(retain)
+
+    def __post_init__(self):
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        _check_weight(self.retain_weight)
+
+
+@register_objective("npo_rt", NPORTConfig, needs_reference=True, needs_retain=True, retain_reference=False)
+def npo_rt(batch: UnlearnBatch, cfg: NPORTConfig) -> torch.Tensor:
+    """NPO + w * CE(retain) ("NPO-RT", Zhang et al., 2024): the retain anchor of GradDiff on NPO."""
+    return npo_loss(batch.forget, cfg.beta) + cfg.retain_weight * retain_term(batch.retain, "ce")
+
+
+@dataclass(frozen=True)
 class SimNPOConfig:
     beta: float = 2.5
     gamma: float = 0.0  #: reward margin

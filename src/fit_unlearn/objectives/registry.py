@@ -18,7 +18,16 @@ class ObjectiveSpec:
     needs_retain: bool = False
     needs_hidden: bool = False  #: hidden states of a layer (RMU)
     needs_alternate: bool = False  #: an alternate forget target, e.g. a refusal (IdK)
+    retain_reference: bool | None = None  #: theta_0 outputs on the retain batch (default: needs_reference)
     doc: str = ""
+
+    def uses_retain(self, cfg) -> bool:
+        """A retain batch is needed: always for needs_retain, or when an optional retain term is on."""
+        return self.needs_retain or getattr(cfg, "retain_weight", 0) > 0
+
+    @property
+    def reference_on_retain(self) -> bool:
+        return self.needs_reference if self.retain_reference is None else self.retain_reference
 
     def make_config(self, params: dict | None = None):
         params = dict(params or {})

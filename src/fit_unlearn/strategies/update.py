@@ -153,7 +153,7 @@ def apply_update(
                     ref_hidden=False,
                 )
                 retain_out = alternate = None
-                if spec.needs_retain and retain and cfg.retain_batch_size:
+                if spec.uses_retain(obj_cfg) and retain and cfg.retain_batch_size:
                     picked = rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
                     retain_out = _outputs(
                         model,
@@ -161,7 +161,7 @@ def apply_update(
                         [doc_example(tok, d.text, cfg.max_len) for d in picked],
                         tok,
                         device,
-                        spec.needs_reference,
+                        spec.reference_on_retain,
                         hidden_layer,
                         ref_hidden=spec.needs_hidden,
                     )

@@ -8,7 +8,7 @@ the importance over a calibration sample of requests, and saved with the run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ class ImportanceConfig:
     high: float = 12.0
     low: float = 6.0
     objectives: tuple[str, str, str] = ("npo_kl", "npo", "rl")  #: for I >= high, low <= I < high, I < low
+    #: parameters per bucket objective, e.g. {"rl": {"retain_weight": 1.0}}
+    objective_params: dict = field(default_factory=dict)
     calibrate: bool = False  #: set high/low from percentiles over the first ``calibration_size`` requests
     calibration_size: int = 10
     percentiles: tuple[float, float] = (66.7, 33.3)  #: (high, low) percentiles
@@ -32,6 +34,14 @@ class ImportanceConfig:
             raise ConfigError(f"fit.importance.low ({self.low}) must not exceed high ({self.high})")
         if self.calibration_size <= 0:
             raise ConfigError("fit.importance.calibration_size must be > 0")
+        if len(self.objectives) != 3:
+            raise ConfigError(
+                "fit.importance.objectives must name 3 objectives: for I >= high, low <= I < high, I < low"
+            )
+        stray = sorted(set(self.objective_params) - set(self.objectives))
+        if stray:
+            raise ConfigError(f"fit.importance.objective_params: {', '.join(stray)} is not one of the objectives "
+                              f"{list(self.objectives)}")
 
 
 def importance(text: str, model, tok, max_len: int = 512) -> float:
@@ -64,6 +74,9 @@ class ImportanceSelector:
         hi, mid, lo = self.cfg.objectives
         obj = hi if i >= self.high else (mid if i >= self.low else lo)
         return obj, {"importance": i, "objective": obj, "thresholds": [self.high, self.low]}
+
+    def params(self, objective: str) -> dict:
+        return dict(self.cfg.objective_params.get(objective, {}))
 
     def state(self) -> dict:
         return {"high": self.high, "low": self.low, "calibrated": self.calibrated, "calibration": self.calibration}

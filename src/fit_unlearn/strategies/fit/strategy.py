@@ -59,7 +59,7 @@ class FitStrategy(SequentialStrategy):
         self.importance = ImportanceSelector(icfg) if icfg else None
         if self.importance:
             for o in icfg.objectives:
-                get_objective(o)
+                get_objective(o).make_config(icfg.objective_params.get(o))
 
     @property
     def objectives(self) -> list[str]:
@@ -104,7 +104,7 @@ class FitStrategy(SequentialStrategy):
         objective, params = self.objective, self.objective_params
         if self.importance is not None:
             objective, receipt["importance"] = self.importance.choose(text, model, tok)
-            params = {}
+            params = self.importance.params(objective)
         receipt["seconds"]["importance"] = time.perf_counter() - t
         receipt["objective"] = objective
         return UpdatePlan(
