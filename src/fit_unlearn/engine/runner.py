@@ -394,9 +394,8 @@ class Engine:
                 if self.evals:
                     e = self.evals[-1]
                     if "forget_degree" in e:
-                        bar.set_postfix(
-                            {"t": e["t"], "F.D.": f"{e['forget_degree']:.3f}", "R.U.": f"{e['retain_utility']:.3f}"}
-                        )
+                        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731  (F.D. is None off-PCH)
+                        bar.set_postfix({"t": e["t"], "F.D.": fmt(e["forget_degree"]), "R.U.": fmt(e["retain_utility"])})
         finally:
             bar.close()
         self.checkpoint()

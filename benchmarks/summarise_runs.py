@@ -1,0 +1,62 @@
+"""Table of the evaluations journaled so far by one or more run directories, finished or not (a
+stream_bench run that was stopped early still has its eval events in journal.jsonl).
+
+    python benchmarks/summarise_runs.py fit_runs/bench-synth60/fit fit_runs/bench-synth60/fit-rt \
+        --out benchmarks/results/synth60-variants.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def summarise(run: Path) -> dict:
+    events = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines() if line.strip()]
+    start = next(e for e in events if e["event"] == "start")
+    applied = [e["record"] for e in events if e["event"] == "applied"]
+    objectives: dict[str, int] = {}
+    for r in applied:
+        objectives[r["objective"]] = objectives.get(r["objective"], 0) + 1
+    evals = {e["t"]: e for e in events if e["event"] == "eval"}  # a replayed eval overwrites: same values
+    return {
+        "run": str(run),
+        "strategy": start["config"]["strategy"],
+        "lr": start["config"]["update"]["lr"],
+        "applied": len(applied),
+        "median_seconds": statistics.median(r["seconds"] + r.get("seconds_plan", 0.0) for r in applied)
+        if applied else None,
+        "objectives": objectives,
+        "evals": [{"t": t, "F": e["forget"]["score"], "R": e["retain"]["score"], "F.D.": e["forget_degree"],
+                   "R.U.": e["retain_utility"]} for t, e in sorted(evals.items())],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=None, help="markdown file (a .json with the same stem is written)")
+    args = ap.parse_args()
+    rows = [summarise(r) for r in args.runs]
+    ts = sorted({e["t"] for r in rows for e in r["evals"]})
+    lines = ["| run | lr | applied | median s/request | objectives | "
+             + " | ".join(f"t={t} F / R (F.D. / R.U.)" for t in ts) + " |", "|" + "---|" * (5 + len(ts))]
+    for r in rows:
+        by_t = {e["t"]: e for e in r["evals"]}
+        cells = [f"{e['F']:.1f} / {e['R']:.1f} ({e['F.D.']:.3f} / {e['R.U.']:.3f})" if (e := by_t.get(t)) else "-"
+                 for t in ts]
+        obj = ", ".join(f"{k} {v}" for k, v in sorted(r["objectives"].items()))
+        med = "-" if r["median_seconds"] is None else f"{r['median_seconds']:.1f}"
+        lines.append(f"| {r['run']} | {r['lr']:g} | {r['applied']} | {med} | {obj} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(f"Command: `python benchmarks/summarise_runs.py {' '.join(map(str, args.runs))}`\n\n"
+                            + text + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
