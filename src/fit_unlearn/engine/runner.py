@@ -395,7 +395,8 @@ class Engine:
                     e = self.evals[-1]
                     if "forget_degree" in e:
                         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731  (F.D. is None off-PCH)
-                        bar.set_postfix({"t": e["t"], "F.D.": fmt(e["forget_degree"]), "R.U.": fmt(e["retain_utility"])})
+                        fd, ru = fmt(e["forget_degree"]), fmt(e["retain_utility"])
+                        bar.set_postfix({"t": e["t"], "F.D.": fd, "R.U.": ru})
         finally:
             bar.close()
         self.checkpoint()
