@@ -18,14 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FIT = {"name": "fit", "fit": {"importance": {"calibrate": True, "calibration_size": 10}}}
-METHODS = {
-    "npo": {"name": "sequential", "objective": "npo"},
-    "ga": {"name": "sequential", "objective": "ga"},
-    "graddiff": {"name": "sequential", "objective": "graddiff"},
-    "fit": FIT,
-    "fit-relative": {**FIT, "fit": {**FIT["fit"], "layers": {"relative": True}}},
-}
+from stream_bench import METHODS  # noqa: E402  (the same method definitions as the stream benchmark)
 
 
 def main() -> None:
@@ -52,7 +45,7 @@ def main() -> None:
             "prepared": args.prepared, "out": str(tmp / m), "device": args.device,
             "stream": {"limit": args.requests}, "update": {"lr": args.lr},
             "eval": {"every": None, "at_end": False}, "checkpoint": {"every": 10**6},
-            "strategy": METHODS[m],
+            "strategy": METHODS[m]["strategy"],
         })
         engines[m] = Engine(cfg, progress=False)
     requests = [r for _, r in engines[methods[0]].stream()][: args.requests]

@@ -19,7 +19,8 @@ LAYER_PATHS = (
 )
 
 
-def _get(obj, path: str):
+def attr_path(obj, path: str):
+    """``obj.a.b.c`` for path "a.b.c", or None where an attribute is missing."""
     for part in path.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -42,7 +43,7 @@ def decoder_layers(model) -> tuple[str, torch.nn.ModuleList]:
     """(attribute path, ModuleList) of the decoder layers; a clear error for unknown architectures."""
     m = unwrap(model)
     for path in LAYER_PATHS:
-        layers = _get(m, path)
+        layers = attr_path(m, path)
         if isinstance(layers, torch.nn.ModuleList) and len(layers) > 0:
             return path, layers
     raise ModelError(

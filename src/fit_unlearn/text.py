@@ -79,3 +79,9 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     mask = tgt != IGNORE
     lp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     return lp * mask, mask
+
+
+def sequence_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of each sequence over its scored positions, [B]."""
+    lp, mask = token_logprobs(logits, labels)
+    return -(lp.sum(-1) / mask.sum(-1).clamp_min(1))

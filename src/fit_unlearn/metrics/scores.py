@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fit_unlearn.data.documents import QA, Document
-from fit_unlearn.text import collate, doc_example, qa_example, qa_prompt, token_logprobs
+from fit_unlearn.text import collate, doc_example, qa_example, qa_prompt, sequence_ce, token_logprobs
 
 
 def composite(p: float, r: float, a: float) -> float:
@@ -114,9 +114,8 @@ def mean_ce(model, tok, texts: Sequence[str], max_len: int = 512, batch_size: in
     out: list[float] = []
     for chunk in _batches(list(texts), batch_size):
         b = collate([doc_example(tok, t, max_len) for t in chunk], tok.pad_token_id, device)
-        lp, mask = token_logprobs(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                                  b["labels"])
-        out += (-(lp.sum(-1)) / mask.sum(-1).clamp_min(1)).tolist()
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        out += sequence_ce(logits, b["labels"]).tolist()
     return out
 
 

@@ -50,13 +50,11 @@ def npo_kl(batch: UnlearnBatch, cfg: NPOKLConfig) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class NPORTConfig:
-    beta: float = 0.1
+class NPORTConfig(NPOConfig):
     retain_weight: float = 1.0  #: weight of CE(retain)
 
     def __post_init__(self):
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
+        super().__post_init__()
         _check_weight(self.retain_weight)
 
 

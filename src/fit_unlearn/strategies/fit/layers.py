@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import torch
 
 from fit_unlearn.errors import ConfigError
-from fit_unlearn.layers import _get, decoder_layers, unwrap
-from fit_unlearn.text import collate, doc_example, token_logprobs
+from fit_unlearn.layers import attr_path, decoder_layers, unwrap
+from fit_unlearn.text import collate, doc_example, sequence_ce
 
 #: attribute paths of the final norm applied after the last decoder layer, by architecture family
 FINAL_NORM_PATHS = (
@@ -82,11 +82,6 @@ def _row_skip_hook(row: int):
     return hook
 
 
-def _mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    lp, mask = token_logprobs(logits, labels)
-    return -(lp.sum(-1) / mask.sum(-1).clamp_min(1))
-
-
 def _expand(value, n: int):
     """Broadcast batch-1 tensors in a layer's call arguments to ``n`` rows (other values unchanged)."""
     if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == 1:
@@ -121,7 +116,7 @@ class LayerAttribution:
 
     def _scores_hooks(self, base: dict, model) -> list[float]:
         _, layers = decoder_layers(model)
-        l0 = float(_mean_ce(model(input_ids=base["input_ids"], attention_mask=base["attention_mask"]).logits,
+        l0 = float(sequence_ce(model(input_ids=base["input_ids"], attention_mask=base["attention_mask"]).logits,
                             base["labels"])[0])
         out: list[float] = []
         n = len(layers)
@@ -135,12 +130,12 @@ class LayerAttribution:
             finally:
                 for h in handles:
                     h.remove()
-            out += [abs(float(v) - l0) for v in _mean_ce(logits, base["labels"].expand(len(rows), -1))]
+            out += [abs(float(v) - l0) for v in sequence_ce(logits, base["labels"].expand(len(rows), -1))]
         return out
 
     def _scores_prefix(self, base: dict, model) -> list[float] | None:
         m = unwrap(model)
-        norm = next((x for x in (_get(m, p) for p in FINAL_NORM_PATHS) if x is not None), None)
+        norm = next((x for x in (attr_path(m, p) for p in FINAL_NORM_PATHS) if x is not None), None)
         head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
         if norm is None or head is None:
             self._prefix_ok = False
@@ -169,7 +164,7 @@ class LayerAttribution:
             if not ok:
                 return None
         labels = base["labels"]
-        l0 = float(_mean_ce(logits0, labels)[0])
+        l0 = float(sequence_ce(logits0, labels)[0])
 
         def hidden_in(j):
             args, kwargs = calls[j]
@@ -191,7 +186,7 @@ class LayerAttribution:
         for start in range(0, n, self.cfg.batch_size):
             chunk = h[start : start + self.cfg.batch_size]
             logits = head(norm(chunk))
-            out += [abs(float(v) - l0) for v in _mean_ce(logits, labels.expand(chunk.shape[0], -1))]
+            out += [abs(float(v) - l0) for v in sequence_ce(logits, labels.expand(chunk.shape[0], -1))]
         return out
 
     # --- the retain profile (``relative``) -----------------------------------------------------------

@@ -73,7 +73,8 @@ class FitStrategy(SequentialStrategy):
 
     @property
     def calibration_size(self) -> int:
-        return self.importance.cfg.calibration_size if self.importance is not None else 0
+        """Stream requests needed by ``calibrate`` (0 when the importance thresholds are already set)."""
+        return self.importance.cfg.calibration_size if self.importance and not self.importance.calibrated else 0
 
     def calibrate(self, texts: list[str], model, tok, retain_texts: list[str] = ()) -> dict:
         """Before the stream: importance thresholds from ``texts`` (the first requests) and, with
