@@ -246,8 +246,15 @@ def prepare_cmd(
         seed=seed,
         stop_at_train_acc=stop_at_acc if stop_at_acc < 1 else None,
     )
-    cfg = PrepareConfig(model=model, device=device, dtype=dtype, recipe=recipe, train_on_qa=not no_qa,
-                        replay_n=replay_n, freeze_embeddings=freeze_embeddings)
+    cfg = PrepareConfig(
+        model=model,
+        device=device,
+        dtype=dtype,
+        recipe=recipe,
+        train_on_qa=not no_qa,
+        replay_n=replay_n,
+        freeze_embeddings=freeze_embeddings,
+    )
     report = prepare(splits, out, cfg)
     s = prepared_summary(report)
     ref = report["reference"]

@@ -40,8 +40,10 @@ class ImportanceConfig:
             )
         stray = sorted(set(self.objective_params) - set(self.objectives))
         if stray:
-            raise ConfigError(f"fit.importance.objective_params: {', '.join(stray)} is not one of the objectives "
-                              f"{list(self.objectives)}")
+            raise ConfigError(
+                f"fit.importance.objective_params: {', '.join(stray)} is not one of the objectives "
+                f"{list(self.objectives)}"
+            )
 
 
 def importance(text: str, model, tok, max_len: int = 512) -> float:

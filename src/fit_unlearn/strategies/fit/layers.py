@@ -116,15 +116,19 @@ class LayerAttribution:
 
     def _scores_hooks(self, base: dict, model) -> list[float]:
         _, layers = decoder_layers(model)
-        l0 = float(sequence_ce(model(input_ids=base["input_ids"], attention_mask=base["attention_mask"]).logits,
-                            base["labels"])[0])
+        l0 = float(
+            sequence_ce(
+                model(input_ids=base["input_ids"], attention_mask=base["attention_mask"]).logits, base["labels"]
+            )[0]
+        )
         out: list[float] = []
         n = len(layers)
         for start in range(0, n, self.cfg.batch_size):
             rows = list(range(start, min(n, start + self.cfg.batch_size)))
             ids = base["input_ids"].expand(len(rows), -1)
-            handles = [layers[layer].register_forward_hook(_row_skip_hook(r), with_kwargs=True)
-                       for r, layer in enumerate(rows)]
+            handles = [
+                layers[layer].register_forward_hook(_row_skip_hook(r), with_kwargs=True) for r, layer in enumerate(rows)
+            ]
             try:
                 logits = model(input_ids=ids, attention_mask=base["attention_mask"].expand(len(rows), -1)).logits
             finally:
@@ -148,8 +152,9 @@ class LayerAttribution:
 
         last: list[torch.Tensor] = []
         handles = [layer.register_forward_pre_hook(record, with_kwargs=True) for layer in layers]
-        handles.append(layers[-1].register_forward_hook(
-            lambda mod, a, o: last.append(o[0] if isinstance(o, tuple) else o)))
+        handles.append(
+            layers[-1].register_forward_hook(lambda mod, a, o: last.append(o[0] if isinstance(o, tuple) else o))
+        )
         try:
             logits0 = model(input_ids=base["input_ids"], attention_mask=base["attention_mask"], use_cache=False).logits
         finally:
