@@ -68,6 +68,8 @@ class UpdateSection(_Strict):
     retain_batch_size: int = Field(default=2, ge=0)
     max_len: int = Field(default=512, ge=8)
     max_grad_norm: float | None = Field(default=None, gt=0)
+    #: MiB of theta_0 outputs kept between steps and requests (0: recompute every step)
+    reference_cache_mb: int = Field(default=2048, ge=0)
 
 
 class EvalSection(_Strict):
@@ -105,14 +107,25 @@ class RunConfig(_Strict):
     checkpoint: CheckpointSection = CheckpointSection()
 
     def hash(self) -> str:
-        """Hash of everything that changes results (not ``out``)."""
-        blob = self.model_dump(mode="json", exclude={"out"})
+        """Hash of everything that changes results (not ``out``, not pure speed knobs)."""
+        blob = self.model_dump(mode="json", exclude=_NOT_RESULTS)
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
     def diff(self, other: dict) -> list[str]:
-        mine = _flatten(self.model_dump(mode="json", exclude={"out"}))
-        theirs = _flatten({k: v for k, v in other.items() if k != "out"})
+        mine = _flatten(self.model_dump(mode="json", exclude=_NOT_RESULTS))
+        theirs = _flatten(self._without_speed_knobs(other))
         return sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+
+    @staticmethod
+    def _without_speed_knobs(blob: dict) -> dict:
+        out = {k: v for k, v in blob.items() if k != "out"}
+        if isinstance(out.get("update"), dict):
+            out["update"] = {k: v for k, v in out["update"].items() if k not in _NOT_RESULTS["update"]}
+        return out
+
+
+#: fields that change speed or memory but not results: a run may be resumed with other values
+_NOT_RESULTS: dict = {"out": True, "update": {"reference_cache_mb": True}}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -44,7 +44,7 @@ from fit_unlearn.models import load_model
 from fit_unlearn.objectives import get_objective
 from fit_unlearn.provenance import provenance
 from fit_unlearn.strategies import get_strategy
-from fit_unlearn.strategies.update import UpdateConfig, apply_update
+from fit_unlearn.strategies.update import ReferenceCache, UpdateConfig, apply_update
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class Engine:
         self._preflight_disk()
         self.ref_model = None
         self.update_cfg = UpdateConfig(**cfg.update.model_dump())
+        mb = self.update_cfg.reference_cache_mb
+        self.ref_cache = ReferenceCache(mb) if mb else None  # theta_0 outputs, shared by all requests
         self.journal = Journal(self.out / "journal.jsonl", writer=self.is_main)
         self.position = 0  # next stream position to process
         self.forgotten: list[Document] = []
@@ -286,6 +288,7 @@ class Engine:
                 self.update_cfg,
                 seed,
                 accelerator=self.acc,
+                ref_cache=self.ref_cache,
             )
             if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
                 record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]

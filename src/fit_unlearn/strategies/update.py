@@ -37,6 +37,9 @@ class UpdateConfig:
     retain_batch_size: int = 2
     max_len: int = 512
     max_grad_norm: float | None = None
+    #: frozen-reference outputs kept in memory (forget slices within a request, retain documents across
+    #: requests), in MiB; 0 recomputes them at every step
+    reference_cache_mb: int = 2048
 
     def __post_init__(self):
         for name in ("lr", "epochs", "slice_chars", "max_len"):
@@ -44,6 +47,64 @@ class UpdateConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.retain_batch_size < 0:
             raise ValueError("retain_batch_size must be >= 0")
+        if self.reference_cache_mb < 0:
+            raise ValueError("reference_cache_mb must be >= 0")
+
+
+class ReferenceCache:
+    """Outputs of the frozen reference model, kept per sequence up to a byte budget.
+
+    theta_0 never changes, so its logits on a forget slice are the same at every epoch and its logits on a
+    retain document are the same for every request: recomputing them is pure waste (one reference forward
+    per step and per retain batch).  Each sequence is run alone and cached unpadded; a batch is assembled by
+    right-padding with zeros at positions the objectives mask out.  Exact up to batching round-off.
+    """
+
+    def __init__(self, max_mb: int):
+        self.max_bytes = max_mb * 2**20
+        self.used = 0
+        self._store: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def drop(self, kind: str) -> None:
+        for key in [k for k in self._store if k[0] == kind]:
+            logits, hidden = self._store.pop(key)
+            self.used -= _nbytes(logits, hidden)
+
+    def outputs(
+        self, ref_model, examples: list[Example], keys: list[tuple], pad_id: int, device, hidden_layer: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        got = []
+        for ex, key in zip(examples, keys, strict=True):
+            key = (*key, hidden_layer)
+            hit = self._store.get(key)
+            if hit is None:
+                self.misses += 1
+                logits, hidden = _forward(ref_model, collate([ex], pad_id, device), hidden_layer, grad=False)
+                hit = (logits[0], None if hidden is None else hidden[0])
+                size = _nbytes(*hit)
+                if self.used + size <= self.max_bytes:
+                    self._store[key] = hit
+                    self.used += size
+            else:
+                self.hits += 1
+            got.append(hit)
+        n = max(len(e.ids) for e in examples)
+        return _pad([g[0] for g in got], n), (None if got[0][1] is None else _pad([g[1] for g in got], n))
+
+
+def _nbytes(*tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def _pad(rows: list[torch.Tensor], n: int) -> torch.Tensor:
+    out = rows[0].new_zeros((len(rows), n, *rows[0].shape[1:]))
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out
 
 
 def slices(text: str, size: int) -> list[str]:
@@ -63,13 +124,26 @@ def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[
 
 
 def _outputs(
-    model, ref_model, examples: list[Example], tok, device, with_ref: bool, hidden_layer: int | None, ref_hidden: bool
+    model,
+    ref_model,
+    examples: list[Example],
+    tok,
+    device,
+    with_ref: bool,
+    hidden_layer: int | None,
+    ref_hidden: bool,
+    cache: ReferenceCache | None = None,
+    keys: list[tuple] | None = None,
 ) -> Outputs:
     b = collate(examples, tok.pad_token_id, device)
     logits, hidden = _forward(model, b, hidden_layer, grad=True)
     ref_logits = ref_h = None
     if with_ref:
-        ref_logits, ref_h = _forward(ref_model, b, hidden_layer if ref_hidden else None, grad=False)
+        ref_layer = hidden_layer if ref_hidden else None
+        if cache is not None and keys is not None:
+            ref_logits, ref_h = cache.outputs(ref_model, examples, keys, tok.pad_token_id, device, ref_layer)
+        else:
+            ref_logits, ref_h = _forward(ref_model, b, ref_layer, grad=False)
     return Outputs(
         logits=logits,
         labels=b["labels"],
@@ -102,9 +176,23 @@ def resolve_hidden_layer(model, layer: int) -> int:
 
 
 def apply_update(
-    model, ref_model, tok, plan: UpdatePlan, retain: list[Document], cfg: UpdateConfig, seed: int, accelerator=None
+    model,
+    ref_model,
+    tok,
+    plan: UpdatePlan,
+    retain: list[Document],
+    cfg: UpdateConfig,
+    seed: int,
+    accelerator=None,
+    ref_cache: ReferenceCache | None = None,
 ) -> dict:
-    """Run the plan's update on ``model`` in place; returns the per-request record."""
+    """Run the plan's update on ``model`` in place; returns the per-request record.
+
+    ``ref_cache`` (made from ``cfg.reference_cache_mb`` when not given) keeps theta_0's outputs; pass the
+    same cache to every request of a stream so that retain documents are run through theta_0 once.
+    """
+    if ref_cache is None and cfg.reference_cache_mb:
+        ref_cache = ReferenceCache(cfg.reference_cache_mb)
     spec = get_objective(plan.objective)
     obj_cfg = spec.make_config(plan.objective_params)
     base = unwrap(model)
@@ -151,6 +239,8 @@ def apply_update(
                     spec.needs_reference and not spec.needs_hidden,
                     hidden_layer,
                     ref_hidden=False,
+                    cache=ref_cache,
+                    keys=[("forget", i)],
                 )
                 retain_out = alternate = None
                 if spec.uses_retain(obj_cfg) and retain and cfg.retain_batch_size:
@@ -164,6 +254,8 @@ def apply_update(
                         spec.reference_on_retain,
                         hidden_layer,
                         ref_hidden=spec.needs_hidden,
+                        cache=ref_cache,
+                        keys=[("retain", d.id) for d in picked],
                     )
                 if alt_ex:
                     alternate = _outputs(
@@ -175,6 +267,8 @@ def apply_update(
                         spec.needs_reference,
                         None,
                         ref_hidden=False,
+                        cache=ref_cache,
+                        keys=[("alternate", i % len(alt_ex))],
                     )
                 loss = spec.fn(
                     UnlearnBatch(forget=forget, retain=retain_out, alternate=alternate, generator=gen), obj_cfg
@@ -198,6 +292,9 @@ def apply_update(
         model.eval()
         for n, p in base.named_parameters():
             p.requires_grad_(saved_flags[n])
+        if ref_cache is not None:  # forget slices and refusals are this request's; retain documents stay
+            ref_cache.drop("forget")
+            ref_cache.drop("alternate")
     ce_after = mean_ce(model, tok, [request_text], cfg.max_len)[0] if request_text.strip() else None
     record = {
         "request_ce_before": ce_before,
@@ -215,6 +312,8 @@ def apply_update(
         "seconds": time.perf_counter() - t0,
         "peak_memory_bytes": _peak_memory(device),
     }
+    if ref_cache is not None:
+        record["reference_cache"] = {"hits": ref_cache.hits, "misses": ref_cache.misses, "bytes": ref_cache.used}
     return record
 
 
@@ -244,4 +343,4 @@ def _peak_memory(device: torch.device) -> int:
         return 0
 
 
-__all__ = ["UpdateConfig", "apply_update", "qa_prompt", "slices"]
+__all__ = ["ReferenceCache", "UpdateConfig", "apply_update", "qa_prompt", "slices"]

@@ -1,0 +1,83 @@
+"""strategies/update.py: the per-request update and its cache of frozen-reference outputs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from fit_unlearn.strategies.base import UpdatePlan
+from fit_unlearn.strategies.update import ReferenceCache, UpdateConfig, _forward, apply_update, slices
+from fit_unlearn.text import collate, doc_example
+
+
+def _run(model, ref, tok, data, objective, cache_mb, ref_cache=None, doc=0, retain_batch_size=2):
+    plan = UpdatePlan(text=data.forget[doc].text, objective=objective, qa=data.forget[doc].qa[:2])
+    cfg = UpdateConfig(lr=1e-3, epochs=3, reference_cache_mb=cache_mb, retain_batch_size=retain_batch_size)
+    return apply_update(model, ref, tok, plan, data.retain, cfg, seed=5, ref_cache=ref_cache)
+
+
+@pytest.mark.parametrize("objective", ["npo", "npo_kl", "rmu", "idk_dpo"])
+def test_reference_cache_gives_the_same_update(tiny_model, tiny_data, objective):
+    model, tok = tiny_model
+    ref = copy.deepcopy(model).eval()
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    # one retain document per batch: the cached and recomputed theta_0 outputs are the same computation,
+    # so the whole update must be bit-identical (batch assembly is tested on its own below)
+    rec_plain = _run(a, ref, tok, tiny_data, objective, cache_mb=0, retain_batch_size=1)
+    rec_cached = _run(b, ref, tok, tiny_data, objective, cache_mb=64, retain_batch_size=1)
+    assert "reference_cache" not in rec_plain
+    assert rec_cached["reference_cache"]["hits"] > 0
+    assert rec_cached["losses"] == rec_plain["losses"]
+    for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), n
+    # the update really moved the model: the comparison above is not between two untouched copies
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), model.parameters(), strict=True))
+
+
+def test_cached_batch_matches_a_batched_forward(tiny_model, tiny_data):
+    """Sequences cached one by one and right-padded give the batched forward's outputs where it matters."""
+    model, tok = tiny_model
+    exs = [doc_example(tok, d.text, 512) for d in tiny_data.retain[:3]]
+    assert len({len(e.ids) for e in exs}) > 1  # different lengths: padding is exercised
+    batch = collate(exs, tok.pad_token_id)
+    cache = ReferenceCache(64)
+    for layer in (None, 1):
+        want_logits, want_hidden = _forward(model, batch, layer, grad=False)
+        got_logits, got_hidden = cache.outputs(
+            model, exs, [("retain", i) for i in range(3)], tok.pad_token_id, "cpu", layer
+        )
+        mask = batch["attention_mask"].bool()
+        assert got_logits.shape == want_logits.shape
+        assert torch.allclose(got_logits[mask], want_logits[mask], atol=1e-5)
+        assert (got_logits[~mask] == 0).all()
+        if layer is not None:
+            assert torch.allclose(got_hidden[mask], want_hidden[mask], atol=1e-5)
+    assert cache.misses == 6 and len(cache) == 6  # keys include the hidden layer
+    cache.outputs(model, exs, [("retain", i) for i in range(3)], tok.pad_token_id, "cpu", None)
+    assert cache.hits == 3 and cache.misses == 6
+
+
+def test_reference_cache_keeps_retain_outputs_across_requests(tiny_model, tiny_data):
+    model, tok = tiny_model
+    ref = copy.deepcopy(model).eval()
+    cache = ReferenceCache(64)
+    _run(model, ref, tok, tiny_data, "npo_kl", 64, ref_cache=cache, doc=0)
+    retain_keys = {k for k in cache._store if k[0] == "retain"}
+    assert retain_keys and len(cache) == len(retain_keys)  # forget slices dropped at the end of the request
+    misses = cache.misses
+    _run(model, ref, tok, tiny_data, "npo_kl", 64, ref_cache=cache, doc=1)
+    # the second request computes theta_0 only on its own slices and on retain documents not seen before
+    doc = tiny_data.forget[1]
+    n_forget = len(slices(doc.text, UpdateConfig().slice_chars)) + len(doc.qa[:2])
+    new_retain = {k for k in cache._store if k[0] == "retain"} - retain_keys
+    assert cache.misses - misses == n_forget + len(new_retain)
+
+
+def test_reference_cache_respects_its_budget(tiny_model, tiny_data):
+    model, tok = tiny_model
+    ref = copy.deepcopy(model).eval()
+    cache = ReferenceCache(0)
+    _run(model, ref, tok, tiny_data, "npo_kl", 0, ref_cache=cache)
+    assert len(cache) == 0 and cache.used == 0 and cache.hits == 0
