@@ -16,7 +16,9 @@ from pathlib import Path
 def summarise(run: Path) -> dict:
     events = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines() if line.strip()]
     start = next(e for e in events if e["event"] == "start")
-    applied = [e["record"] for e in events if e["event"] == "applied"]
+    # after a crash the engine restores the last checkpoint and re-applies the requests after it: the
+    # journal then holds two "applied" events for one position; the later one is the one that counts
+    applied = list({e["position"]: e["record"] for e in events if e["event"] == "applied"}.values())
     objectives: dict[str, int] = {}
     for r in applied:
         objectives[r["objective"]] = objectives.get(r["objective"], 0) + 1
@@ -26,12 +28,19 @@ def summarise(run: Path) -> dict:
         "strategy": start["config"]["strategy"],
         "lr": start["config"]["update"]["lr"],
         "applied": len(applied),
-        "median_seconds": statistics.median(r["seconds"] + r.get("seconds_plan", 0.0) for r in applied)
-        if applied else None,
+        "median_seconds": statistics.median(secs) if (secs := [_seconds(r) for r in applied]) else None,
+        "mean_seconds": statistics.mean(secs) if secs else None,
+        "seconds_by_objective": {o: statistics.mean(_seconds(r) for r in applied if r["objective"] == o)
+                                 for o in objectives},
         "objectives": objectives,
         "evals": [{"t": t, "F": e["forget"]["score"], "R": e["retain"]["score"], "F.D.": e["forget_degree"],
                    "R.U.": e["retain_utility"]} for t, e in sorted(evals.items())],
     }
+
+
+def _seconds(record: dict) -> float:
+    """Wall time of one request: the strategy's plan (FIT: filter, layers, importance) + the update."""
+    return record["seconds"] + record.get("seconds_plan", 0.0)
 
 
 def main() -> None:
@@ -41,14 +50,14 @@ def main() -> None:
     args = ap.parse_args()
     rows = [summarise(r) for r in args.runs]
     ts = sorted({e["t"] for r in rows for e in r["evals"]})
-    lines = ["| run | lr | applied | median s/request | objectives | "
+    lines = ["| run | lr | applied | median / mean s/request | objectives (mean s) | "
              + " | ".join(f"t={t} F / R (F.D. / R.U.)" for t in ts) + " |", "|" + "---|" * (5 + len(ts))]
     for r in rows:
         by_t = {e["t"]: e for e in r["evals"]}
         cells = [f"{e['F']:.1f} / {e['R']:.1f} ({e['F.D.']:.3f} / {e['R.U.']:.3f})" if (e := by_t.get(t)) else "-"
                  for t in ts]
-        obj = ", ".join(f"{k} {v}" for k, v in sorted(r["objectives"].items()))
-        med = "-" if r["median_seconds"] is None else f"{r['median_seconds']:.1f}"
+        obj = ", ".join(f"{k} {v} ({r['seconds_by_objective'][k]:.1f})" for k, v in sorted(r["objectives"].items()))
+        med = "-" if r["median_seconds"] is None else f"{r['median_seconds']:.1f} / {r['mean_seconds']:.1f}"
         lines.append(f"| {r['run']} | {r['lr']:g} | {r['applied']} | {med} | {obj} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text)
