@@ -64,14 +64,14 @@ def test_reference_cache_keeps_retain_outputs_across_requests(tiny_model, tiny_d
     ref = copy.deepcopy(model).eval()
     cache = ReferenceCache(64)
     _run(model, ref, tok, tiny_data, "npo_kl", 64, ref_cache=cache, doc=0)
-    retain_keys = {k for k in cache._store if k[0] == "retain"}
+    retain_keys = {k for k in cache._store if k[0] in ("retain", "retain-qa")}
     assert retain_keys and len(cache) == len(retain_keys)  # forget slices dropped at the end of the request
     misses = cache.misses
     _run(model, ref, tok, tiny_data, "npo_kl", 64, ref_cache=cache, doc=1)
     # the second request computes theta_0 only on its own slices and on retain documents not seen before
     doc = tiny_data.forget[1]
     n_forget = len(slices(doc.text, UpdateConfig().slice_chars)) + len(doc.qa[:2])
-    new_retain = {k for k in cache._store if k[0] == "retain"} - retain_keys
+    new_retain = {k for k in cache._store if k[0] in ("retain", "retain-qa")} - retain_keys
     assert cache.misses - misses == n_forget + len(new_retain)
 
 
@@ -81,3 +81,25 @@ def test_reference_cache_respects_its_budget(tiny_model, tiny_data):
     cache = ReferenceCache(0)
     _run(model, ref, tok, tiny_data, "npo_kl", 0, ref_cache=cache)
     assert len(cache) == 0 and cache.used == 0 and cache.hits == 0
+
+
+@pytest.mark.parametrize("match", [True, False])
+def test_retain_batch_matches_the_kind_of_the_forget_step(tiny_model, tiny_data, match):
+    """Steps that unlearn a QA pair are anchored on retain QA pairs (the same format), document steps on
+    retain documents; with retain_match off, retain documents anchor every step."""
+    model, tok = tiny_model
+    ref = copy.deepcopy(model).eval()
+    cache = ReferenceCache(64)
+    doc = tiny_data.forget[0]
+    assert doc.qa and all(d.qa for d in tiny_data.retain)
+    plan = UpdatePlan(text=doc.text, objective="npo_kl", qa=doc.qa[:2])
+    cfg = UpdateConfig(lr=1e-3, epochs=1, retain_match=match)
+    apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5, ref_cache=cache)
+    kinds = {k[0] for k in cache._store}
+    assert "retain" in kinds  # the document step
+    assert ("retain-qa" in kinds) == match
+    # theta_0 ran once per forget item and once per distinct retain item (documents and QA pairs)
+    n_forget = len(slices(doc.text, cfg.slice_chars)) + len(plan.qa)
+    assert cache.misses == n_forget + len(cache)
+    n_docs = sum(k[0] == "retain" for k in cache._store)
+    assert n_docs == 2 if match else n_docs >= 2

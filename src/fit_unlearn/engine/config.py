@@ -70,6 +70,8 @@ class UpdateSection(_Strict):
     max_grad_norm: float | None = Field(default=None, gt=0)
     #: MiB of theta_0 outputs kept between steps and requests (0: recompute every step)
     reference_cache_mb: int = Field(default=2048, ge=0)
+    #: retain QA pairs anchor the steps that unlearn QA pairs (False: retain documents on every step)
+    retain_match: bool = True
 
 
 class EvalSection(_Strict):

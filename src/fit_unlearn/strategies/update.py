@@ -40,6 +40,9 @@ class UpdateConfig:
     #: frozen-reference outputs kept in memory (forget slices within a request, retain documents across
     #: requests), in MiB; 0 recomputes them at every step
     reference_cache_mb: int = 2048
+    #: the retain batch is of the same kind as the step's forget example: retain QA pairs on the steps that
+    #: unlearn a QA pair, retain documents on document steps (False: retain documents always)
+    retain_match: bool = True
 
     def __post_init__(self):
         for name in ("lr", "epochs", "slice_chars", "max_len"):
@@ -205,6 +208,8 @@ def apply_update(
     texts = slices(plan.text or "", cfg.slice_chars)
     forget_ex = [doc_example(tok, s, cfg.max_len) for s in texts]
     forget_ex += [qa_example(tok, q, cfg.max_len) for q in plan.qa]
+    is_qa = [False] * len(texts) + [True] * len(plan.qa)
+    retain_qa = [(d.id, j, q) for d in retain for j, q in enumerate(d.qa)] if cfg.retain_match else []
     if not forget_ex:
         return {"skipped": True, "steps": 0, "seconds": 0.0}
     alt_ex = refusal_examples(tok, texts, plan.qa, obj_cfg.refusals, rng, cfg.max_len) if spec.needs_alternate else []
@@ -244,18 +249,25 @@ def apply_update(
                 )
                 retain_out = alternate = None
                 if spec.uses_retain(obj_cfg) and retain and cfg.retain_batch_size:
-                    picked = rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
+                    if is_qa[i] and retain_qa:  # unlearning an answer: anchor answers to retain questions
+                        qa_picked = rng.sample(retain_qa, min(cfg.retain_batch_size, len(retain_qa)))
+                        r_ex = [qa_example(tok, q, cfg.max_len) for _, _, q in qa_picked]
+                        r_keys = [("retain-qa", did, j) for did, j, _ in qa_picked]
+                    else:
+                        picked = rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
+                        r_ex = [doc_example(tok, d.text, cfg.max_len) for d in picked]
+                        r_keys = [("retain", d.id) for d in picked]
                     retain_out = _outputs(
                         model,
                         ref_model,
-                        [doc_example(tok, d.text, cfg.max_len) for d in picked],
+                        r_ex,
                         tok,
                         device,
                         spec.reference_on_retain,
                         hidden_layer,
                         ref_hidden=spec.needs_hidden,
                         cache=ref_cache,
-                        keys=[("retain", d.id) for d in picked],
+                        keys=r_keys,
                     )
                 if alt_ex:
                     alternate = _outputs(
