@@ -39,22 +39,30 @@ def main() -> None:
     max_diff = 0.0
     for i, d in enumerate(docs):
         got = {}
-        for m in (("prefix", "hooks") if i % 2 == 0 else ("hooks", "prefix")):
+        for m in ("prefix", "hooks") if i % 2 == 0 else ("hooks", "prefix"):
             t0 = time.perf_counter()
             got[m] = scorers[m].scores(d.text, model, tok)
             if i:  # the first request warms up
                 times[m].append(time.perf_counter() - t0)
         max_diff = max(max_diff, max(abs(a - b) for a, b in zip(got["prefix"], got["hooks"], strict=True)))
     med = {m: statistics.median(v) for m, v in times.items()}
-    out = {"args": vars(args), "threads": torch.get_num_threads(), "median_seconds": med,
-           "speedup": med["hooks"] / med["prefix"], "max_score_difference": max_diff, "times": times}
+    out = {
+        "args": vars(args),
+        "threads": torch.get_num_threads(),
+        "median_seconds": med,
+        "speedup": med["hooks"] / med["prefix"],
+        "max_score_difference": max_diff,
+        "times": times,
+    }
     res = Path(__file__).parent / "results"
     res.mkdir(exist_ok=True)
     (res / f"attribution-{args.name}.json").write_text(json.dumps(out, indent=1))
-    text = (f"Command: `python benchmarks/attribution_bench.py --prepared {args.prepared} --requests {args.requests}` "
-            f"({out['threads']} threads)\n\n| scorer | median s/request |\n|---|---|\n"
-            f"| hooks (L full forwards) | {med['hooks']:.2f} |\n| prefix | {med['prefix']:.2f} |\n\n"
-            f"speed-up {out['speedup']:.2f}x; largest score difference {max_diff:.2e}\n")
+    text = (
+        f"Command: `python benchmarks/attribution_bench.py --prepared {args.prepared} --requests {args.requests}` "
+        f"({out['threads']} threads)\n\n| scorer | median s/request |\n|---|---|\n"
+        f"| hooks (L full forwards) | {med['hooks']:.2f} |\n| prefix | {med['prefix']:.2f} |\n\n"
+        f"speed-up {out['speedup']:.2f}x; largest score difference {max_diff:.2e}\n"
+    )
     (res / f"attribution-{args.name}.md").write_text(text)
     print(text)
 

@@ -41,12 +41,18 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fit-cost-"))
     engines = {}
     for m in methods:
-        cfg = build_config({
-            "prepared": args.prepared, "out": str(tmp / m), "device": args.device,
-            "stream": {"limit": args.requests}, "update": {"lr": args.lr},
-            "eval": {"every": None, "at_end": False}, "checkpoint": {"every": 10**6},
-            "strategy": METHODS[m]["strategy"],
-        })
+        cfg = build_config(
+            {
+                "prepared": args.prepared,
+                "out": str(tmp / m),
+                "device": args.device,
+                "stream": {"limit": args.requests},
+                "update": {"lr": args.lr},
+                "eval": {"every": None, "at_end": False},
+                "checkpoint": {"every": 10**6},
+                "strategy": METHODS[m]["strategy"],
+            }
+        )
         engines[m] = Engine(cfg, progress=False)
     requests = [r for _, r in engines[methods[0]].stream()][: args.requests]
     wall: dict[str, list[float]] = {m: [] for m in methods}
@@ -63,22 +69,31 @@ def main() -> None:
             for k, v in (rec.get("receipt", {}).get("seconds") or {}).items():
                 phases[m].setdefault(k, []).append(v)
             phases[m].setdefault("update", []).append(rec.get("seconds", 0.0))
-        print(f"request {i + 1}/{len(requests)}: " + ", ".join(f"{m} {wall[m][-1]:.1f}s" for m in methods if wall[m]),
-              flush=True)
+        print(
+            f"request {i + 1}/{len(requests)}: " + ", ".join(f"{m} {wall[m][-1]:.1f}s" for m in methods if wall[m]),
+            flush=True,
+        )
     med = {m: statistics.median(v) for m, v in wall.items()}
     base = med.get("npo")
     out = {
-        "args": vars(args), "threads": torch.get_num_threads(), "requests_counted": len(wall[methods[0]]),
-        "median_seconds": med, "ratio_to_npo": {m: v / base for m, v in med.items()} if base else None,
+        "args": vars(args),
+        "threads": torch.get_num_threads(),
+        "requests_counted": len(wall[methods[0]]),
+        "median_seconds": med,
+        "ratio_to_npo": {m: v / base for m, v in med.items()} if base else None,
         "phase_medians": {m: {k: statistics.median(v) for k, v in p.items()} for m, p in phases.items()},
         "wall": wall,
     }
     res = Path(__file__).parent / "results"
     res.mkdir(exist_ok=True)
     (res / f"cost-{args.name}.json").write_text(json.dumps(out, indent=1))
-    lines = [f"Command: `python benchmarks/cost_bench.py --prepared {args.prepared} --methods {args.methods} "
-             f"--requests {args.requests}` ({out['requests_counted']} requests counted, {out['threads']} threads)", "",
-             "| method | median s/request | ratio to NPO | phase medians (s) |", "|---|---|---|---|"]
+    lines = [
+        f"Command: `python benchmarks/cost_bench.py --prepared {args.prepared} --methods {args.methods} "
+        f"--requests {args.requests}` ({out['requests_counted']} requests counted, {out['threads']} threads)",
+        "",
+        "| method | median s/request | ratio to NPO | phase medians (s) |",
+        "|---|---|---|---|",
+    ]
     for m in methods:
         ph = ", ".join(f"{k} {v:.2f}" for k, v in out["phase_medians"][m].items())
         ratio = f"{out['ratio_to_npo'][m]:.2f}x" if base else "n/a"

@@ -20,9 +20,26 @@ from pathlib import Path
 
 
 def cmd(args, out: Path, resume: bool) -> list[str]:
-    c = [sys.executable, "-m", "fit_unlearn.cli", "run", "--prepared", args.prepared, "--out", str(out),
-         "--objective", args.objective, "--limit", str(args.limit), "--eval-every", str(args.eval_every),
-         "--checkpoint-every", str(args.checkpoint_every), "--seed", str(args.seed)]
+    c = [
+        sys.executable,
+        "-m",
+        "fit_unlearn.cli",
+        "run",
+        "--prepared",
+        args.prepared,
+        "--out",
+        str(out),
+        "--objective",
+        args.objective,
+        "--limit",
+        str(args.limit),
+        "--eval-every",
+        str(args.eval_every),
+        "--checkpoint-every",
+        str(args.checkpoint_every),
+        "--seed",
+        str(args.seed),
+    ]
     return c + (["--resume"] if resume else [])
 
 
@@ -38,10 +55,17 @@ def final(run: Path) -> dict:
     res = json.loads((run / "results.json").read_text())
     e = res["evals"][-1]
     counts = res["applied_counts"]
-    return {"t": e["t"], "forget_degree": e["forget_degree"], "retain_utility": e["retain_utility"],
-            "F": e["forget"]["score"], "R": e["retain"]["score"], "applied": len(counts),
-            "max_applications": max(counts.values()), "min_applications": min(counts.values()),
-            "weights": weights_hash(run)}
+    return {
+        "t": e["t"],
+        "forget_degree": e["forget_degree"],
+        "retain_utility": e["retain_utility"],
+        "F": e["forget"]["score"],
+        "R": e["retain"]["score"],
+        "applied": len(counts),
+        "max_applications": max(counts.values()),
+        "min_applications": min(counts.values()),
+        "weights": weights_hash(run),
+    }
 
 
 def main() -> None:
@@ -66,8 +90,12 @@ def main() -> None:
         subprocess.run(cmd(args, full, (full / "journal.jsonl").exists()), env=env, check=True)
     kills = []
     for _ in range(args.kills):
-        p = subprocess.Popen(cmd(args, crash, (crash / "journal.jsonl").exists()), env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            cmd(args, crash, (crash / "journal.jsonl").exists()),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait = rng.uniform(args.min_wait, args.max_wait)
         try:
             p.wait(timeout=wait)
@@ -80,12 +108,18 @@ def main() -> None:
     subprocess.run(cmd(args, crash, (crash / "journal.jsonl").exists()), env=env, check=True)
     journal = [json.loads(x) for x in (crash / "journal.jsonl").read_text().splitlines()]
     a, b = final(full), final(crash)
-    report = {"args": vars(args), "kills": kills, "uninterrupted": a, "crashed_and_resumed": b,
-              "rolled_back_events": sum(e["event"] == "rolled_back" for e in journal),
-              "resume_events": sum(e["event"] == "resume" for e in journal),
-              "abs_diff_forget_degree": abs(a["forget_degree"] - b["forget_degree"]),
-              "abs_diff_retain_utility": abs(a["retain_utility"] - b["retain_utility"]),
-              "identical_weights": a["weights"] == b["weights"], "seconds": time.time() - t0}
+    report = {
+        "args": vars(args),
+        "kills": kills,
+        "uninterrupted": a,
+        "crashed_and_resumed": b,
+        "rolled_back_events": sum(e["event"] == "rolled_back" for e in journal),
+        "resume_events": sum(e["event"] == "resume" for e in journal),
+        "abs_diff_forget_degree": abs(a["forget_degree"] - b["forget_degree"]),
+        "abs_diff_retain_utility": abs(a["retain_utility"] - b["retain_utility"]),
+        "identical_weights": a["weights"] == b["weights"],
+        "seconds": time.time() - t0,
+    }
     out = Path(__file__).parent / "results" / f"crash_resume-{args.objective}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

@@ -22,12 +22,26 @@ METHODS = {
     "npo": {"strategy": {"name": "sequential", "objective": "npo"}},
     "fit": {"strategy": {"name": "fit", "fit": {"importance": {"calibrate": True, "calibration_size": 10}}}},
     # extension: layers ranked relative to their retain profile (see docs/fit.md)
-    "fit-relative": {"strategy": {"name": "fit", "fit": {
-        "importance": {"calibrate": True, "calibration_size": 10}, "layers": {"relative": True}}}},
+    "fit-relative": {
+        "strategy": {
+            "name": "fit",
+            "fit": {"importance": {"calibrate": True, "calibration_size": 10}, "layers": {"relative": True}},
+        }
+    },
     # variant: every importance bucket keeps a retain CE anchor (NPO-RT / RL + CE(retain)) instead of KL
-    "fit-rt": {"strategy": {"name": "fit", "fit": {"importance": {
-        "calibrate": True, "calibration_size": 10, "objectives": ["npo_rt", "npo_rt", "rl"],
-        "objective_params": {"rl": {"retain_weight": 1.0}}}}}},
+    "fit-rt": {
+        "strategy": {
+            "name": "fit",
+            "fit": {
+                "importance": {
+                    "calibrate": True,
+                    "calibration_size": 10,
+                    "objectives": ["npo_rt", "npo_rt", "rl"],
+                    "objective_params": {"rl": {"retain_weight": 1.0}},
+                }
+            },
+        }
+    },
 }
 
 
@@ -99,8 +113,11 @@ def table(rows: list[dict]) -> str:
 
 
 def attack_table(rows: list[dict]) -> str:
-    lines = ["| method | F unlearned | F int8 | F int4 | recovery int8 | recovery int4 | relearn F before -> after "
-             "(theta0) | relearn recovery |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | F unlearned | F int8 | F int4 | recovery int8 | recovery int4 | relearn F before -> after "
+        "(theta0) | relearn recovery |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     fmt = lambda v, s=".3f": "n/a" if v is None else format(v, s)  # noqa: E731
     for r in rows:
         a = r.get("attacks") or {}
@@ -108,21 +125,30 @@ def attack_table(rows: list[dict]) -> str:
         if not q and not rl:
             continue
         u = (q or {}).get("models", {}).get("unlearned", {})
-        cells = [fmt(u.get("fp", {}).get("forget_score"), ".2f"), fmt(u.get("int8", {}).get("forget_score"), ".2f"),
-                 fmt(u.get("int4", {}).get("forget_score"), ".2f"), fmt((q or {}).get("recovery", {}).get("int8")),
-                 fmt((q or {}).get("recovery", {}).get("int4"))]
+        cells = [
+            fmt(u.get("fp", {}).get("forget_score"), ".2f"),
+            fmt(u.get("int8", {}).get("forget_score"), ".2f"),
+            fmt(u.get("int4", {}).get("forget_score"), ".2f"),
+            fmt((q or {}).get("recovery", {}).get("int8")),
+            fmt((q or {}).get("recovery", {}).get("int4")),
+        ]
         if rl:
-            cells += [f"{rl['before']['forget_score']:.2f} -> {rl['after']['forget_score']:.2f} "
-                      f"({fmt(rl['held_out_forget_theta0'], '.2f')})", fmt(rl["recovery"])]
+            cells += [
+                f"{rl['before']['forget_score']:.2f} -> {rl['after']['forget_score']:.2f} "
+                f"({fmt(rl['held_out_forget_theta0'], '.2f')})",
+                fmt(rl["recovery"]),
+            ]
         else:
             cells += ["-", "-"]
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
         if q:
             for ref in ("theta0", "retain_only"):
                 m = q["models"].get(ref, {})
-                lines.append(f"| ({ref}) | {fmt(m.get('fp', {}).get('forget_score'), '.2f')} | "
-                             f"{fmt(m.get('int8', {}).get('forget_score'), '.2f')} | "
-                             f"{fmt(m.get('int4', {}).get('forget_score'), '.2f')} | | | | |")
+                lines.append(
+                    f"| ({ref}) | {fmt(m.get('fp', {}).get('forget_score'), '.2f')} | "
+                    f"{fmt(m.get('int8', {}).get('forget_score'), '.2f')} | "
+                    f"{fmt(m.get('int4', {}).get('forget_score'), '.2f')} | | | | |"
+                )
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

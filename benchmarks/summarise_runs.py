@@ -30,11 +30,20 @@ def summarise(run: Path) -> dict:
         "applied": len(applied),
         "median_seconds": statistics.median(secs) if (secs := [_seconds(r) for r in applied]) else None,
         "mean_seconds": statistics.mean(secs) if secs else None,
-        "seconds_by_objective": {o: statistics.mean(_seconds(r) for r in applied if r["objective"] == o)
-                                 for o in objectives},
+        "seconds_by_objective": {
+            o: statistics.mean(_seconds(r) for r in applied if r["objective"] == o) for o in objectives
+        },
         "objectives": objectives,
-        "evals": [{"t": t, "F": e["forget"]["score"], "R": e["retain"]["score"], "F.D.": e["forget_degree"],
-                   "R.U.": e["retain_utility"]} for t, e in sorted(evals.items())],
+        "evals": [
+            {
+                "t": t,
+                "F": e["forget"]["score"],
+                "R": e["retain"]["score"],
+                "F.D.": e["forget_degree"],
+                "R.U.": e["retain_utility"],
+            }
+            for t, e in sorted(evals.items())
+        ],
     }
 
 
@@ -50,20 +59,27 @@ def main() -> None:
     args = ap.parse_args()
     rows = [summarise(r) for r in args.runs]
     ts = sorted({e["t"] for r in rows for e in r["evals"]})
-    lines = ["| run | lr | applied | median / mean s/request | objectives (mean s) | "
-             + " | ".join(f"t={t} F / R (F.D. / R.U.)" for t in ts) + " |", "|" + "---|" * (5 + len(ts))]
+    lines = [
+        "| run | lr | applied | median / mean s/request | objectives (mean s) | "
+        + " | ".join(f"t={t} F / R (F.D. / R.U.)" for t in ts)
+        + " |",
+        "|" + "---|" * (5 + len(ts)),
+    ]
     for r in rows:
         by_t = {e["t"]: e for e in r["evals"]}
-        cells = [f"{e['F']:.1f} / {e['R']:.1f} ({e['F.D.']:.3f} / {e['R.U.']:.3f})" if (e := by_t.get(t)) else "-"
-                 for t in ts]
+        cells = [
+            f"{e['F']:.1f} / {e['R']:.1f} ({e['F.D.']:.3f} / {e['R.U.']:.3f})" if (e := by_t.get(t)) else "-"
+            for t in ts
+        ]
         obj = ", ".join(f"{k} {v} ({r['seconds_by_objective'][k]:.1f})" for k, v in sorted(r["objectives"].items()))
         med = "-" if r["median_seconds"] is None else f"{r['median_seconds']:.1f} / {r['mean_seconds']:.1f}"
         lines.append(f"| {r['run']} | {r['lr']:g} | {r['applied']} | {med} | {obj} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text)
     if args.out:
-        args.out.write_text(f"Command: `python benchmarks/summarise_runs.py {' '.join(map(str, args.runs))}`\n\n"
-                            + text + "\n")
+        args.out.write_text(
+            f"Command: `python benchmarks/summarise_runs.py {' '.join(map(str, args.runs))}`\n\n" + text + "\n"
+        )
         args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
 
 

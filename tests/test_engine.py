@@ -135,8 +135,10 @@ def test_outside_requests_have_no_forget_degree_and_the_progress_bar_copes(tiny_
     """Requests that are not prepared forget documents (e.g. a malicious stream): F.D. is undefined (None),
     R.U. is still measured, and the progress bar (progress=True) shows n/a instead of crashing."""
     path = _requests(tmp_path, [GOOD, b'{"id": "r2", "text": "the of and to a in is it you that he was"}'])
-    eng = Engine(_cfg(tiny_prepared, tmp_path / "out", **{"stream.source": str(path), "stream.limit": None,
-                                                          "eval.every": 2}), progress=True)
+    eng = Engine(
+        _cfg(tiny_prepared, tmp_path / "out", **{"stream.source": str(path), "stream.limit": None, "eval.every": 2}),
+        progress=True,
+    )
     res = eng.run()
     eng.close()
     assert res["evals"][-1]["t"] == 2 and res["evals"][-1]["forget_degree"] is None

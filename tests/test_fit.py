@@ -117,8 +117,15 @@ def test_prefix_attribution_equals_full_skipped_forwards(arch, tiny_model, tiny_
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
         torch.manual_seed(0)
-        model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tiny_tok), num_hidden_layers=4, hidden_size=32,
-                                                 num_attention_heads=2, intermediate_size=64)).eval()
+        model = GPTNeoXForCausalLM(
+            GPTNeoXConfig(
+                vocab_size=len(tiny_tok),
+                num_hidden_layers=4,
+                hidden_size=32,
+                num_attention_heads=2,
+                intermediate_size=64,
+            )
+        ).eval()
     prefix = LayerAttribution(LayerConfig(method="prefix", batch_size=3))
     full = LayerAttribution(LayerConfig(method="hooks", batch_size=3))
     a, b = prefix.scores(TEXT, model, tiny_tok), full.scores(TEXT, model, tiny_tok)
@@ -133,8 +140,12 @@ def test_importance_objective_params_per_bucket(tiny_model, tiny_prepared, tmp_p
         FitStrategy(importance={"objective_params": {"rl": {"retain_weight": -1}}})
     from fit_unlearn.engine import Engine
 
-    imp = {"high": 1e9, "low": 1e9, "objectives": ["npo_rt", "npo", "rl"],
-           "objective_params": {"rl": {"retain_weight": 1.0}}}  # every request falls in the RL bucket
+    imp = {
+        "high": 1e9,
+        "low": 1e9,
+        "objectives": ["npo_rt", "npo", "rl"],
+        "objective_params": {"rl": {"retain_weight": 1.0}},
+    }  # every request falls in the RL bucket
     eng = Engine(_fit_cfg(tiny_prepared, tmp_path / "bucket", {"filter": False, "importance": imp}), progress=False)
     res = eng.run()
     eng.close()
