@@ -1,5 +1,6 @@
 """The continual engine: journal, checkpoints, exactly-once resume, bad requests, config validation."""
 
+import hashlib
 import json
 
 import pytest
@@ -200,3 +201,23 @@ def test_journal_drops_torn_last_line(tmp_path):
     j.append("x")
     j.close()
     assert [json.loads(x)["event"] for x in p.read_text().splitlines()] == ["start", "x"]
+
+
+def test_config_hash_ignores_speed_knobs_and_keeps_old_journals_resumable(tmp_path):
+    base = {"prepared": str(tmp_path), "out": str(tmp_path / "run")}
+    cfg = build_config(base)
+    # the reference cache changes speed only: another budget resumes the same run
+    assert build_config({**base, "update": {"reference_cache_mb": 0}}).hash() == cfg.hash()
+    # retain_match changes results: it is part of the hash
+    old = build_config({**base, "update": {"retain_match": False}})
+    assert old.hash() != cfg.hash()
+    # a journal written before retain_match existed ran document-only anchors: its config (no such key)
+    # matches retain_match=False, and the default names the field that differs
+    legacy = old.model_dump(mode="json")
+    del legacy["update"]["retain_match"]
+    assert old.diff(legacy) == []
+    assert cfg.diff(legacy) == ["update.retain_match"]
+    # and the hash equals the one the older code journaled (everything but out, hashed the same way)
+    blob = {k: v for k, v in legacy.items() if k != "out"}
+    del blob["update"]["reference_cache_mb"]
+    assert old.hash() == hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]

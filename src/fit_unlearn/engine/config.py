@@ -111,6 +111,10 @@ class RunConfig(_Strict):
     def hash(self) -> str:
         """Hash of everything that changes results (not ``out``, not pure speed knobs)."""
         blob = self.model_dump(mode="json", exclude=_NOT_RESULTS)
+        for section, fields in _ADDED_LATER.items():  # at its old behaviour, a newer field is left out
+            for k, old in fields.items():
+                if blob[section].get(k) == old:
+                    del blob[section][k]
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
     def diff(self, other: dict) -> list[str]:
@@ -123,11 +127,17 @@ class RunConfig(_Strict):
         out = {k: v for k, v in blob.items() if k != "out"}
         if isinstance(out.get("update"), dict):
             out["update"] = {k: v for k, v in out["update"].items() if k not in _NOT_RESULTS["update"]}
+        for section, fields in _ADDED_LATER.items():  # a journal older than a field ran its old behaviour
+            if isinstance(out.get(section), dict):
+                out[section] = {**fields, **out[section]}
         return out
 
 
 #: fields that change speed or memory but not results: a run may be resumed with other values
 _NOT_RESULTS: dict = {"out": True, "update": {"reference_cache_mb": True}}
+#: fields added after runs were journaled, with the value that reproduces the behaviour before them: a
+#: journal without the field resumes with that value (and the configuration hash is unchanged by it)
+_ADDED_LATER: dict = {"update": {"retain_match": False}}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
