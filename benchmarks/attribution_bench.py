@@ -8,13 +8,14 @@ Results: benchmarks/results/attribution-<name>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from results_io import write_results  # noqa: E402
 
 
 def main() -> None:
@@ -54,16 +55,13 @@ def main() -> None:
         "max_score_difference": max_diff,
         "times": times,
     }
-    res = Path(__file__).parent / "results"
-    res.mkdir(exist_ok=True)
-    (res / f"attribution-{args.name}.json").write_text(json.dumps(out, indent=1))
     text = (
         f"Command: `python benchmarks/attribution_bench.py --prepared {args.prepared} --requests {args.requests}` "
         f"({out['threads']} threads)\n\n| scorer | median s/request |\n|---|---|\n"
         f"| hooks (L full forwards) | {med['hooks']:.2f} |\n| prefix | {med['prefix']:.2f} |\n\n"
         f"speed-up {out['speedup']:.2f}x; largest score difference {max_diff:.2e}\n"
     )
-    (res / f"attribution-{args.name}.md").write_text(text)
+    write_results(f"attribution-{args.name}", out, text)
     print(text)
 
 

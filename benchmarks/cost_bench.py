@@ -9,7 +9,6 @@ FIT's per-phase medians.  Results: benchmarks/results/cost-<name>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from results_io import write_results  # noqa: E402
 from stream_bench import METHODS  # noqa: E402  (the same method definitions as the stream benchmark)
 
 
@@ -84,9 +84,6 @@ def main() -> None:
         "phase_medians": {m: {k: statistics.median(v) for k, v in p.items()} for m, p in phases.items()},
         "wall": wall,
     }
-    res = Path(__file__).parent / "results"
-    res.mkdir(exist_ok=True)
-    (res / f"cost-{args.name}.json").write_text(json.dumps(out, indent=1))
     lines = [
         f"Command: `python benchmarks/cost_bench.py --prepared {args.prepared} --methods {args.methods} "
         f"--requests {args.requests}` ({out['requests_counted']} requests counted, {out['threads']} threads)",
@@ -98,7 +95,7 @@ def main() -> None:
         ph = ", ".join(f"{k} {v:.2f}" for k, v in out["phase_medians"][m].items())
         ratio = f"{out['ratio_to_npo'][m]:.2f}x" if base else "n/a"
         lines.append(f"| {m} | {med[m]:.2f} | {ratio} | {ph} |")
-    (res / f"cost-{args.name}.md").write_text("\n".join(lines) + "\n")
+    write_results(f"cost-{args.name}", out, "\n".join(lines) + "\n")
     print("\n".join(lines))
     for e in engines.values():
         e.close()

@@ -12,13 +12,14 @@ Results: benchmarks/results/filter-<name>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from results_io import write_results  # noqa: E402
 
 UNITS = {"chars8": ("chars", 8), "tokens16": ("tokens", 16), "sentences1": ("sentences", 1)}
 
@@ -72,9 +73,6 @@ def main() -> None:
             out["results"][f"{unit_name}/{sname}"] = res
             rows.append((unit_name, sname, res))
             print(unit_name, sname, f"candidates {res['mean_candidates']:.3f} kept {res['mean_kept']:.3f}", flush=True)
-    res_dir = Path(__file__).parent / "results"
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / f"filter-{args.name}.json").write_text(json.dumps(out, indent=1))
     lines = [
         f"Command: `python benchmarks/filter_bench.py --prepared {args.prepared} --requests {args.requests} "
         f"--malicious {args.malicious}` (filter alone on theta_0; mean kept fraction over requests 2..N)",
@@ -89,7 +87,7 @@ def main() -> None:
             f"{kinds} | "
             f"{r['seconds_per_request']:.2f} |"
         )
-    (res_dir / f"filter-{args.name}.md").write_text("\n".join(lines) + "\n")
+    write_results(f"filter-{args.name}", out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -98,8 +98,7 @@ class Engine:
         self._preflight_disk()
         self.ref_model = None
         self.update_cfg = UpdateConfig(**cfg.update.model_dump())
-        mb = self.update_cfg.reference_cache_mb
-        self.ref_cache = ReferenceCache(mb) if mb else None  # theta_0 outputs, shared by all requests
+        self.ref_cache = ReferenceCache.for_config(self.update_cfg)  # theta_0 outputs, shared by all requests
         self.journal = Journal(self.out / "journal.jsonl", writer=self.is_main)
         self.position = 0  # next stream position to process
         self.forgotten: list[Document] = []

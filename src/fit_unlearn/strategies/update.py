@@ -69,6 +69,11 @@ class ReferenceCache:
         self._store: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.hits = self.misses = 0
 
+    @classmethod
+    def for_config(cls, cfg: UpdateConfig) -> ReferenceCache | None:
+        """The cache ``cfg.reference_cache_mb`` asks for (None when it is 0)."""
+        return cls(cfg.reference_cache_mb) if cfg.reference_cache_mb else None
+
     def __len__(self) -> int:
         return len(self._store)
 
@@ -143,7 +148,7 @@ def _outputs(
     ref_logits = ref_h = None
     if with_ref:
         ref_layer = hidden_layer if ref_hidden else None
-        if cache is not None and keys is not None:
+        if cache is not None:
             ref_logits, ref_h = cache.outputs(ref_model, examples, keys, tok.pad_token_id, device, ref_layer)
         else:
             ref_logits, ref_h = _forward(ref_model, b, ref_layer, grad=False)
@@ -194,8 +199,8 @@ def apply_update(
     ``ref_cache`` (made from ``cfg.reference_cache_mb`` when not given) keeps theta_0's outputs; pass the
     same cache to every request of a stream so that retain documents are run through theta_0 once.
     """
-    if ref_cache is None and cfg.reference_cache_mb:
-        ref_cache = ReferenceCache(cfg.reference_cache_mb)
+    if ref_cache is None:
+        ref_cache = ReferenceCache.for_config(cfg)
     spec = get_objective(plan.objective)
     obj_cfg = spec.make_config(plan.objective_params)
     base = unwrap(model)
