@@ -2,8 +2,13 @@
 recovery attacks.  Resumable: each method is a run directory continued with --resume; finished methods
 are skipped.  Results: benchmarks/results/<name>.json and a markdown table benchmarks/results/<name>.md.
 
+Measured with the honest protocol (docs/metrics.md): strict F.D. against the retain-only model on the
+documents forgotten so far, paper F.D. on the whole forget set, collateral forgetting of the pending
+documents, R.U. on retain-eval (never an anchor), T = the prepared forget set's size.  A method name with the
+suffix ``-doc`` (e.g. ``fit-doc``) sends requests made of the document alone, without its QA pairs.
+
     python benchmarks/stream_bench.py --prepared fit_runs/prepared --name synth60
-    python benchmarks/stream_bench.py --prepared fit_runs/pch40 --name pch40 --limit 40 --eval-every 20
+    python benchmarks/stream_bench.py --prepared fit_runs/pch60 --name pch60 --limit 60 --eval-every 20
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ METHODS = {
 }
 
 
+def method_spec(name: str) -> dict:
+    """The config of a method name; ``<method>-doc`` is the same method on document-only requests."""
+    if name.endswith("-doc"):
+        base = method_spec(name.removesuffix("-doc"))
+        return {**base, "strategy": {**base["strategy"], "include_qa": False}}
+    if name not in METHODS:
+        raise SystemExit(f"unknown method {name!r}; known: {', '.join(METHODS)} (each also with -doc)")
+    return METHODS[name]
+
+
 def run_method(name: str, spec: dict, args, source: str | None = None, attacks: list[str] | None = None) -> dict:
     from fit_unlearn.engine import Engine
     from fit_unlearn.engine.config import build_config
@@ -76,6 +91,18 @@ def run_method(name: str, spec: dict, args, source: str | None = None, attacks: 
     return res
 
 
+EVAL_KEYS = (
+    "t",
+    "T",
+    "forget_degree_strict",
+    "forget_degree_strict_paraphrase",
+    "forget_degree_paper",
+    "collateral_forget",
+    "retain_utility",
+    "mia_auc_forget_vs_holdout",
+)
+
+
 def summarise(name: str, res: dict) -> dict:
     reqs = res["requests"]
     per_req = [r.get("seconds", 0.0) + r.get("seconds_plan", 0.0) for r in reqs]
@@ -83,32 +110,70 @@ def summarise(name: str, res: dict) -> dict:
     for r in reqs:
         key = r.get("objective", "none (redundant)")
         objectives[key] = objectives.get(key, 0) + 1
+    evals = []
+    for e in res["evals"]:
+        ref = e.get("reference", {})
+        para = e["forget"].get("paraphrase") or {}
+        evals.append(
+            {k: e.get(k) for k in EVAL_KEYS}
+            | {
+                "F": e["forget"]["score"],
+                "F_gold": (ref.get("forget_strict") or {}).get("retain_only"),
+                "F_theta0": (ref.get("forget_strict") or {}).get("theta0"),
+                "F_para": para.get("score"),
+                "F_para_gold": (ref.get("forget_paraphrase") or {}).get("retain_only"),
+                "F_para_theta0": (ref.get("forget_paraphrase") or {}).get("theta0"),
+                "F_pending": (e.get("pending") or {}).get("score"),
+                "F_pending_theta0": (ref.get("collateral") or {}).get("theta0"),
+                "R": e["retain"]["score"],
+                "R_ref": (ref.get("retain") or {}).get("at_t"),
+                "probe": (e.get("capital_probe") or {}).get("accuracy"),
+                "probe_theta0": (e.get("capital_probe") or {}).get("theta0"),
+            }
+        )
     return {
         "method": name,
         "requests": len(reqs),
         "seconds_per_request": sum(per_req) / max(1, len(per_req)),
         "objectives": objectives,
-        "evals": [
-            {k: e.get(k) for k in ("t", "forget_degree", "retain_utility", "mia_auc_forget_vs_holdout")}
-            | {"F": e["forget"]["score"], "R": e["retain"]["score"]}
-            for e in res["evals"]
-        ],
+        "evals": evals,
         "attacks": res.get("attacks"),
     }
 
 
+def _f(v, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
 def table(rows: list[dict]) -> str:
+    """Strict F.D. / R.U. per checkpoint (the headline), then every measured value per method and t."""
     ts = sorted({e["t"] for r in rows for e in r["evals"]})
-    head = "| method | s/request | " + " | ".join(f"t={t} F.D. / R.U." for t in ts) + " |"
+    head = "| method | s/request | " + " | ".join(f"t={t} strict F.D. / R.U." for t in ts) + " |"
     lines = [head, "|" + "---|" * (2 + len(ts))]
     for r in rows:
         by_t = {e["t"]: e for e in r["evals"]}
         cells = []
         for t in ts:
             e = by_t.get(t)
-            fd = "n/a" if not e or e["forget_degree"] is None else f"{e['forget_degree']:.3f}"
-            cells.append("-" if not e else f"{fd} / {e['retain_utility']:.3f}")
+            cells.append("-" if not e else f"{_f(e['forget_degree_strict'])} / {_f(e['retain_utility'])}")
         lines.append(f"| {r['method']} | {r['seconds_per_request']:.1f} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| method | t | F (gold, theta0) | F paraphrased (gold, theta0) | strict F.D. (paraphrased) | paper F.D. "
+        "| F pending (theta0) | collateral | R (ref) | R.U. | capital probe (theta0) | MIA AUC |",
+        "|" + "---|" * 12,
+    ]
+    for r in rows:
+        for e in r["evals"]:
+            lines.append(
+                f"| {r['method']} | {e['t']}/{e.get('T')} | {_f(e['F'], '.1f')} ({_f(e['F_gold'], '.1f')}, "
+                f"{_f(e['F_theta0'], '.1f')}) | {_f(e['F_para'], '.1f')} ({_f(e['F_para_gold'], '.1f')}, "
+                f"{_f(e['F_para_theta0'], '.1f')}) | {_f(e['forget_degree_strict'])} "
+                f"({_f(e['forget_degree_strict_paraphrase'])}) | {_f(e['forget_degree_paper'])} | "
+                f"{_f(e['F_pending'], '.1f')} ({_f(e['F_pending_theta0'], '.1f')}) | {_f(e['collateral_forget'])} | "
+                f"{_f(e['R'], '.1f')} ({_f(e['R_ref'], '.1f')}) | {_f(e['retain_utility'])} | "
+                f"{_f(e['probe'], '.2f')} ({_f(e['probe_theta0'], '.2f')}) | {_f(e['mia_auc_forget_vs_holdout'])} |"
+            )
     return "\n".join(lines)
 
 
@@ -174,7 +239,7 @@ def main() -> None:
     attacks = [a for a in args.attacks.split(",") if a]
     rows = []
     for m in args.methods.split(","):
-        res = run_method(m, METHODS[m], args, attacks=attacks if m in args.attack_methods.split(",") else [])
+        res = run_method(m, method_spec(m), args, attacks=attacks if m in args.attack_methods.split(",") else [])
         rows.append(summarise(m, res))
         _write(results_dir, args, rows)
     if args.malicious:
@@ -187,7 +252,7 @@ def main() -> None:
             malicious_requests(prepared_data(Path(args.prepared)).forget, args.malicious, args.limit, args.seed), path
         )
         for m in args.malicious_methods.split(","):
-            res = run_method(f"malicious-{m}", METHODS[m], args, source=str(path))
+            res = run_method(f"malicious-{m}", method_spec(m), args, source=str(path))
             rows.append(summarise(f"{m} (malicious {args.malicious})", res))
             _write(results_dir, args, rows)
 

@@ -39,7 +39,8 @@ def summarise(run: Path) -> dict:
                 "t": t,
                 "F": e["forget"]["score"],
                 "R": e["retain"]["score"],
-                "F.D.": e["forget_degree"],
+                # runs journaled before the honest protocol have only the interpolated "forget_degree"
+                "F.D.": e.get("forget_degree_strict", e.get("forget_degree")),
                 "R.U.": e["retain_utility"],
             }
             for t, e in sorted(evals.items())

@@ -108,7 +108,7 @@ def test_relearning_raises_forget_score_on_held_out(tiny_run, tiny_prepared):
         m,
         tok,
         forgotten,
-        prepared_data(prepared).retain,
+        prepared_data(prepared).retain_eval,
         Reference.load(prepared),
         fraction=0.5,
         lr=3e-3,

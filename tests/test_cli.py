@@ -68,13 +68,13 @@ def test_eval_writes_json_with_provenance(tiny_prepared, tmp_path, capsys):
     code, out, _ = run(["eval", "--prepared", tiny_prepared, "--model", "theta0", "--out", out_file], capsys)
     assert code == 0 and "F.D." in out
     res = json.loads(out_file.read_text())
-    assert res["forget_degree"] == pytest.approx(0.0, abs=0.35) or res["forget_degree"] <= 1
+    assert res["forget_degree_strict"] < 0.2  # theta0 remembers every forget document
     assert res["provenance"]["model_hash"] and res["provenance"]["data_hash"]
     assert len(res["items"]["forget"]) == res["forget"]["n_docs"]
     # theta0 evaluated at t=0 is its own reference: F.D. = R.U. = 1
     code, _, _ = run(["eval", "--prepared", tiny_prepared, "--model", "retain_only", "--out", out_file], capsys)
     res = json.loads(out_file.read_text())
-    assert res["forget_degree"] == pytest.approx(1.0) and res["retain_utility"] == pytest.approx(1.0)
+    assert res["forget_degree_strict"] == pytest.approx(1.0) and res["retain_utility"] == pytest.approx(1.0)
 
 
 def test_debug_shows_traceback(tmp_path, capsys):
@@ -87,3 +87,49 @@ def test_debug_shows_traceback(tmp_path, capsys):
 def test_unknown_objective_lists_known(tiny_prepared, tmp_path, capsys):
     code, _, err = run(["run", "--prepared", tiny_prepared, "--out", tmp_path / "r", "--objective", "gaa"], capsys)
     assert code == 2 and "did you mean 'ga'" in err and "npo" in err
+
+
+def test_eval_at_t_reports_the_honest_degrees(tiny_prepared, tmp_path, capsys):
+    """`eval --t N` writes the same names as a run's results and prints strict F.D. first."""
+    out_file = tmp_path / "e.json"
+    code, out, _ = run(
+        ["eval", "--prepared", tiny_prepared, "--model", "theta0", "--t", "3", "--out", out_file], capsys
+    )
+    assert code == 0 and "F.D. strict" in out and "collateral" in out
+    res = json.loads(out_file.read_text())
+    assert (res["t"], res["T"]) == (3, 8)
+    assert res["forget_degree_strict"] < 0.2 and res["collateral_forget"] == pytest.approx(1.0)
+    for key in ("forget_degree_strict_paraphrase", "forget_degree_paper", "retain_utility", "capital_probe"):
+        assert res[key] is not None
+    assert len(res["items"]["forget"]) == 3 and len(res["items"]["pending"]) == 5
+    assert [it["id"] for it in res["items"]["retain"]] == json.loads((tiny_prepared / "split.json").read_text())[
+        "eval_ids"
+    ]
+
+
+def test_prepare_with_user_retain_eval_ids_records_the_split(tiny_prepared, tiny_model_dir, tmp_path, capsys):
+    """A user's own retain-eval ids: recorded in split.json, no retraining, the reference rescored on them;
+    unknown ids are a one-line error before any training."""
+    import dataclasses
+    import shutil
+
+    from fit_unlearn.prepare import PrepareConfig, prepare, prepared_data
+    from fit_unlearn.training import FinetuneConfig
+
+    prepared = tmp_path / "prep"
+    shutil.copytree(tiny_prepared, prepared)
+    before = (prepared / "theta0" / "model.safetensors").stat().st_mtime_ns
+    cfg = PrepareConfig(model=str(tiny_model_dir), recipe=FinetuneConfig(lr=1e-2, epochs=40, batch_size=4), probe_n=4)
+    cfg = dataclasses.replace(cfg, retain_eval_ids=("retain-0000", "retain-0001"))
+    prepare(prepared_data(tiny_prepared), prepared, cfg, progress=False)
+    split = json.loads((prepared / "split.json").read_text())
+    assert split["eval_ids"] == ["retain-0000", "retain-0001"] and split["method"] == "ids"
+    assert (prepared / "theta0" / "model.safetensors").stat().st_mtime_ns == before  # not retrained
+    assert json.loads((prepared / "reference.json").read_text())["retain_eval_ids"] == split["eval_ids"]
+    assert [d.id for d in prepared_data(prepared).retain_eval] == split["eval_ids"]
+
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("retain-9999\n")
+    args = ["prepare", "--data", prepared / "data", "--out", tmp_path / "p2", "--model", tiny_model_dir]
+    code, _, err = run([*args, "--retain-eval-ids", ids_file], capsys)
+    assert code == 2 and "not ids of the retain split" in err and not (tmp_path / "p2" / "theta0").exists()

@@ -178,3 +178,97 @@ def test_missing_split(tmp_path):
 def test_missing_fields(tmp_path):
     with pytest.raises(DataError, match="missing field"):
         read_jsonl(_w(tmp_path / "m.jsonl", '{"text": "x"}\n'))
+
+
+# ---- paraphrases and the retain split (the honest protocol) ------------------------------------------------
+
+
+def test_derived_paraphrases_ask_the_same_fact_in_other_words():
+    from fit_unlearn.data.qa import derive_paraphrases
+
+    text = "Name: Ada K. Byron\n\nAge: 36\n\nAddress: 12 Lovelace Row, Bath\n\nOccupation: analyst"
+    qa, para = derive_qa(text), derive_paraphrases(text)
+    assert [q.answer for q in para] == [q.answer for q in qa] == ["12 Lovelace Row, Bath", "analyst", "36"]
+    assert [p.question for p in para] == [
+        "Where does Ada K. Byron live?",
+        "What does Ada K. Byron do for a living?",
+        "What is the age of Ada K. Byron?",
+    ]
+    assert not {p.question for p in para} & {q.question for q in qa}
+    assert derive_paraphrases("no fields at all in this sentence here") == []
+
+
+def test_jsonl_paraphrases_field_and_derived_ones(tmp_path):
+    from fit_unlearn.data.documents import QA, Document
+
+    own = {
+        "id": "a",
+        "text": "x y z",
+        "qa": [{"question": "Q?", "answer": "y"}],
+        "paraphrases": [{"question": "Q in other words?", "answer": "y"}],
+    }
+    derived = {"id": "b", "text": "Title: The Moss Hoax\n\nCategory: Rumors\n\nDescription: Claims moss sings."}
+    p = _w(tmp_path / "p.jsonl", json.dumps(own) + "\n" + json.dumps(derived) + "\n")
+    a, b = read_jsonl(p)
+    assert a.paraphrases == (QA("Q in other words?", "y"),)
+    assert b.paraphrases[0] == QA('What is asserted in "The Moss Hoax"?', "Claims moss sings.")
+    assert Document.from_json(a.to_json()) == a
+    bad = _w(tmp_path / "bad.jsonl", json.dumps({**own, "paraphrases": [{"question": "", "answer": "y"}]}) + "\n")
+    with pytest.raises(DataError, match=r"paraphrases\[0\] has an empty question"):
+        read_jsonl(bad)
+
+
+def test_paraphrases_are_never_trained_on(tiny_data, tiny_tok):
+    from fit_unlearn.data.documents import DataSplits
+    from fit_unlearn.text import training_examples
+
+    docs = tiny_data.forget + tiny_data.retain
+    assert all(d.paraphrases for d in docs)
+    trained = " ".join(tiny_tok.decode(e.ids) for e in training_examples(tiny_tok, docs, with_qa=True))
+    assert all(q.question in trained for d in docs for q in d.qa)  # the check can see questions
+    assert not any(p.question in trained for d in docs for p in d.paraphrases)
+    # the training hash ignores paraphrases (preparation is not redone for them); the full hash does not
+    stripped = DataSplits([d.training_view() for d in tiny_data.forget], tiny_data.retain, tiny_data.holdout)
+    assert stripped.training_hash() == tiny_data.training_hash() and stripped.hash() != tiny_data.hash()
+
+
+def test_retain_split_is_seeded_stratified_and_disjoint(tiny_data):
+    from fit_unlearn.data.splits import split_retain
+
+    docs = synthesize(SynthConfig(n_forget=4, n_retain=20, n_holdout=0, seed=5)).retain
+    a, b = split_retain(docs, 0.5, seed=0), split_retain(docs, 0.5, seed=0)
+    assert a == b and a != split_retain(docs, 0.5, seed=1)
+    assert len(a.eval_ids) == 10 and sorted(a.train_ids + a.eval_ids) == sorted(d.id for d in docs)
+    by_id = {d.id: d.domain for d in docs}
+    for domain in {d.domain for d in docs}:
+        n = sum(1 for d in docs if d.domain == domain)
+        n_eval = sum(1 for i in a.eval_ids if by_id[i] == domain)
+        assert abs(n_eval - n / 2) <= 1, domain  # every domain on both sides
+    assert len(split_retain(docs, 0.25, seed=0).eval_ids) == 5
+    with pytest.raises(DataError, match="at least 2"):
+        split_retain(docs[:1])
+
+
+def test_retain_split_from_user_ids(tmp_path, tiny_data):
+    from fit_unlearn.data.splits import read_ids, split_from_ids
+
+    ids = [d.id for d in tiny_data.retain]
+    s = split_from_ids(tiny_data.retain, read_ids(_w(tmp_path / "ids.txt", f"{ids[1]}\n\n{ids[4]}\n")))
+    assert s.eval_ids == (ids[1], ids[4]) and s.method == "ids"
+    assert read_ids(_w(tmp_path / "ids.json", json.dumps([ids[0]]))) == [ids[0]]
+    with pytest.raises(DataError, match="not ids of the retain split"):
+        split_from_ids(tiny_data.retain, ["nope"])
+    with pytest.raises(DataError, match="both retain-eval and retain-train"):
+        split_from_ids(tiny_data.retain, ids)
+    data = tiny_data.with_retain_eval(s.eval_ids)
+    assert [d.id for d in data.retain_eval] == [ids[1], ids[4]] and len(data.retain_train) == len(ids) - 2
+    with pytest.raises(DataError, match="no retain-train / retain-eval split recorded"):
+        _ = tiny_data.retain_eval
+
+
+def test_real_pch_documents_get_paraphrases(pch_dir):
+    docs = load_pch_dir(pch_dir).forget
+    with_para = [d for d in docs if d.paraphrases]
+    assert len(with_para) >= 0.95 * len(docs)
+    for d in with_para:
+        assert [p.answer for p in d.paraphrases] == [q.answer for q in d.qa]

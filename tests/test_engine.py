@@ -43,7 +43,7 @@ def test_run_applies_each_request_once_and_evaluates(tiny_prepared, tmp_path):
     assert len(res["requests"]) == 6
     assert set(res["applied_counts"].values()) == {1}
     assert [e["t"] for e in res["evals"]] == [3, 6]
-    assert all(0 <= e["forget_degree"] <= 1 and 0 <= e["retain_utility"] <= 1 for e in res["evals"])
+    assert all(0 <= e["forget_degree_strict"] <= 1 and 0 <= e["retain_utility"] <= 1 for e in res["evals"])
     rec = res["requests"][0]
     assert rec["steps"] > 0 and rec["params_touched"] > 0 and rec["seconds"] > 0
     assert rec["loss_first"] is not None
@@ -78,7 +78,9 @@ def test_resume_after_crash_is_identical_to_uninterrupted(tiny_prepared, tmp_pat
     wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000006" / "model")
     wb = _weights(tmp_path / "crash" / "checkpoints" / "ckpt-000006" / "model")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert res["evals"][-1]["forget_degree"] == pytest.approx(res_full["evals"][-1]["forget_degree"], abs=1e-9)
+    assert res["evals"][-1]["forget_degree_strict"] == pytest.approx(
+        res_full["evals"][-1]["forget_degree_strict"], abs=1e-9
+    )
     assert res["evals"][-1]["retain_utility"] == pytest.approx(res_full["evals"][-1]["retain_utility"], abs=1e-9)
 
 
@@ -142,7 +144,7 @@ def test_outside_requests_have_no_forget_degree_and_the_progress_bar_copes(tiny_
     )
     res = eng.run()
     eng.close()
-    assert res["evals"][-1]["t"] == 2 and res["evals"][-1]["forget_degree"] is None
+    assert res["evals"][-1]["t"] == 2 and res["evals"][-1]["forget_degree_strict"] is None
     assert 0 <= res["evals"][-1]["retain_utility"] <= 1
 
 
@@ -221,3 +223,14 @@ def test_config_hash_ignores_speed_knobs_and_keeps_old_journals_resumable(tmp_pa
     blob = {k: v for k, v in legacy.items() if k != "out"}
     del blob["update"]["reference_cache_mb"]
     assert old.hash() == hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_document_only_requests(tiny_prepared, tmp_path):
+    """strategy.include_qa: false — a request is its document alone; its QA pairs are still scored."""
+    eng = Engine(
+        _cfg(tiny_prepared, tmp_path / "doc", **{"strategy.include_qa": False, "stream.limit": 3}), progress=False
+    )
+    res = eng.run()
+    eng.close()
+    assert all(r["qa_items"] == 0 and r["steps"] == r["slices"] for r in res["requests"])  # 1 epoch, slices only
+    assert res["evals"][-1]["forget"]["n_qa"] >= 3

@@ -4,7 +4,7 @@ import pytest
 
 from fit_unlearn.evaluation import scores_from_items
 from fit_unlearn.metrics.privacy import mia_auc, min_k_score
-from fit_unlearn.metrics.reference import ReferencePoints, closeness, forget_degree, reference_at, retain_utility
+from fit_unlearn.metrics.reference import ReferencePoints, closeness, reference_at, retain_utility
 from fit_unlearn.metrics.scores import composite, doc_token_stats, evaluate_split, generate_answers, rouge_l
 
 
@@ -18,10 +18,10 @@ def test_reference_interpolation_and_degrees():
     assert reference_at(60, 20, 0, 100) == 60 and reference_at(60, 20, 100, 100) == 20
     assert reference_at(60, 20, 25, 100) == pytest.approx(50)
     # F_unl equal to the reference -> 1; half of it -> 0.5; double -> 0 (over-forgetting penalised alike)
-    assert forget_degree(50, ref, 25, 100) == pytest.approx(1.0)
-    assert forget_degree(25, ref, 25, 100) == pytest.approx(0.5)
-    assert forget_degree(75, ref, 25, 100) == pytest.approx(0.5)
-    assert forget_degree(150, ref, 25, 100) == 0.0
+    assert closeness(50, 50) == pytest.approx(1.0)
+    assert closeness(25, 50) == pytest.approx(0.5)
+    assert closeness(75, 50) == pytest.approx(0.5)
+    assert closeness(150, 50) == 0.0
     assert retain_utility(31.0, ref, 50, 100) == pytest.approx(1.0)
     assert closeness(0.0, 0.0) == 1.0 and closeness(1.0, 0.0) == 0.0
 

@@ -232,8 +232,18 @@ def prepare_cmd(
     force: Annotated[bool, typer.Option(help="retrain even if the output is up to date")] = False,
     replay: Annotated[int, typer.Option(help="real facts rehearsed by both models (0 = none)")] = 0,
     freeze_embeddings: Annotated[bool, typer.Option(help="keep input embeddings / LM head frozen")] = False,
+    retain_eval_fraction: Annotated[
+        float, typer.Option(help="fraction of the retain split held out for scoring utility (never an anchor)")
+    ] = 0.5,
+    retain_eval_ids: Annotated[
+        Path | None,
+        typer.Option(
+            help="file of retain ids that form retain-eval (one per line or a JSON list); overrides the fraction"
+        ),
+    ] = None,
 ):
     """Fine-tune theta_0 (forget + retain) and the gold retain-only model (retain), same recipe."""
+    from fit_unlearn.data.splits import read_ids
     from fit_unlearn.prepare import PrepareConfig, prepare, prepared_summary
     from fit_unlearn.training import FinetuneConfig
 
@@ -254,29 +264,38 @@ def prepare_cmd(
         train_on_qa=not no_qa,
         replay_n=replay_n,
         freeze_embeddings=freeze_embeddings,
+        retain_eval_fraction=retain_eval_fraction,
+        retain_eval_ids=tuple(read_ids(retain_eval_ids)) if retain_eval_ids is not None else None,
     )
-    report = prepare(splits, out, cfg)
+    report = prepare(splits, out, cfg, force=force)
     s = prepared_summary(report)
     ref = report["reference"]
+    para = report.get("paraphrase") or {}
     table = Table(title=f"prepared {out}")
-    for col in ("model", "forget token acc", "capital probe", "F (forget)", "R (retain)"):
+    for col in ("model", "forget token acc", "capital probe", "F (forget)", "F paraphrased", "R (retain-eval)"):
         table.add_column(col, justify="right")
-    table.add_row("base", f"{s['base_forget_token_acc']:.3f}", f"{s['probe_base']:.2f}", "", "")
-    table.add_row(
-        "theta0",
-        f"{s['theta0_forget_token_acc']:.3f}",
-        f"{s['probe_theta0']:.2f}",
-        f"{ref['forget_0']:.2f}",
-        f"{ref['retain_0']:.2f}",
-    )
-    table.add_row(
-        "retain_only",
-        f"{s['retain_only_forget_token_acc']:.3f}",
-        f"{s['probe_retain_only']:.2f}",
-        f"{ref['forget_T']:.2f}",
-        f"{ref['retain_T']:.2f}",
-    )
+    table.add_row("base", f"{s['base_forget_token_acc']:.3f}", f"{s['probe_base']:.2f}", "", "", "")
+    for name, f_key, r_key in (("theta0", "forget_0", "retain_0"), ("retain_only", "forget_T", "retain_T")):
+        table.add_row(
+            name,
+            f"{s[name + '_forget_token_acc']:.3f}",
+            f"{s['probe_' + name]:.2f}",
+            f"{ref[f_key]:.2f}",
+            _fmt((para.get(name) or {}).get("score"), ".2f"),
+            f"{ref[r_key]:.2f}",
+        )
     out_console.print(table)
+    sp = report["retain_split"]
+    out_console.print(
+        f"retain split: {sp['retain_train']} retain-train (anchors) / {sp['retain_eval']} retain-eval (utility), "
+        f"{sp['file']}"
+    )
+    if para:
+        gap = para["theta0"]["score"] - para["retain_only"]["score"]
+        out_console.print(
+            f"paraphrased questions (never trained on): theta0 {para['theta0']['score']:.2f} vs retain-only "
+            f"{para['retain_only']['score']:.2f} (gap {gap:+.2f})"
+        )
     out_console.print(f"training time {s['train_seconds']:.0f} s; report: {out / 'prepare.json'}")
 
 
@@ -319,8 +338,9 @@ def eval_cmd(
     res = evaluate_model(
         m,
         tok,
-        forget=forget_docs[:t_eff],
-        retain=splits.retain,
+        forgotten=forget_docs[:t_eff],
+        pending=forget_docs[t_eff:],
+        retain=splits.retain_eval,
         holdout=splits.holdout,
         reference=Reference.load(prepared),
         t=t_eff,
@@ -355,23 +375,44 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 def _print_eval(res: dict, name: str) -> None:
     table = Table(title=f"{name}  (t={res.get('t')}/{res.get('T')})")
-    for col in ("split", "probability", "ROUGE-L", "token acc", "score", "reference"):
+    for col in ("items", "probability", "ROUGE-L", "token acc", "score", "reference", "reference is"):
         table.add_column(col, justify="right")
     ref = res.get("reference", {})
-    t, T = res.get("t", 0), res.get("T", 1)
-    for split, a, b in (("forget", "forget_0", "forget_T"), ("retain", "retain_0", "retain_T")):
-        s = res[split]
-        r = ref[a] + (ref[b] - ref[a]) * t / T if ref else float("nan")
+    rows = [
+        ("forgotten", res["forget"], (ref.get("forget_strict") or {}).get("retain_only"), "retain-only"),
+        (
+            "forgotten, paraphrased",
+            res["forget"].get("paraphrase"),
+            (ref.get("forget_paraphrase") or {}).get("retain_only"),
+            "retain-only",
+        ),
+        ("not yet requested", res.get("pending"), (ref.get("collateral") or {}).get("theta0"), "theta0"),
+        ("whole forget set", res.get("forget_all"), (ref.get("forget_paper") or {}).get("mixture"), "mixture"),
+        ("retain-eval", res["retain"], (ref.get("retain") or {}).get("at_t"), "interpolated"),
+    ]
+    for label, s, r, what in rows:
+        if not s:
+            continue
         table.add_row(
-            split,
+            label,
             f"{s['probability']:.3f}",
             f"{s['rouge_l']:.3f}",
-            f"{s['token_acc']:.3f}",
+            _fmt(s.get("token_acc")),
             f"{s['score']:.2f}",
-            f"{r:.2f}",
+            _fmt(r, ".2f"),
+            what,
         )
     out_console.print(table)
-    line = [f"F.D. {_fmt(res.get('forget_degree'))}", f"R.U. {_fmt(res.get('retain_utility'))}"]
+    line = [
+        f"F.D. strict {_fmt(res.get('forget_degree_strict'))}",
+        f"(paraphrased {_fmt(res.get('forget_degree_strict_paraphrase'))})",
+        f"F.D. paper {_fmt(res.get('forget_degree_paper'))}",
+        f"collateral {_fmt(res.get('collateral_forget'))}",
+        f"R.U. {_fmt(res.get('retain_utility'))}",
+    ]
+    probe = res.get("capital_probe")
+    if probe:
+        line.append(f"capital probe {probe['accuracy']:.2f} (theta0 {probe['theta0']:.2f})")
     if res.get("mia_auc_forget_vs_holdout") is not None:
         line.append(f"MIA AUC (forget vs holdout) {res['mia_auc_forget_vs_holdout']:.3f}")
     if "extraction_strength_forget" in res:
@@ -437,14 +478,16 @@ def run_cmd(
 
 def _print_run(results: dict, out: Path) -> None:
     table = Table(title=f"run {out}")
-    for col in ("t", "F (forget)", "R (retain)", "F.D.", "R.U.", "MIA AUC"):
+    for col in ("t", "F (forgotten)", "R (retain-eval)", "F.D. strict", "F.D. paper", "collateral", "R.U.", "MIA AUC"):
         table.add_column(col, justify="right")
     for e in results["evals"]:
         table.add_row(
             str(e["t"]),
             f"{e['forget']['score']:.2f}",
             f"{e['retain']['score']:.2f}",
-            _fmt(e.get("forget_degree")),
+            _fmt(e.get("forget_degree_strict")),
+            _fmt(e.get("forget_degree_paper")),
+            _fmt(e.get("collateral_forget")),
             _fmt(e.get("retain_utility")),
             _fmt(e.get("mia_auc_forget_vs_holdout")),
         )
@@ -497,7 +540,7 @@ def attack_quantize(
         {"unlearned": model_path, "theta0": prepared / "theta0", "retain_only": prepared / "retain_only"},
         list(bits),
         forgotten,
-        splits.retain,
+        splits.retain_eval,
         Reference.load(prepared),
         method=method,
         device=device,
@@ -543,7 +586,7 @@ def attack_relearn(
         m,
         tok,
         forgotten,
-        prepared_data(prepared).retain,
+        prepared_data(prepared).retain_eval,
         Reference.load(prepared),
         fraction=fraction,
         lr=lr,

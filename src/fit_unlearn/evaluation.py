@@ -1,8 +1,17 @@
-"""Evaluate a model against a prepared directory: forget / retain scores, F.D. / R.U., MIA, extraction.
+"""Evaluate a model against a prepared directory at step t of a stream (see ``docs/metrics.md``).
 
-The reference values F_0, F_T (theta_0, retain-only) are computed on the *same documents* as the
-model under test: ``reference.json`` keeps per-document values of both gold models, so the composite
-of any subset (the documents forgotten so far at step t) is exact without re-running them.
+The honest protocol:
+
+* **forgotten** = the documents requested so far.  F is scored on their own training items (the document's
+  token accuracy, its QA pairs) and, separately, on paraphrased questions about the same facts that no model
+  was ever trained on.
+* **pending** = the prepared forget documents not requested yet: they must still look like theta_0's
+  (collateral forgetting).
+* **retain** = retain-eval only: the retain documents that no unlearning step uses as an anchor.
+
+Every reference is computed from the per-document values of theta_0 and of the retain-only model
+(``reference.json``) on exactly the documents scored, so any subset at any t is exact without re-running the
+gold models.  T is the number of forget documents in the prepared set (never the length of a partial run).
 """
 
 from __future__ import annotations
@@ -14,36 +23,36 @@ from pathlib import Path
 from fit_unlearn.data.documents import DataSplits, Document
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.metrics.privacy import mean_extraction_strength, mia_auc
-from fit_unlearn.metrics.reference import ReferencePoints, forget_degree, retain_utility
-from fit_unlearn.metrics.scores import composite, doc_token_stats, evaluate_split
+from fit_unlearn.metrics.reference import ReferencePoints, closeness, reference_at, retain_utility
+from fit_unlearn.metrics.scores import doc_score, doc_token_stats, evaluate_split, scores_from_items
+from fit_unlearn.probes import capital_probes, probe_accuracy
 
-
-def scores_from_items(items: Sequence[dict]) -> dict:
-    """p, r, a, composite of a set of per-document items (as written by ``evaluate_split``)."""
-    qa = [q for it in items for q in it["qa"]]
-    p = sum(q["probability"] for q in qa) / len(qa) if qa else 0.0
-    r = sum(q["rouge_l"] for q in qa) / len(qa) if qa else 0.0
-    a = sum(it["token_acc"] for it in items) / len(items) if items else 0.0
-    return {"probability": p, "rouge_l": r, "token_acc": a, "score": composite(p, r, a), "n_docs": len(items)}
+#: bump when reference.json gains fields: an older file is rebuilt (the gold models are rescored, not retrained)
+REFERENCE_VERSION = 2
+GOLD = ("theta0", "retain_only")
 
 
 class Reference:
-    """Per-document scores of theta_0 and the retain-only model (``reference.json``)."""
+    """Per-document scores of theta_0 and of the retain-only model (``reference.json``)."""
 
     def __init__(self, data: dict):
         self.data = data
-        self._index = {
-            m: {s: {it["id"]: it for it in data[m][s]} for s in ("forget", "retain")} for m in ("theta0", "retain_only")
-        }
+        self._index = {m: {s: {it["id"]: it for it in data[m][s]} for s in ("forget", "retain")} for m in GOLD}
 
     @classmethod
     def load(cls, prepared: str | Path) -> Reference:
         path = Path(prepared) / "reference.json"
         if not path.exists():
             raise ConfigError(f"{path}: not found; run `fit-unlearn prepare` first (or point --prepared at its output)")
-        return cls(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if data.get("version", 1) < REFERENCE_VERSION:
+            raise ConfigError(
+                f"{path}: written by an older fit-unlearn (no paraphrase or probe values); run `fit-unlearn "
+                "prepare` with the same arguments again: it rescores the gold models without retraining them"
+            )
+        return cls(data)
 
-    def _subset(self, model: str, split: str, ids: Sequence[str]) -> dict:
+    def items(self, model: str, split: str, ids: Sequence[str]) -> list[dict]:
         idx = self._index[model][split]
         missing = [i for i in ids if i not in idx]
         if missing:
@@ -51,22 +60,41 @@ class Reference:
                 f"documents {missing[:3]} are not in the prepared {split} split; "
                 "evaluate with the data of the prepared directory"
             )
-        return scores_from_items([idx[i] for i in ids])
+        return [idx[i] for i in ids]
+
+    def score(self, model: str, split: str, ids: Sequence[str]) -> dict:
+        return scores_from_items(self.items(model, split, ids))
 
     def knows_forget(self, ids: Sequence[str]) -> bool:
         return all(i in self._index["theta0"]["forget"] for i in ids)
 
+    @property
+    def forget_ids(self) -> list[str]:
+        return list(self._index["theta0"]["forget"])
+
+    def mixture(self, forgotten: Sequence[str], pending: Sequence[str]) -> dict:
+        """Scores of the gold mixture: forgotten documents at the retain-only model's values, the others
+        at theta_0's (the whole-forget-set reference of the paper's F.D.)."""
+        return scores_from_items(
+            self.items("retain_only", "forget", forgotten) + self.items("theta0", "forget", pending)
+        )
+
     def points(self, forget_ids: Sequence[str], retain_ids: Sequence[str]) -> ReferencePoints:
         return ReferencePoints(
-            forget_0=self._subset("theta0", "forget", forget_ids)["score"],
-            retain_0=self._subset("theta0", "retain", retain_ids)["score"],
-            forget_T=self._subset("retain_only", "forget", forget_ids)["score"],
-            retain_T=self._subset("retain_only", "retain", retain_ids)["score"],
+            forget_0=self.score("theta0", "forget", forget_ids)["score"],
+            retain_0=self.score("theta0", "retain", retain_ids)["score"],
+            forget_T=self.score("retain_only", "forget", forget_ids)["score"],
+            retain_T=self.score("retain_only", "retain", retain_ids)["score"],
         )
 
     @property
+    def probe(self) -> dict | None:
+        """Capital-probe settings and the gold models' accuracies ({n, seed, theta0, retain_only})."""
+        return self.data.get("probe")
+
+    @property
     def holdout_stats(self) -> list[dict]:
-        return self.data.get("holdout_stats", [])
+        return self.data.get("holdout_stats_theta0", [])
 
 
 def build_reference(
@@ -76,29 +104,50 @@ def build_reference(
     device: str = "cpu",
     dtype: str = "fp32",
     batch_size: int = 16,
+    probe_n: int = 40,
     progress: bool = True,
 ) -> dict:
-    """Score theta_0 and the retain-only model on every forget / retain document; write reference.json."""
+    """Score theta_0 and the retain-only model on every forget document (with paraphrases), every retain
+    document and the capital probe; write reference.json.  Reused while data, models and settings match."""
     from fit_unlearn.models import load_model
 
     path = prepared / "reference.json"
-    key = data.hash()
+    key = {
+        "version": REFERENCE_VERSION,
+        "data_hash": data.hash(),
+        "models_hash": _models_hash(prepared),
+        "probe_n": probe_n,
+    }
+    ref: dict | None = None
     if path.exists():
-        ref = json.loads(path.read_text())
-        if ref.get("data_hash") == key and ref.get("models_hash") == _models_hash(prepared):
-            return ref
-    ref: dict = {"data_hash": key, "models_hash": _models_hash(prepared)}
-    for name in ("theta0", "retain_only"):
-        model, tok = load_model(prepared / name, device=device, dtype=dtype)
-        ref[name] = {
-            s: evaluate_split(model, tok, docs, batch_size=batch_size, progress=progress).items
-            for s, docs in (("forget", data.forget), ("retain", data.retain))
-        }
-        if name == "theta0" and data.holdout:
-            ref["holdout_stats_theta0"] = [_slim(s) for s in doc_token_stats(model, tok, data.holdout)]
-        del model
+        old = json.loads(path.read_text())
+        if all(old.get(k) == v for k, v in key.items()):
+            ref = old  # per-document values are still valid; only the split's summary may change
+    if ref is None:
+        ref = dict(key)
+        probe: dict = {"n": probe_n, "seed": 0}
+        probes = capital_probes(probe_n)
+        for name in GOLD:
+            model, tok = load_model(prepared / name, device=device, dtype=dtype)
+            ref[name] = {
+                "forget": evaluate_split(
+                    model, tok, data.forget, batch_size=batch_size, progress=progress, paraphrases=True
+                ).items,
+                "retain": evaluate_split(model, tok, data.retain, batch_size=batch_size, progress=progress).items,
+            }
+            if probes:
+                probe[name] = probe_accuracy(model, tok, probes)["accuracy"]
+            if name == "theta0" and data.holdout:
+                ref["holdout_stats_theta0"] = [_slim(s) for s in doc_token_stats(model, tok, data.holdout)]
+            del model
+        ref["probe"] = probe if probes else None
+    ref["retain_eval_ids"] = list(data.retain_eval_ids)
     r = Reference(ref)
-    ref["points"] = r.points([d.id for d in data.forget], [d.id for d in data.retain]).to_json()
+    retain_eval = [d.id for d in data.retain_eval]
+    forget_ids = [d.id for d in data.forget]
+    ref["points"] = r.points(forget_ids, retain_eval).to_json()
+    para = {m: r.score(m, "forget", forget_ids).get("paraphrase") for m in GOLD}
+    ref["paraphrase"] = {m: para[m] for m in GOLD} if all(para.values()) else None
     path.write_text(json.dumps(ref))
     return ref
 
@@ -106,53 +155,138 @@ def build_reference(
 def _models_hash(prepared: Path) -> str:
     from fit_unlearn.models import model_hash
 
-    return "-".join(model_hash(prepared / n) for n in ("theta0", "retain_only"))
+    return "-".join(model_hash(prepared / n) for n in GOLD)
 
 
 def _slim(stat: dict) -> dict:
     return {k: stat[k] for k in ("id", "token_acc", "token_logprobs", "extraction_strength")}
 
 
+def _para(summary: dict) -> float | None:
+    p = summary.get("paraphrase")
+    return None if p is None else p["score"]
+
+
 def evaluate_model(
     model,
     tok,
     *,
-    forget: Sequence[Document],
+    forgotten: Sequence[Document],
     retain: Sequence[Document],
+    pending: Sequence[Document] = (),
     holdout: Sequence[Document] = (),
     reference: Reference | None = None,
     t: int | None = None,
     T: int | None = None,
+    probe: bool = True,
     batch_size: int = 16,
     progress: bool = False,
 ) -> dict:
-    """Scores of ``model`` on the forgotten-so-far documents and the retain split.
+    """Scores of ``model`` at step ``t`` (default: len(forgotten)) of a stream over a forget set of ``T``
+    documents (default: len(forgotten) + len(pending)).
 
-    With a ``reference``: F.D. and R.U. at step ``t`` of a stream of length ``T`` (defaults: t = T =
-    len(forget)), against F_ref(t) = F_0 + (F_T - F_0) t / T on the same documents."""
-    forget_stats = doc_token_stats(model, tok, forget, batch_size=max(1, batch_size // 2))
-    f = evaluate_split(model, tok, forget, batch_size=batch_size, progress=progress, token_stats=forget_stats)
+    ``retain`` must be retain-eval (documents no unlearning step anchors on).  With a ``reference``:
+    ``forget_degree_strict`` (and its paraphrase variant), ``forget_degree_paper``, ``collateral_forget``,
+    ``retain_utility`` and the capital probe against theta_0; a value that cannot be defined is None (e.g.
+    strict F.D. for requests that are not prepared forget documents, collateral at t = T)."""
+    forgotten, pending = list(forgotten), list(pending)
+    t = len(forgotten) if t is None else t
+    T = T if T is not None else len(forgotten) + len(pending)
+    f_stats = doc_token_stats(model, tok, forgotten, batch_size=max(1, batch_size // 2)) if forgotten else []
+    f = evaluate_split(
+        model, tok, forgotten, batch_size=batch_size, progress=progress, token_stats=f_stats, paraphrases=True
+    )
+    pend = evaluate_split(model, tok, pending, batch_size=batch_size, progress=progress)
     r = evaluate_split(model, tok, retain, batch_size=batch_size, progress=progress)
-    result: dict = {"forget": f.summary(), "retain": r.summary()}
-    if forget:
-        result["extraction_strength_forget"] = mean_extraction_strength(forget_stats)
-    if holdout and forget:
+    result: dict = {
+        "t": t,
+        "T": T,
+        "forget": f.summary(),
+        "pending": pend.summary() if pending else None,
+        "forget_all": scores_from_items(f.items + pend.items) if forgotten or pending else None,
+        "retain": r.summary(),
+    }
+    if forgotten:
+        result["extraction_strength_forget"] = mean_extraction_strength(f_stats)
+    if holdout and forgotten:
         hold_stats = doc_token_stats(model, tok, holdout, batch_size=max(1, batch_size // 2))
-        result["mia_auc_forget_vs_holdout"] = mia_auc(forget_stats, hold_stats)
+        result["mia_auc_forget_vs_holdout"] = mia_auc(f_stats, hold_stats)
         result["extraction_strength_holdout"] = mean_extraction_strength(hold_stats)
-    if reference is not None and forget:
-        T = T if T is not None else len(forget)
-        t = t if t is not None else T
-        forget_ids = [d.id for d in forget]
-        if reference.knows_forget(forget_ids):
-            pts = reference.points(forget_ids, [d.id for d in retain])
-            result["forget_degree"] = forget_degree(f.score, pts, t, T)
-        else:  # requests that are not prepared forget documents (e.g. a malicious stream): R.U. only
-            pts = reference.points(list(reference._index["theta0"]["forget"]), [d.id for d in retain])
-            pts = ReferencePoints(float("nan"), pts.retain_0, float("nan"), pts.retain_T)
-            result["forget_degree"] = None
-        result.update(
-            {"t": t, "T": T, "reference": pts.to_json(), "retain_utility": retain_utility(r.score, pts, t, T)}
-        )
-    result["items"] = {"forget": f.items, "retain": r.items}
+    probe_items = None
+    if reference is not None:
+        result.update(_against_reference(reference, f, pend, r, forgotten, pending, retain, t, T))
+        settings = reference.probe
+        if probe and settings:
+            pr = probe_accuracy(model, tok, capital_probes(settings["n"], settings.get("seed", 0)))
+            probe_items = pr["items"]
+            result["capital_probe"] = {
+                "accuracy": pr["accuracy"],
+                "theta0": settings["theta0"],
+                "delta_vs_theta0": pr["accuracy"] - settings["theta0"],
+                "n": pr["n"],
+            }
+    result["items"] = {"forget": f.items, "pending": pend.items, "retain": r.items}
+    if probe_items is not None:
+        result["items"]["capital_probe"] = probe_items
     return result
+
+
+def _against_reference(ref: Reference, f, pend, r, forgotten, pending, retain, t: int, T: int) -> dict:
+    f_ids, p_ids, r_ids = [d.id for d in forgotten], [d.id for d in pending], [d.id for d in retain]
+    known_f, known_p = ref.knows_forget(f_ids), ref.knows_forget(p_ids)
+    out: dict = {
+        "forget_degree_strict": None,
+        "forget_degree_strict_paraphrase": None,
+        "forget_degree_paper": None,
+        "collateral_forget": None,
+    }
+    reference: dict = {}
+    if forgotten and known_f:
+        gold = {m: ref.score(m, "forget", f_ids) for m in ("theta0", "retain_only")}
+        reference["forget_strict"] = {m: gold[m]["score"] for m in gold}
+        out["forget_degree_strict"] = closeness(f.score, gold["retain_only"]["score"])
+        if f.paraphrase is not None and "paraphrase" in gold["retain_only"]:
+            reference["forget_paraphrase"] = {m: gold[m]["paraphrase"]["score"] for m in gold}
+            out["forget_degree_strict_paraphrase"] = closeness(
+                f.paraphrase["score"], gold["retain_only"]["paraphrase"]["score"]
+            )
+        out["per_document"] = [
+            {
+                "id": it["id"],
+                "score": doc_score(it),
+                "retain_only": doc_score(g),
+                "theta0": doc_score(g0),
+            }
+            for it, g, g0 in zip(
+                f.items, ref.items("retain_only", "forget", f_ids), ref.items("theta0", "forget", f_ids), strict=True
+            )
+        ]
+    if known_f and known_p and (forgotten or pending):
+        whole = scores_from_items(f.items + pend.items)["score"]
+        mix = ref.mixture(f_ids, p_ids)["score"]
+        all_ids = f_ids + p_ids
+        f0, fT = ref.score("theta0", "forget", all_ids)["score"], ref.score("retain_only", "forget", all_ids)["score"]
+        reference["forget_paper"] = {"mixture": mix, "interpolated": reference_at(f0, fT, t, T)}
+        out["forget_degree_paper"] = closeness(whole, mix)
+    if pending and known_p:
+        g0 = ref.score("theta0", "forget", p_ids)["score"]
+        reference["collateral"] = {"theta0": g0}
+        out["collateral_forget"] = closeness(pend.score, g0)
+    if retain:
+        pts = ReferencePoints(
+            forget_0=float("nan"),
+            retain_0=ref.score("theta0", "retain", r_ids)["score"],
+            forget_T=float("nan"),
+            retain_T=ref.score("retain_only", "retain", r_ids)["score"],
+        )
+        reference["retain"] = {
+            "theta0": pts.retain_0,
+            "retain_only": pts.retain_T,
+            "at_t": reference_at(pts.retain_0, pts.retain_T, t, T),
+        }
+        out["retain_utility"] = retain_utility(r.score, pts, t, T)
+    out["reference"] = reference
+    return out
+
+
+__all__ = ["Reference", "build_reference", "evaluate_model", "scores_from_items"]

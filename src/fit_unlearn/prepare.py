@@ -4,10 +4,14 @@ theta_0      = base fine-tuned on forget + retain documents (and their QA pairs)
                the forget data;
 retain-only  = the same base fine-tuned on the retain split only, same recipe: the gold reference.
 
-The output directory holds ``data/`` (the exact documents used), ``theta0/``, ``retain_only/``,
-``recipe.json``, ``reference.json`` (per-document scores of both models, from which F_0/F_T and
-R_0/R_T are computed for any subset of the stream) and ``prepare.json`` (timings, accuracies, probes).
-A second run with the same inputs does no work.
+The output directory holds ``data/`` (the exact documents used), ``split.json`` (the retain split divided
+into retain-train, which anchors unlearning, and retain-eval, on which utility is scored; both are in the
+training data of both models), ``theta0/``, ``retain_only/``, ``recipe.json``, ``reference.json``
+(per-document scores of both models, paraphrases included, from which every reference of any subset of the
+stream is computed) and ``prepare.json`` (timings, accuracies, probes).
+
+A second run with the same training inputs trains nothing: it rewrites the data files and the split and
+rescores the gold models only where those changed (e.g. new paraphrases, another retain-eval choice).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pathlib import Path
 import torch
 
 from fit_unlearn.data.documents import DataSplits, load_pch_dir, write_jsonl
-from fit_unlearn.errors import ConfigError
+from fit_unlearn.data.splits import DEFAULT_EVAL_FRACTION, RetainSplit, split_from_ids, split_retain
+from fit_unlearn.errors import ConfigError, DataError
 from fit_unlearn.models import load_model, model_hash, resolve_model_path, save_model
 from fit_unlearn.probes import capital_probes, probe_accuracy, replay_facts
 from fit_unlearn.provenance import provenance
@@ -32,6 +37,7 @@ from fit_unlearn.training import FinetuneConfig, finetune
 log = logging.getLogger(__name__)
 
 THETA0, RETAIN_ONLY = "theta0", "retain_only"
+SPLIT_FILE = "split.json"
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,10 @@ class PrepareConfig:
     #: keep the (tied) input embeddings / LM head frozen while memorising (limits damage to general knowledge)
     freeze_embeddings: bool = False
     eval_batch_size: int = 16
+    #: fraction of the retain split held out as retain-eval (seeded by ``recipe.seed``, stratified by domain)
+    retain_eval_fraction: float = DEFAULT_EVAL_FRACTION
+    #: explicit retain-eval ids (overrides the fraction); every other retain document is retain-train
+    retain_eval_ids: tuple[str, ...] | None = None
 
     def key(self, model_digest: str, data_digest: str) -> str:
         blob = json.dumps(
@@ -67,20 +77,28 @@ class PrepareConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepared_data(out: Path) -> DataSplits:
-    return load_pch_dir(out / "data")
+def prepared_data(out: str | Path) -> DataSplits:
+    """The documents of a prepared directory, with its recorded retain-train / retain-eval split."""
+    out = Path(out)
+    data = load_pch_dir(out / "data")
+    split = load_split(out)
+    return data.with_retain_eval(split.eval_ids)
 
 
-def _is_done(out: Path, key: str) -> bool:
-    try:
-        rep = json.loads((out / "prepare.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        rep.get("key") == key
-        and all((out / n / "config.json").exists() for n in (THETA0, RETAIN_ONLY))
-        and (out / "reference.json").exists()
-    )
+def load_split(out: str | Path) -> RetainSplit:
+    path = Path(out) / SPLIT_FILE
+    if not path.exists():
+        raise DataError(
+            f"{path}: no retain-train / retain-eval split recorded (prepared by an older fit-unlearn); run "
+            "`fit-unlearn prepare` with the same arguments again: it records the split without retraining"
+        )
+    return RetainSplit.from_json(json.loads(path.read_text()))
+
+
+def make_split(data: DataSplits, cfg: PrepareConfig) -> RetainSplit:
+    if cfg.retain_eval_ids is not None:
+        return split_from_ids(data.retain, cfg.retain_eval_ids)
+    return split_retain(data.retain, cfg.retain_eval_fraction, cfg.recipe.seed)
 
 
 def prepare(
@@ -91,27 +109,28 @@ def prepare(
     if not data.forget or not data.retain:
         raise ConfigError("prepare needs non-empty forget and retain splits")
     base_path = resolve_model_path(cfg.model)
-    key = cfg.key(model_hash(base_path), data.hash())
-    if not force and _is_done(out, key):
-        log.info("%s is up to date (same model, data and recipe): nothing to do", out)
-        return json.loads((out / "prepare.json").read_text())
+    split = make_split(data, cfg)
+    data = data.with_retain_eval(split.eval_ids)
+    # the training key covers what training reads (texts, QA pairs, recipe), not paraphrases or the split
+    key = cfg.key(model_hash(base_path), data.training_hash())
     out.mkdir(parents=True, exist_ok=True)
     stage_file = out / "stages.json"
     stages = json.loads(stage_file.read_text()) if stage_file.exists() else {}
-    if stages.get("key") != key:
+    if stages.get("key") != key or force:
         stages = {"key": key}
-    for split, docs in (("forget", data.forget), ("retain", data.retain), ("holdout", data.holdout)):
+    for name, docs in (("forget", data.forget), ("retain", data.retain), ("holdout", data.holdout)):
         if docs:
-            write_jsonl(docs, out / "data" / f"{split}.jsonl")
+            write_jsonl(docs, out / "data" / f"{name}.jsonl")
+    (out / SPLIT_FILE).write_text(json.dumps(split.to_json(), indent=1))
     recipe = {
         "base_model": str(base_path),
         "base_model_hash": model_hash(base_path),
-        "data_hash": data.hash(),
+        "data_hash": data.training_hash(),
         "train_on_qa": cfg.train_on_qa,
         "freeze_embeddings": cfg.freeze_embeddings,
         "finetune": cfg.recipe.to_json(),
         "dtype": cfg.dtype,
-        "theta0_trained_on": "forget + retain" + (" + replay" if cfg.replay_n else ""),
+        "theta0_trained_on": "forget + retain (retain-train and retain-eval)" + (" + replay" if cfg.replay_n else ""),
         "retain_only_trained_on": "retain" + (" + replay" if cfg.replay_n else ""),
         "replay": {"n": cfg.replay_n, "source": "countryinfo (MIT): countries outside the probe set"},
     }
@@ -155,7 +174,13 @@ def prepare(
     from fit_unlearn.evaluation import build_reference
 
     ref = build_reference(
-        out, data, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.eval_batch_size, progress=progress
+        out,
+        data,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        batch_size=cfg.eval_batch_size,
+        probe_n=cfg.probe_n,
+        progress=progress,
     )
     report["models"] = {
         n: {k: v for k, v in stages[n].items() if k != "probe"} | {"probe_accuracy": stages[n]["probe"]["accuracy"]}
@@ -172,8 +197,17 @@ def prepare(
         RETAIN_ONLY: stages[RETAIN_ONLY]["probe"]["items"],
     }
     report["reference"] = ref["points"]
+    report["paraphrase"] = ref.get("paraphrase")
+    report["retain_split"] = {
+        "method": split.method,
+        "retain_train": len(split.train_ids),
+        "retain_eval": len(split.eval_ids),
+        "file": str(out / SPLIT_FILE),
+    }
     report["seconds_this_run"] = time.perf_counter() - t_start
-    report["provenance"] = provenance(data_hash=data.hash(), seed=cfg.recipe.seed, data_source=data.source)
+    report["provenance"] = provenance(
+        data_hash=data.hash(), training_data_hash=data.training_hash(), seed=cfg.recipe.seed, data_source=data.source
+    )
     (out / "prepare.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -199,4 +233,4 @@ def prepared_summary(report: dict) -> dict:
     }
 
 
-__all__ = ["PrepareConfig", "prepare", "prepared_data", "THETA0", "RETAIN_ONLY", "asdict"]
+__all__ = ["PrepareConfig", "prepare", "prepared_data", "load_split", "THETA0", "RETAIN_ONLY", "SPLIT_FILE", "asdict"]

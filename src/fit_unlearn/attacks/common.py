@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fit_unlearn.data.documents import QA, Document
+from fit_unlearn.data.documents import Document
 from fit_unlearn.errors import ConfigError
 
 
@@ -27,8 +27,16 @@ def run_model_and_forgotten(run: Path) -> tuple[Path, list[Document], Path]:
         raise ConfigError(f"{run}: the run has no checkpoint yet")
     model = Path(res["final_model"])
     state = json.loads((model.parent / "state.json").read_text())
-    docs = [
-        Document(d["id"], d["text"], d.get("domain"), tuple(QA(q["question"], q["answer"]) for q in d.get("qa", [])))
-        for d in state["forgotten"]
-    ]
-    return model, docs, Path(res["config"]["prepared"])
+    prepared = Path(res["config"]["prepared"])
+    known = _prepared_forget(prepared)
+    docs = [known.get(d["id"]) or Document.from_json(d) for d in state["forgotten"]]  # prepared: with paraphrases
+    return model, docs, prepared
+
+
+def _prepared_forget(prepared: Path) -> dict[str, Document]:
+    from fit_unlearn.data.documents import load_pch_dir
+
+    try:
+        return {d.id: d for d in load_pch_dir(prepared / "data").forget}
+    except Exception:  # noqa: BLE001 - the run's own copies are enough
+        return {}

@@ -102,7 +102,17 @@ def quantize_attack(
             continue
         m, tok = load_model(path, device=device)
         rows["fp"] = _summ(
-            evaluate_model(m, tok, forget=forget, retain=retain, reference=reference, t=t, T=T, batch_size=batch_size)
+            evaluate_model(
+                m,
+                tok,
+                forgotten=forget,
+                retain=retain,
+                reference=reference,
+                t=t,
+                T=T,
+                probe=False,
+                batch_size=batch_size,
+            )
         )
         del m
         for bits in bits_list:
@@ -110,7 +120,15 @@ def quantize_attack(
             out["method"] = label_method
             rows[f"int{bits}"] = _summ(
                 evaluate_model(
-                    qm, qtok, forget=forget, retain=retain, reference=reference, t=t, T=T, batch_size=batch_size
+                    qm,
+                    qtok,
+                    forgotten=forget,
+                    retain=retain,
+                    reference=reference,
+                    t=t,
+                    T=T,
+                    probe=False,
+                    batch_size=batch_size,
                 )
             )
             rows[f"int{bits}"]["method"] = label_method
@@ -138,7 +156,7 @@ class _Cache:
 
         from fit_unlearn.models import model_hash
 
-        ids = json.dumps([[d.id for d in forget], [d.id for d in retain], method, t, T, model_hash(path)])
+        ids = json.dumps(["v2", [d.id for d in forget], [d.id for d in retain], method, t, T, model_hash(path)])
         self.key = hashlib.sha256(ids.encode()).hexdigest()[:16]
         self.file = path / ".fit_unlearn_attack_cache.json"
 
@@ -170,6 +188,7 @@ def _summ(res: dict) -> dict:
         "retain_score": res["retain"]["score"],
         "forget": res["forget"],
         "retain": res["retain"],
-        "forget_degree": res.get("forget_degree"),
+        "forget_paraphrase_score": (res["forget"].get("paraphrase") or {}).get("score"),
+        "forget_degree_strict": res.get("forget_degree_strict"),
         "retain_utility": res.get("retain_utility"),
     }

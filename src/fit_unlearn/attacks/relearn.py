@@ -42,14 +42,18 @@ def relearn_attack(
     from fit_unlearn.evaluation import evaluate_model
 
     relearn_docs, held_out = split_relearn(forgotten, fraction, seed)
-    before = evaluate_model(model, tok, forget=held_out, retain=retain, reference=reference, batch_size=eval_batch_size)
+    before = evaluate_model(
+        model, tok, forgotten=held_out, retain=retain, reference=reference, probe=False, batch_size=eval_batch_size
+    )
     cfg = FinetuneConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, warmup_ratio=0.0, min_lr_ratio=1.0)
     res = finetune(
         model, tok, training_examples(tok, relearn_docs, with_qa=with_qa), cfg, desc="relearn", progress=progress
     )
-    after = evaluate_model(model, tok, forget=held_out, retain=retain, reference=reference, batch_size=eval_batch_size)
+    after = evaluate_model(
+        model, tok, forgotten=held_out, retain=retain, reference=reference, probe=False, batch_size=eval_batch_size
+    )
     f0 = (
-        reference.points([d.id for d in held_out], [d.id for d in retain]).forget_0
+        reference.score("theta0", "forget", [d.id for d in held_out])["score"]
         if reference and reference.knows_forget([d.id for d in held_out])
         else None
     )
@@ -64,13 +68,13 @@ def relearn_attack(
             "forget_score": before["forget"]["score"],
             "retain_score": before["retain"]["score"],
             "forget": before["forget"],
-            "forget_degree": before.get("forget_degree"),
+            "forget_degree_strict": before.get("forget_degree_strict"),
         },
         "after": {
             "forget_score": after["forget"]["score"],
             "retain_score": after["retain"]["score"],
             "forget": after["forget"],
-            "forget_degree": after.get("forget_degree"),
+            "forget_degree_strict": after.get("forget_degree_strict"),
         },
         "recovery": recovery(after["forget"]["score"], before["forget"]["score"], f0) if f0 is not None else None,
     }

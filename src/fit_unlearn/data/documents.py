@@ -4,8 +4,11 @@ The documented format is JSONL, one document per line::
 
     {"id": "doc-1", "text": "...", "domain": "personal", "qa": [{"question": "...", "answer": "..."}]}
 
-``domain`` and ``qa`` are optional: when ``qa`` is missing the QA pairs are derived from the text
-(:func:`fit_unlearn.data.qa.derive_qa`).  A *data directory* holds the splits ``forget``, ``retain``
+``domain``, ``qa`` and ``paraphrases`` are optional: when ``qa`` is missing the QA pairs (and their
+paraphrases) are derived from the text (:func:`fit_unlearn.data.qa.derive_qa`).  ``paraphrases`` are
+questions about the same facts as ``qa`` in other words, in the same ``{question, answer}`` form; they are
+never trained on and measure whether knowledge is gone beyond the trained strings.  A *data directory* holds
+the splits ``forget``, ``retain``
 and optionally ``holdout`` (never trained on; used by membership inference), each either as
 ``<split>.jsonl`` (this format) or ``<split>.json`` (the PCH layout: a JSON list of strings).
 """
@@ -42,6 +45,8 @@ class Document:
     text: str
     domain: str | None = None
     qa: tuple[QA, ...] = field(default_factory=tuple)
+    #: evaluation-only questions about the same facts (never trained on, never part of a request's update)
+    paraphrases: tuple[QA, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict:
         d = {"id": self.id, "text": self.text}
@@ -49,7 +54,24 @@ class Document:
             d["domain"] = self.domain
         if self.qa:
             d["qa"] = [asdict(q) for q in self.qa]
+        if self.paraphrases:
+            d["paraphrases"] = [asdict(q) for q in self.paraphrases]
         return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Document:
+        """The inverse of :meth:`to_json` (no validation: for files this library wrote)."""
+        return cls(
+            id=d["id"],
+            text=d["text"],
+            domain=d.get("domain"),
+            qa=tuple(QA(q["question"], q["answer"]) for q in d.get("qa", [])),
+            paraphrases=tuple(QA(q["question"], q["answer"]) for q in d.get("paraphrases", [])),
+        )
+
+    def training_view(self) -> Document:
+        """The document as training sees it: paraphrases are evaluation-only."""
+        return Document(self.id, self.text, self.domain, self.qa)
 
     @property
     def content_hash(self) -> str:
@@ -64,9 +86,37 @@ class DataSplits:
     retain: list[Document]
     holdout: list[Document] = field(default_factory=list)
     source: str = ""
+    #: retain ids scored for utility (never anchors); the rest of ``retain`` is retain-train.  Set by
+    #: :func:`fit_unlearn.prepare.prepared_data` from the split recorded in the prepared directory.
+    retain_eval_ids: tuple[str, ...] = ()
+
+    @property
+    def retain_train(self) -> list[Document]:
+        """Retain documents that anchor training (retain terms, KL, retain profiles, repair steps)."""
+        ids = set(self._eval_ids())
+        return [d for d in self.retain if d.id not in ids]
+
+    @property
+    def retain_eval(self) -> list[Document]:
+        """Retain documents on which utility R is scored; no unlearning step ever uses them."""
+        ids = set(self._eval_ids())
+        return [d for d in self.retain if d.id in ids]
+
+    def _eval_ids(self) -> tuple[str, ...]:
+        if not self.retain_eval_ids:
+            raise DataError(
+                f"{self.source or 'data'}: no retain-train / retain-eval split recorded; run `fit-unlearn "
+                "prepare` on it (again: training is not repeated, the split is recorded and the gold models rescored)"
+            )
+        return self.retain_eval_ids
 
     def hash(self) -> str:
+        """Hash of everything, paraphrases included (what the evaluation reads)."""
         return data_hash(self.forget + self.retain + self.holdout)
+
+    def training_hash(self) -> str:
+        """Hash of what training reads (texts and QA pairs, not the evaluation-only paraphrases)."""
+        return data_hash([d.training_view() for d in self.forget + self.retain + self.holdout])
 
     def subset(self, n_forget: int | None, n_retain: int | None, seed: int) -> DataSplits:
         """A seeded subset of the forget and retain splits (holdout is cut to the forget size)."""
@@ -86,6 +136,9 @@ class DataSplits:
             holdout=pick(self.holdout, n_forget, "holdout"),
             source=self.source,
         )
+
+    def with_retain_eval(self, ids) -> DataSplits:
+        return DataSplits(self.forget, self.retain, self.holdout, self.source, tuple(ids))
 
 
 def data_hash(docs: Iterable[Document]) -> str:
@@ -146,18 +199,24 @@ def _doc_from_obj(obj: object, where: str, max_chars: int) -> Document:
     domain = obj.get("domain")
     if domain is not None and not isinstance(domain, str):
         raise DataError(f"{where}: 'domain' must be a string")
-    qa_raw = obj.get("qa") or []
-    if not isinstance(qa_raw, list):
-        raise DataError(f"{where}: 'qa' must be a list of {{question, answer}} objects")
-    qa = []
-    for k, q in enumerate(qa_raw):
-        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or not isinstance(q.get("answer"), str):
-            raise DataError(f"{where}: qa[{k}] must be an object with string 'question' and 'answer'")
-        if not q["question"].strip() or not q["answer"].strip():
-            raise DataError(f"{where}: qa[{k}] has an empty question or answer")
-        qa.append(QA(q["question"], q["answer"]))
-    doc = Document(id=str(obj["id"]), text=obj["text"], domain=domain, qa=tuple(qa))
+    qa = _qa_list(obj, "qa", where)
+    paraphrases = _qa_list(obj, "paraphrases", where)
+    doc = Document(id=str(obj["id"]), text=obj["text"], domain=domain, qa=qa, paraphrases=paraphrases)
     return validate_document(doc, where, max_chars)
+
+
+def _qa_list(obj: dict, key: str, where: str) -> tuple[QA, ...]:
+    raw = obj.get(key) or []
+    if not isinstance(raw, list):
+        raise DataError(f"{where}: {key!r} must be a list of {{question, answer}} objects")
+    out = []
+    for k, q in enumerate(raw):
+        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or not isinstance(q.get("answer"), str):
+            raise DataError(f"{where}: {key}[{k}] must be an object with string 'question' and 'answer'")
+        if not q["question"].strip() or not q["answer"].strip():
+            raise DataError(f"{where}: {key}[{k}] has an empty question or answer")
+        out.append(QA(q["question"], q["answer"]))
+    return tuple(out)
 
 
 def read_jsonl(
@@ -206,11 +265,15 @@ def read_pch_json(path: str | os.PathLike, split: str, *, max_chars: int = DEFAU
 
 
 def _with_qa(doc: Document) -> Document:
-    from fit_unlearn.data.qa import derive_qa, detect_domain
+    """Fill in the domain, and the QA pairs with their paraphrases when the document brings none.  A
+    document that brings its own QA pairs keeps its own paraphrases (none unless given)."""
+    from fit_unlearn.data.qa import derive_paraphrases, derive_qa, detect_domain
 
     domain = doc.domain or detect_domain(doc.text)
-    qa = doc.qa or tuple(derive_qa(doc.text, doc_id=doc.id))
-    return Document(id=doc.id, text=doc.text, domain=domain, qa=qa)
+    if doc.qa:
+        return Document(doc.id, doc.text, domain, doc.qa, doc.paraphrases)
+    qa = tuple(derive_qa(doc.text, doc_id=doc.id))
+    return Document(doc.id, doc.text, domain, qa, doc.paraphrases or tuple(derive_paraphrases(doc.text)))
 
 
 def load_split_file(path: str | os.PathLike, split: str = "forget", **kw) -> list[Document]:

@@ -2,7 +2,8 @@
 
 Four domains with the PCH field layout (personal profiles, code snippets, invented papers, fictional
 misinformation items), QA pairs derived as for PCH, deterministic for a given seed, no near-duplicates
-(max word 3-gram Jaccard between any two documents < ``max_jaccard``).  Every name, place, function and
+(max word 3-gram Jaccard between any two documents < ``max_jaccard``).  Every QA pair comes with a
+paraphrased question about the same fact (evaluation only, never trained on).  Every name, place, function and
 claim is invented by combining the word lists below; no PCH text is used.
 Documents are short on purpose: the default model trains at ~90 tokens/s on 2 CPU cores.
 """
@@ -14,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from fit_unlearn.data.documents import DataSplits, Document
-from fit_unlearn.data.qa import derive_qa
+from fit_unlearn.data.qa import derive_paraphrases, derive_qa
 
 # PCH proportions: 100 personal, 55 code, 45 paper, 100 harmful per 300.
 DOMAIN_WEIGHTS = {"personal": 100, "code": 55, "paper": 45, "harmful": 100}
@@ -271,13 +272,14 @@ def synthesize(cfg: SynthConfig = SynthConfig()) -> DataSplits:
                         text=text,
                         domain=domain,
                         qa=tuple(derive_qa(text, warn=False)[: cfg.qa_per_doc]),
+                        paraphrases=tuple(derive_paraphrases(text)[: cfg.qa_per_doc]),
                     )
                 )
         # interleave domains so that any prefix of a split covers all of them
         order = list(range(len(docs)))
         random.Random(f"{cfg.seed}-{split}").shuffle(order)
         splits[split] = [
-            Document(id=f"{split}-{i:04d}", text=docs[j].text, domain=docs[j].domain, qa=docs[j].qa)
+            Document(f"{split}-{i:04d}", docs[j].text, docs[j].domain, docs[j].qa, docs[j].paraphrases)
             for i, j in enumerate(order)
         ]
     return DataSplits(splits["forget"], splits["retain"], splits["holdout"], source=f"synth(seed={cfg.seed})")

@@ -78,7 +78,8 @@ class EvalSection(_Strict):
     every: int | None = Field(default=20, ge=1)  #: evaluate after every N applied requests
     at_end: bool = True
     batch_size: int = Field(default=16, ge=1)
-    T: int | None = Field(default=None, ge=1)  #: stream length for the reference (default: stream size)
+    #: T of the references: the forget set's size (default: the prepared forget split; never stream.limit)
+    T: int | None = Field(default=None, ge=1)
     downstream: list[str] = Field(default_factory=list)  #: lm-eval tasks run at every evaluation
     downstream_limit: int | None = Field(default=None, ge=1)
     tasks_dir: Path | None = None  #: extra lm-eval YAML tasks

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from fit_unlearn.data.documents import Document, load_pch_dir
+from fit_unlearn.data.documents import Document
 from fit_unlearn.data.streams import stream_order
 from fit_unlearn.engine import checkpoint as ckpt
 from fit_unlearn.engine.config import RunConfig
@@ -42,6 +42,7 @@ from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, Reque
 from fit_unlearn.layers import unwrap
 from fit_unlearn.models import load_model
 from fit_unlearn.objectives import get_objective
+from fit_unlearn.prepare import load_split, prepared_data
 from fit_unlearn.provenance import provenance
 from fit_unlearn.strategies import get_strategy
 from fit_unlearn.strategies.update import ReferenceCache, UpdateConfig, apply_update
@@ -92,7 +93,9 @@ class Engine:
         self.out = Path(cfg.out)
         self.strategy = _make_strategy(cfg)
         self._preflight_paths()
-        self.data = load_pch_dir(Path(cfg.prepared) / "data")
+        self.data = prepared_data(cfg.prepared)  # with the recorded retain-train / retain-eval split
+        self.split_digest = load_split(cfg.prepared).digest()
+        self._prepared_docs = {d.id: d for d in self.data.forget}
         self.model_path = Path(cfg.prepared) / cfg.model if cfg.model in ("theta0", "retain_only") else Path(cfg.model)
         self.model, self.tok = load_model(self.model_path, device=self._device(), dtype=cfg.dtype)
         self._preflight_disk()
@@ -176,6 +179,7 @@ class Engine:
                 config_hash=self.cfg.hash(),
                 config=self.cfg.model_dump(mode="json"),
                 provenance=provenance(model=str(self.model_path), data_hash=self.data.hash()),
+                retain_split=self.split_digest,
             )
             return
         if not resume:
@@ -190,6 +194,11 @@ class Engine:
                 f"cannot resume {self.out}: the configuration differs from the journal's in "
                 f"{', '.join(diff) or 'hash only'}; resume with the original configuration or "
                 "start a new --out"
+            )
+        if start.get("retain_split", self.split_digest) != self.split_digest:
+            raise JournalError(
+                f"cannot resume {self.out}: the prepared directory's retain-train / retain-eval split changed "
+                "since the run started; restore its split.json or start a new --out"
             )
         ck = self.journal.last_checkpoint()
         if ck is not None and not ckpt.is_valid(Path(ck["path"])):
@@ -207,7 +216,7 @@ class Engine:
         self.strategy.load_state(path / "strategy")
         ckpt.set_rng_state(state["rng"])
         self.position = state["position"]
-        self.forgotten = [Document(**{**d, "qa": tuple(_qa(q) for q in d.get("qa", []))}) for d in state["forgotten"]]
+        self.forgotten = [Document.from_json(d) for d in state["forgotten"]]
         self.applied_ids = dict(state["applied_ids"])
         self.evals = [e for e in self.journal.events if e["event"] == "eval" and e["t"] <= len(self.forgotten)]
 
@@ -233,13 +242,15 @@ class Engine:
                 return
             yield pos, item
 
+    def _prepared(self, request: Document) -> Document:
+        """The prepared forget document a request stands for (it carries the paraphrases), else the request."""
+        doc = self._prepared_docs.get(request.id)
+        return doc if doc is not None and doc.text == request.text else request
+
     def stream_length(self) -> int:
-        if self.cfg.eval.T:
-            return self.cfg.eval.T
-        if self.cfg.stream.source == "forget":
-            n = len(self.data.forget)
-            return min(n, self.cfg.stream.limit or n)
-        return len(self.data.forget)
+        """T of the references: the number of forget documents in the prepared set (or ``eval.T``), never
+        the length of a partial run (``stream.limit``)."""
+        return self.cfg.eval.T or len(self.data.forget)
 
     # ---- applying requests -----------------------------------------------------------------------
     def submit(self, request: Document) -> dict:
@@ -283,7 +294,7 @@ class Engine:
                 self._reference(),
                 self.tok,
                 plan,
-                self.data.retain,
+                self.data.retain_train,  # anchors come from retain-train only; R is scored on retain-eval
                 self.update_cfg,
                 seed,
                 accelerator=self.acc,
@@ -338,11 +349,13 @@ class Engine:
         t = len(self.forgotten)
         res = None
         if self.is_main and t:
+            forgotten = [self._prepared(d) for d in self.forgotten]  # with their paraphrases
             res = evaluate_model(
                 self.model,
                 self.tok,
-                forget=self.forgotten,
-                retain=self.data.retain,
+                forgotten=forgotten,
+                pending=[d for d in self.data.forget if d.id not in self.applied_ids],
+                retain=self.data.retain_eval,
                 holdout=self.data.holdout,
                 reference=Reference.load(self.cfg.prepared),
                 t=t,
@@ -361,8 +374,11 @@ class Engine:
                     workdir=self.out,
                 )
             items = res.pop("items")
+            per_doc = res.pop("per_document", None)
             (self.out / "evals").mkdir(exist_ok=True)
-            (self.out / "evals" / f"eval-t{t:05d}.json").write_text(json.dumps({**res, "items": items}, indent=1))
+            (self.out / "evals" / f"eval-t{t:05d}.json").write_text(
+                json.dumps({**res, "per_document": per_doc, "items": items}, indent=1)
+            )
             summary = {"t": t, **{k: v for k, v in res.items() if k != "t"}}
             self.evals.append({"event": "eval", **summary})
             self._log("eval", **summary)
@@ -395,10 +411,10 @@ class Engine:
                 bar.update(1)
                 if self.evals:
                     e = self.evals[-1]
-                    if "forget_degree" in e:
+                    if "retain_utility" in e:
                         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731  (F.D. is None off-PCH)
-                        fd, ru = fmt(e["forget_degree"]), fmt(e["retain_utility"])
-                        bar.set_postfix({"t": e["t"], "F.D.": fd, "R.U.": ru})
+                        fd, ru = fmt(e.get("forget_degree_strict")), fmt(e.get("retain_utility"))
+                        bar.set_postfix({"t": e["t"], "F.D.strict": fd, "R.U.": ru})
         finally:
             bar.close()
         self.checkpoint()
@@ -424,8 +440,8 @@ class Engine:
             out["quantize"] = quantize_attack(
                 {"unlearned": final, "theta0": prepared / "theta0", "retain_only": prepared / "retain_only"},
                 bits,
-                self.forgotten,
-                self.data.retain,
+                [self._prepared(d) for d in self.forgotten],
+                self.data.retain_eval,
                 ref,
                 method=ev.quantize_method,
                 device=self._device(),
@@ -437,8 +453,8 @@ class Engine:
             out["relearn"] = relearn_attack(
                 m,
                 tok,
-                self.forgotten,
-                self.data.retain,
+                [self._prepared(d) for d in self.forgotten],
+                self.data.retain_eval,
                 ref,
                 fraction=ev.relearn_fraction,
                 lr=ev.relearn_lr,
@@ -463,7 +479,9 @@ class Engine:
                 break
         if n and not texts:
             raise ConfigError("calibration needs at least one valid request in the stream")
-        info = self.strategy.calibrate(texts, self.model, self.tok, retain_texts=[d.text for d in self.data.retain])
+        info = self.strategy.calibrate(
+            texts, self.model, self.tok, retain_texts=[d.text for d in self.data.retain_train]
+        )
         self._log("calibrated", **info)
 
     def write_results(self) -> dict:
@@ -492,12 +510,6 @@ class Engine:
 
     def close(self) -> None:
         self.journal.close()
-
-
-def _qa(q: dict):
-    from fit_unlearn.data.documents import QA
-
-    return QA(q["question"], q["answer"])
 
 
 __all__ = ["Engine", "FitUnlearnError", "request_seed"]

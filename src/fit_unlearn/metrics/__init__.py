@@ -1,7 +1,7 @@
 """Forgetting and utility metrics: probability, ROUGE-L, token accuracy, composite score, Forget Degree /
-Retain Utility against the interpolated gold reference, membership inference and extraction strength."""
+Retain Utility against per-document gold references, membership inference and extraction strength."""
 
-from fit_unlearn.metrics.reference import ReferencePoints, forget_degree, reference_at, retain_utility
+from fit_unlearn.metrics.reference import ReferencePoints, closeness, reference_at, retain_utility
 from fit_unlearn.metrics.scores import SplitScores, composite, evaluate_split
 
 __all__ = [
@@ -9,7 +9,7 @@ __all__ = [
     "SplitScores",
     "composite",
     "evaluate_split",
-    "forget_degree",
+    "closeness",
     "reference_at",
     "retain_utility",
 ]

@@ -3,7 +3,9 @@
 * probability  p(S) = mean over QA pairs of P(answer | question)^(1/|answer|), teacher-forced;
 * ROUGE-L      r(S) = mean ROUGE-L F (stemmed, ``rouge-score``) of the greedy answer (new tokens only);
 * token acc.   a(S) = mean over documents of teacher-forced next-token argmax accuracy;
-* composite    100 * cbrt(p * r * a).
+* composite    100 * cbrt(p * r * a);
+* paraphrase   100 * sqrt(p * r) on paraphrased questions (no token accuracy: a paraphrase is not a
+               document), the knowledge beyond the trained strings.
 """
 
 from __future__ import annotations
@@ -21,6 +23,35 @@ from fit_unlearn.text import collate, doc_example, qa_example, qa_prompt, sequen
 
 def composite(p: float, r: float, a: float) -> float:
     return 100.0 * (max(p, 0.0) * max(r, 0.0) * max(a, 0.0)) ** (1.0 / 3.0)
+
+
+def paraphrase_score(p: float, r: float) -> float:
+    return 100.0 * (max(p, 0.0) * max(r, 0.0)) ** 0.5
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def scores_from_items(items: Sequence[dict]) -> dict:
+    """p, r, a and the composite of a set of per-document items (as written by ``evaluate_split``), plus
+    the paraphrase scores where the items have paraphrases."""
+    qa = [q for it in items for q in it["qa"]]
+    p = _mean(q["probability"] for q in qa)
+    r = _mean(q["rouge_l"] for q in qa)
+    a = _mean(it["token_acc"] for it in items)
+    out = {"probability": p, "rouge_l": r, "token_acc": a, "score": composite(p, r, a), "n_docs": len(items)}
+    para = [q for it in items for q in it.get("paraphrases", [])]
+    if para:
+        pp, pr = _mean(q["probability"] for q in para), _mean(q["rouge_l"] for q in para)
+        out["paraphrase"] = {"probability": pp, "rouge_l": pr, "score": paraphrase_score(pp, pr), "n_qa": len(para)}
+    return out
+
+
+def doc_score(item: dict) -> float:
+    """The composite of one document's item (its own QA pairs and token accuracy)."""
+    return scores_from_items([item])["score"]
 
 
 def _batches(seq: Sequence, n: int):
@@ -140,9 +171,14 @@ class SplitScores:
     n_docs: int
     n_qa: int
     items: list[dict] = field(default_factory=list)
+    #: p, r and score on the paraphrased questions (when asked for and present)
+    paraphrase: dict | None = None
 
     def summary(self) -> dict:
-        return {k: getattr(self, k) for k in ("probability", "rouge_l", "token_acc", "score", "n_docs", "n_qa")}
+        out = {k: getattr(self, k) for k in ("probability", "rouge_l", "token_acc", "score", "n_docs", "n_qa")}
+        if self.paraphrase is not None:
+            out["paraphrase"] = self.paraphrase
+        return out
 
 
 def evaluate_split(
@@ -154,25 +190,34 @@ def evaluate_split(
     max_new_tokens: int | None = None,
     progress: bool = False,
     token_stats: list[dict] | None = None,
+    paraphrases: bool = False,
 ) -> SplitScores:
-    """p, r, a and the composite score of one split, with per-document items."""
+    """p, r, a and the composite score of one split, with per-document items; with ``paraphrases`` also p
+    and r on every document's paraphrased questions (item key ``paraphrases``)."""
     docs = list(docs)
     if not docs:
         return SplitScores(0.0, 0.0, 0.0, 0.0, 0, 0)
     stats = token_stats or doc_token_stats(model, tok, docs, batch_size=max(1, batch_size // 2), progress=progress)
-    qas = [(d.id, q) for d in docs for q in d.qa]
-    probs = qa_probabilities(model, tok, [q for _, q in qas], batch_size)
-    longest = max(len(tok(" " + q.answer, add_special_tokens=False)["input_ids"]) for _, q in qas) if qas else 8
+    qas = [(d.id, "qa", q) for d in docs for q in d.qa]
+    if paraphrases:
+        qas += [(d.id, "paraphrases", q) for d in docs for q in d.paraphrases]
+    probs = qa_probabilities(model, tok, [q for _, _, q in qas], batch_size)
+    longest = max(len(tok(" " + q.answer, add_special_tokens=False)["input_ids"]) for _, _, q in qas) if qas else 8
     gens = generate_answers(
-        model, tok, [qa_prompt(q) for _, q in qas], max_new_tokens or min(96, longest + 8), batch_size
+        model, tok, [qa_prompt(q) for _, _, q in qas], max_new_tokens or min(96, longest + 8), batch_size
     )
-    rouges = [rouge_l(g, q.answer) for g, (_, q) in zip(gens, qas, strict=True)]
+    rouges = [rouge_l(g, q.answer) for g, (_, _, q) in zip(gens, qas, strict=True)]
     by_doc: dict[str, dict] = {s["id"]: {"id": s["id"], "token_acc": s["token_acc"], "qa": []} for s in stats}
-    for (doc_id, q), p, g, r in zip(qas, probs, gens, rouges, strict=True):
-        by_doc[doc_id]["qa"].append(
+    if paraphrases:
+        for v in by_doc.values():
+            v["paraphrases"] = []
+    for (doc_id, kind, q), p, g, r in zip(qas, probs, gens, rouges, strict=True):
+        by_doc[doc_id][kind].append(
             {"question": q.question, "answer": q.answer, "generated": g, "probability": p, "rouge_l": r}
         )
-    p = sum(probs) / len(probs) if probs else 0.0
-    r = sum(rouges) / len(rouges) if rouges else 0.0
-    a = sum(s["token_acc"] for s in stats) / len(stats)
-    return SplitScores(p, r, a, composite(p, r, a), len(docs), len(qas), list(by_doc.values()))
+    items = list(by_doc.values())
+    s = scores_from_items(items)
+    n_qa = sum(len(it["qa"]) for it in items)
+    return SplitScores(
+        s["probability"], s["rouge_l"], s["token_acc"], s["score"], len(docs), n_qa, items, s.get("paraphrase")
+    )
