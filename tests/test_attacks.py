@@ -124,7 +124,18 @@ def test_cli_attacks(tiny_run, capsys):
     out, _ = tiny_run
     assert main(["attack", "quantize", "--run", str(out), "--bits", "4", "--method", "rtn"]) == 0
     assert "recovery" in capsys.readouterr().out
-    assert json.loads((out / "attack-quantize.json").read_text())["recovery"]["int4"] is not None or True
+    q = json.loads((out / "attack-quantize.json").read_text())
+    assert "FAKE-QUANT" in q["method"]
+    assert {m: set(rows) for m, rows in q["models"].items()} == {
+        m: {"fp", "int4"} for m in ("unlearned", "theta0", "retain_only")
+    }  # only the requested bit width
+    th0 = q["models"]["theta0"]
+    assert th0["int4"]["forget_score"] != th0["fp"]["forget_score"]  # the 4-bit weights really differ
+    f_0, f_unl, f_q = th0["fp"]["forget_score"], *(q["models"]["unlearned"][p]["forget_score"] for p in ("fp", "int4"))
+    assert f_unl < f_0  # GA forgot, so the recovery ratio is defined
+    # recovery = (F_q - F_unl) / (F_0 - F_unl), from the scores in the same file
+    assert set(q["recovery"]) == {"int4"} and q["recovery"]["int4"] is not None
+    assert q["recovery"]["int4"] == pytest.approx((f_q - f_unl) / (f_0 - f_unl))
     assert main(["attack", "relearn", "--run", str(out), "--fraction", "0.3"]) == 0
     assert "held-out forget score" in capsys.readouterr().out
 

@@ -63,18 +63,62 @@ def test_model_path_not_a_causal_lm(tmp_path, capsys, tiny_prepared):
     assert code == 2 and "model directory not found" in err
 
 
+def _composite(items):
+    """100 * cbrt(p * r * a) of per-document items, by hand: p and r are means over QA pairs, a over documents."""
+    qa = [q for it in items for q in it["qa"]]
+    p = sum(q["probability"] for q in qa) / len(qa)
+    r = sum(q["rouge_l"] for q in qa) / len(qa)
+    a = sum(it["token_acc"] for it in items) / len(items)
+    return 100 * (p * r * a) ** (1 / 3)
+
+
 def test_eval_writes_json_with_provenance(tiny_prepared, tmp_path, capsys):
+    ref = json.loads((tiny_prepared / "reference.json").read_text())
+    eval_ids = json.loads((tiny_prepared / "split.json").read_text())["eval_ids"]
+    forget_ids = [it["id"] for it in ref["theta0"]["forget"]]  # file order, the stream order without a seed
+    T, t = len(forget_ids), 2
+
+    def gold(model, split, ids):
+        by_id = {it["id"]: it for it in ref[model][split]}
+        return _composite([by_id[i] for i in ids])
+
+    def close(v, r):  # spec section 4; a zero reference is matched only by zero
+        return (1.0 if v == 0 else 0.0) if r == 0 else max(0.0, 1 - abs(v / r - 1))
+
+    # theta0 at step t = 2, every reference computed by hand from reference.json
     out_file = tmp_path / "e.json"
-    code, out, _ = run(["eval", "--prepared", tiny_prepared, "--model", "theta0", "--out", out_file], capsys)
-    assert code == 0 and "F.D." in out
+    code, out, _ = run(["eval", "--prepared", tiny_prepared, "--model", "theta0", "--t", t, "--out", out_file], capsys)
+    assert code == 0 and "F.D. strict" in out
     res = json.loads(out_file.read_text())
-    assert res["forget_degree_strict"] < 0.2  # theta0 remembers every forget document
     assert res["provenance"]["model_hash"] and res["provenance"]["data_hash"]
-    assert len(res["items"]["forget"]) == res["forget"]["n_docs"]
-    # theta0 evaluated at t=0 is its own reference: F.D. = R.U. = 1
+    assert (res["t"], res["T"]) == (t, T) and [it["id"] for it in res["items"]["forget"]] == forget_ids[:t]
+    assert len(res["items"]["forget"]) == res["forget"]["n_docs"] == t
+    f_gold, f_0 = gold("retain_only", "forget", forget_ids[:t]), gold("theta0", "forget", forget_ids[:t])
+    assert res["reference"]["forget_strict"] == pytest.approx({"theta0": f_0, "retain_only": f_gold})
+    assert f_0 != pytest.approx(f_gold, rel=0.05)  # the two gold models really differ
+    # theta0 is the t = 0 gold model: scored again, it reproduces its own reference values
+    assert res["forget"]["score"] == pytest.approx(f_0, rel=1e-3)
+    assert res["forget_degree_strict"] == pytest.approx(close(res["forget"]["score"], f_gold))
+    assert res["forget_degree_strict"] < 0.2  # theta0 remembers every forget document
+    r_0, r_T = gold("theta0", "retain", eval_ids), gold("retain_only", "retain", eval_ids)
+    assert res["retain"]["score"] == pytest.approx(r_0, rel=1e-3)
+    r_ref = r_0 + (r_T - r_0) * t / T
+    assert res["reference"]["retain"]["at_t"] == pytest.approx(r_ref)
+    assert res["retain_utility"] == pytest.approx(close(res["retain"]["score"], r_ref))
+    by_id = {m: {it["id"]: it for it in ref[m]["forget"]} for m in ("theta0", "retain_only")}
+    mixture = _composite(
+        [by_id["retain_only"][i] for i in forget_ids[:t]] + [by_id["theta0"][i] for i in forget_ids[t:]]
+    )
+    assert res["reference"]["forget_paper"]["mixture"] == pytest.approx(mixture)
+    assert res["forget_degree_paper"] == pytest.approx(close(res["forget_all"]["score"], mixture))
+
+    # the retain-only model at t = T is the other gold model: strict F.D. = R.U. = 1 on all forget documents
     code, _, _ = run(["eval", "--prepared", tiny_prepared, "--model", "retain_only", "--out", out_file], capsys)
     res = json.loads(out_file.read_text())
-    assert res["forget_degree_strict"] == pytest.approx(1.0) and res["retain_utility"] == pytest.approx(1.0)
+    assert code == 0 and (res["t"], res["T"]) == (T, T) and res["collateral_forget"] is None
+    assert res["forget"]["score"] == pytest.approx(gold("retain_only", "forget", forget_ids), rel=1e-3)
+    assert res["forget_degree_strict"] == pytest.approx(1.0)
+    assert res["retain_utility"] == pytest.approx(1.0)
 
 
 def test_debug_shows_traceback(tmp_path, capsys):

@@ -101,18 +101,32 @@ def test_real_pch_every_document_gets_qa(pch_dir):
 
 
 def test_stream_order_moves_qa_with_documents(tiny_data):
-    order = stream_order(tiny_data.forget, seed=5)
-    assert sorted(d.id for d in order) == sorted(d.id for d in tiny_data.forget)
-    assert order != tiny_data.forget
-    by_id = {d.id: d for d in tiny_data.forget}
-    assert all(d.qa == by_id[d.id].qa for d in order)
-    assert stream_order(tiny_data.forget, seed=5) == order
+    docs = tiny_data.forget
+    assert stream_order(docs, seed=None) == docs  # no seed: file order
+    order = stream_order(docs, seed=5)
+    assert sorted(d.id for d in order) == sorted(d.id for d in docs)  # a permutation: nothing lost or repeated
+    assert [d.id for d in order] != [d.id for d in docs]
+    assert stream_order(docs, seed=5) == order
+    assert [d.id for d in stream_order(docs, seed=6)] != [d.id for d in order]  # the seed decides the order
+    # each request still carries its own QA pairs: every answer is a span of the text it came with
+    by_id = {d.id: d for d in docs}
+    assert all(d.qa and d.qa == by_id[d.id].qa and d.text == by_id[d.id].text for d in order)
+    assert all(q.answer in d.text for d in order for q in d.qa)
 
 
 def test_subset_is_seeded(tiny_data):
     a = tiny_data.subset(3, 2, seed=1)
-    assert len(a.forget) == 3 and len(a.retain) == 2
+    assert len(a.forget) == 3 and len(a.retain) == 2 and len(a.holdout) == 3  # holdout is cut to the forget size
     assert a.forget == tiny_data.subset(3, 2, seed=1).forget
+    ids = {s: [d.id for d in getattr(tiny_data, s)] for s in ("forget", "retain")}
+    for split in ("forget", "retain"):  # distinct documents of the split, kept in file order
+        picked = [ids[split].index(d.id) for d in getattr(a, split)]
+        assert picked == sorted(set(picked))
+    seeds = {tuple(d.id for d in tiny_data.subset(3, 2, seed=s).forget) for s in range(5)}
+    assert len(seeds) > 1  # the seed decides which documents
+    assert tiny_data.subset(None, None, seed=1).forget == tiny_data.forget
+    with pytest.raises(DataError, match="must be positive"):
+        tiny_data.subset(0, 2, seed=1)
 
 
 # ---- bad input: one clear error each ----------------------------------------------------------------

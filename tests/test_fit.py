@@ -16,11 +16,19 @@ TEXT = "Name: Ada Q. Vell\n\nAge: 33\n\nDescription: Ada repairs clocks. She als
 def test_chunking_units(tiny_tok):
     spans = chunk(TEXT, "chars", 8)
     assert "".join(TEXT[a:b] for a, b in spans) == TEXT
-    assert all(b - a <= 8 for a, b in spans)
+    assert [b - a for a, b in spans] == [8] * 9 + [4]  # 76 characters
+    # tokens: consecutive groups of 4 tokens of the text's own tokenisation, together the whole text
+    offsets = tiny_tok(TEXT, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     tspans = chunk(TEXT, "tokens", 4, tiny_tok)
-    assert tspans[0][0] == 0 and tspans[-1][1] == len(TEXT)
-    sents = [TEXT[a:b].strip() for a, b in chunk(TEXT, "sentences", 1)]
-    assert sents[-1] == "She also sings."
+    assert "".join(TEXT[a:b] for a, b in tspans) == TEXT
+    per_chunk = [sum(a <= s and e <= b for s, e in offsets) for a, b in tspans]
+    assert per_chunk == [4] * (len(offsets) // 4) + ([len(offsets) % 4] if len(offsets) % 4 else [])
+    prose = "Age: 33\n\nAda repairs clocks. She also sings! Does she? Yes."
+    sents = [prose[a:b].strip() for a, b in chunk(prose, "sentences", 1)]
+    assert sents == ["Age: 33", "Ada repairs clocks.", "She also sings!", "Does she?", "Yes."]
+    pairs = [prose[a:b].strip() for a, b in chunk(prose, "sentences", 2)]
+    assert pairs == ["Age: 33\n\nAda repairs clocks.", "She also sings! Does she?", "Yes."]
+    assert [TEXT[a:b].strip() for a, b in chunk(TEXT, "sentences", 1)][-1] == "She also sings."
     with pytest.raises(ConfigError):
         FilterConfig(unit="words")
 
@@ -187,11 +195,37 @@ def test_gpt2_layers_and_unknown_architecture(tiny_tok):
         decoder_layers(torch.nn.Linear(2, 2))
 
 
+def _embedding_grad_norm(model, tok, text):
+    """The importance computed another way: a normal forward from token ids, the gradient of the loss kept
+    on the embedding layer's output."""
+    from fit_unlearn.text import collate, doc_example
+
+    b = collate([doc_example(tok, text)], tok.pad_token_id)
+    seen = []
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        seen.append(output)
+
+    hook = model.get_input_embeddings().register_forward_hook(keep)
+    try:
+        model(**b).loss.backward()
+    finally:
+        hook.remove()
+    norm = seen[0].grad.norm().item()
+    model.zero_grad(set_to_none=True)
+    return norm
+
+
 def test_importance_is_embedding_gradient_norm(tiny_model):
     model, tok = tiny_model
     i = importance(TEXT, model, tok)
     assert i > 0
     assert all(p.grad is None for p in model.parameters())  # no parameter gradients left behind
+    assert i == pytest.approx(_embedding_grad_norm(model, tok, TEXT), rel=1e-4)
+    other = "Description: Bo paints ships in the harbour."
+    assert importance(other, model, tok) == pytest.approx(_embedding_grad_norm(model, tok, other), rel=1e-4)
+    assert importance(other, model, tok) != pytest.approx(i, rel=1e-3)
     sel = ImportanceSelector(ImportanceConfig(high=i + 1, low=i - 1))
     assert sel.choose(TEXT, model, tok)[0] == "npo"
     sel = ImportanceSelector(ImportanceConfig(high=i / 2, low=i / 4))
@@ -202,14 +236,21 @@ def test_importance_is_embedding_gradient_norm(tiny_model):
 
 def test_calibration_sets_percentile_thresholds(tiny_model, tiny_data):
     model, tok = tiny_model
+    texts = [d.text for d in tiny_data.forget[:4]]
+    vals = [importance(t, model, tok) for t in texts]
+    s0, s1, s2, s3 = sorted(vals)
+    assert s0 < s1 < s2 < s3
     sel = ImportanceSelector(ImportanceConfig(calibrate=True, percentiles=(75, 25)))
     assert not sel.calibrated
-    info = sel.calibrate([d.text for d in tiny_data.forget], model, tok)
-    import numpy as np
-
-    assert info["high"] == pytest.approx(np.percentile(info["sample"], 75))
-    assert info["low"] == pytest.approx(np.percentile(info["sample"], 25))
+    info = sel.calibrate(texts, model, tok)
+    assert info["sample"] == pytest.approx(vals)
+    # linear interpolation between order statistics of 4 values: rank 0.75 * 3 = 2.25 and 0.25 * 3 = 0.75
+    assert info["high"] == pytest.approx(s2 + 0.25 * (s3 - s2)) and sel.high == info["high"]
+    assert info["low"] == pytest.approx(s0 + 0.75 * (s1 - s0)) and sel.low == info["low"]
     assert sel.calibrated
+    # so the largest request gets NPO+KL, the smallest RL, the two in between NPO
+    chosen = {v: sel.choose(t, model, tok)[0] for t, v in zip(texts, vals, strict=True)}
+    assert [chosen[v] for v in (s0, s1, s2, s3)] == ["rl", "npo", "npo", "npo_kl"]
 
 
 def test_fit_strategy_options_are_validated():

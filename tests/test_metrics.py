@@ -1,6 +1,8 @@
 import math
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from fit_unlearn.evaluation import scores_from_items
 from fit_unlearn.metrics.privacy import mia_auc, min_k_score
@@ -27,9 +29,11 @@ def test_reference_interpolation_and_degrees():
 
 
 def test_rouge_l_uses_stemming_and_f_measure():
-    assert rouge_l("the cats were running", "the cat was running") == pytest.approx(
-        rouge_l("the cat was running", "the cats were running")
-    )
+    # stemmed: [the, cat, were, run] vs [the, cat, wa, run] -> LCS 3 of 4 each way (unstemmed it would be 2 of 4)
+    assert rouge_l("the cats were running", "the cat was running") == pytest.approx(0.75)
+    assert rouge_l("the cat was running", "the cats were running") == pytest.approx(0.75)
+    # LCS 2: precision 2/4, recall 2/2 -> F = 2 * 0.5 * 1 / 1.5 = 2/3 (precision alone 0.5, recall alone 1.0)
+    assert rouge_l("Bell Founder of Lowmarsh", "Bell Founder") == pytest.approx(2 / 3)
     assert rouge_l("Bell Founder", "Bell Founder") == 1.0
     assert rouge_l("", "Bell Founder") == 0.0
 
@@ -42,13 +46,46 @@ def test_min_k_and_mia_auc():
     assert mia_auc(members, members) == 0.5
 
 
-def test_token_stats_and_extraction_strength(tiny_model, tiny_data):
-    model, tok = tiny_model
-    stats = doc_token_stats(model, tok, tiny_data.forget[:3])
-    for s in stats:
-        assert 0 <= s["token_acc"] <= 1
-        assert 0 <= s["extraction_strength"] < 1
-        assert all(lp <= 0 for lp in s["token_logprobs"])
+class _ScriptedLM(torch.nn.Module):
+    """Predicts the true next token (logit 10, others 0) except where ``wrong`` = {(row, position)} says
+    to predict token 0 instead: token accuracy, log-probs and extraction strength are then known by hand."""
+
+    def __init__(self, vocab, wrong):
+        super().__init__()
+        self.vocab, self.wrong = vocab, wrong
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None):
+        b, n = input_ids.shape
+        target = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)
+        for row, pos in self.wrong:
+            target[row, pos] = 0
+        logits = torch.zeros(b, n, self.vocab)
+        logits.scatter_(-1, target.unsqueeze(-1), 10.0)
+        return SimpleNamespace(logits=logits)
+
+
+def test_token_stats_and_extraction_strength(tiny_tok):
+    from fit_unlearn.data.documents import Document
+    from fit_unlearn.text import encode_text
+
+    tok, vocab = tiny_tok, len(tiny_tok)
+    texts = ["Ada repairs clocks in a small shop.", "Bo paints ships.", "Cy sings at the harbour every night."]
+    docs = [Document(f"d{i}", t) for i, t in enumerate(texts)]
+    n = [len(encode_text(tok, t)) - 1 for t in texts]  # scored next-token predictions of each document
+    assert len(set(n)) == 3 and all(0 not in encode_text(tok, t)[1:] for t in texts)  # padding differs per row
+    # doc 0: all right; doc 1: the first prediction wrong; doc 2: wrong at 2 and at the last prediction
+    model = _ScriptedLM(vocab, {(1, 0), (2, 2), (2, n[2] - 1)})
+    stats = doc_token_stats(model, tok, docs, batch_size=3)
+    assert [s["id"] for s in stats] == ["d0", "d1", "d2"]
+    assert [s["token_acc"] for s in stats] == pytest.approx([1.0, (n[1] - 1) / n[1], (n[2] - 2) / n[2]])
+    # ES = 1 - k*/(n + 1), k* = shortest prefix (in tokens) from which greedy decoding reproduces the rest:
+    # 1 token when every prediction is right, 2 when only the first is wrong, all n + 1 when the last is wrong
+    assert [s["extraction_strength"] for s in stats] == pytest.approx([1 - 1 / (n[0] + 1), 1 - 2 / (n[1] + 1), 0.0])
+    right, wrong = 10 - math.log(math.exp(10) + vocab - 1), -math.log(math.exp(10) + vocab - 1)
+    assert [len(s["token_logprobs"]) for s in stats] == n
+    assert stats[1]["token_logprobs"][:2] == pytest.approx([wrong, right], abs=1e-4)
+    assert stats[0]["mean_logprob"] == pytest.approx(right, abs=1e-4)
 
 
 def test_generation_is_left_padded_and_new_tokens_only(tiny_model):

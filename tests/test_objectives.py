@@ -110,11 +110,34 @@ def test_simnpo_by_hand():
     assert val == pytest.approx(expected, rel=1e-6)
 
 
-def test_random_labels_on_uniform_logits_is_log_vocab():
+def test_random_labels_are_uniform_draws_on_scored_positions_only():
+    """RL is CE against targets drawn uniformly from the vocabulary.  With the same logits 0..6 at every scored
+    position, -log p_k = LSE - k, so the loss is about LSE - 3 (the mean over k); the true targets (token 6)
+    would give LSE - 6.  Unscored positions put all mass on token 6: drawing targets there would add ~17 nats."""
+    from fit_unlearn.objectives.ascent import random_labels
+
+    vocab, n_scored, n_ignored = 7, 350, 350
+    lse = math.log(sum(math.exp(k) for k in range(vocab)))
+    logits = [[float(k) for k in range(vocab)]] * n_scored + [[0.0] * (vocab - 1) + [20.0]] * (n_ignored + 1)
+    labels = [6] * (1 + n_scored) + [-100] * n_ignored  # logits[t] predicts labels[t + 1]
+    batch = out(logits=[logits], labels=[labels], ref=None)
+
+    drawn = random_labels(batch, torch.Generator().manual_seed(0))[0]
+    assert (drawn[1 + n_scored :] == -100).all()
+    scored = drawn[: 1 + n_scored]
+    assert set(scored.tolist()) == set(range(vocab))  # every token id is drawn, not only the true one
+    assert (scored == 6).float().mean().item() < 0.3  # about 1/7 of the targets are the true token
+    assert torch.equal(drawn, random_labels(batch, torch.Generator().manual_seed(0))[0])
+    assert not torch.equal(drawn, random_labels(batch, torch.Generator().manual_seed(1))[0])
+
     spec = get_objective("rl")
-    uniform = out(logits=[[[0.3] * 7] * 3], labels=[[0, 1, 2]], ref=None)
-    g = torch.Generator().manual_seed(0)
-    assert spec.fn(UnlearnBatch(uniform, generator=g), spec.make_config()).item() == pytest.approx(math.log(7))
+    val = spec.fn(UnlearnBatch(batch, generator=torch.Generator().manual_seed(0)), spec.make_config()).item()
+    assert val == pytest.approx(lse - 3, abs=0.3)
+    assert abs(val - (lse - 6)) > 2.5
+    uniform = out(logits=[[[0.3] * vocab] * 3], labels=[[0, 1, 2]], ref=None)  # any targets: log V
+    assert spec.fn(UnlearnBatch(uniform, generator=torch.Generator().manual_seed(0)), spec.make_config()).item() == (
+        pytest.approx(math.log(vocab))
+    )
 
 
 def test_idk_dpo_by_hand():
@@ -129,17 +152,28 @@ def test_idk_dpo_by_hand():
 
 
 def test_rmu_by_hand():
-    h = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
-    ref_h = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
-    u = control_vector(2, seed=0)
-    c, alpha = 3.0, 10.0
-    forget_mse = sum(((h[0, t] - c * u) ** 2).mean().item() for t in range(2)) / 2
-    retain_mse = sum(((h[0, t] - ref_h[0, t]) ** 2).mean().item() for t in range(2)) / 2
-    f = Outputs(logits=torch.zeros(1, 2, 3), labels=torch.zeros(1, 2, dtype=torch.long), hidden=h)
-    r = Outputs(logits=torch.zeros(1, 2, 3), labels=torch.zeros(1, 2, dtype=torch.long), hidden=h, ref_hidden=ref_h)
+    d, c, alpha = 4, 3.0, 10.0
+    u = control_vector(d, seed=0)  # a fixed random direction: uniform [0, 1) entries, unit norm
+    assert u.norm().item() == pytest.approx(1.0) and (u >= 0).all() and len(set(u.tolist())) == d
+    assert torch.equal(u, control_vector(d, seed=0)) and not torch.equal(u, control_vector(d, seed=1))
+    # forget: h = 0 is at squared distance c^2 |u|^2 = c^2 from c u (mean over d coordinates: c^2 / d), whatever
+    # the direction; h = c u is at 0; the third position is padding (mask 0) and must not count
+    h_f = torch.stack([torch.zeros(d), c * u, torch.full((d,), 1e3)]).unsqueeze(0)
+    f = Outputs(
+        logits=torch.zeros(1, 3, 5),
+        labels=torch.zeros(1, 3, dtype=torch.long),
+        hidden=h_f,
+        attention_mask=torch.tensor([[1, 1, 0]]),
+    )
+    forget_mse = (c * c / d + 0.0) / 2
+    # retain: squared errors 1 and 4 on one coordinate each -> per-position MSE 1/4 and 4/4
+    h_r = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]]])
+    ref_h = torch.zeros(1, 2, d)
+    r = Outputs(logits=torch.zeros(1, 2, 5), labels=torch.zeros(1, 2, dtype=torch.long), hidden=h_r, ref_hidden=ref_h)
+    retain_mse = (1 / 4 + 4 / 4) / 2
     spec = get_objective("rmu")
     val = spec.fn(UnlearnBatch(f, retain=r), spec.make_config({"steering_coeff": c, "alpha": alpha})).item()
-    assert val == pytest.approx(forget_mse + alpha * retain_mse, rel=1e-6)
+    assert val == pytest.approx(forget_mse + alpha * retain_mse, rel=1e-6)  # 1.125 + 6.25
 
 
 def test_registry_errors_name_the_choices():
