@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fit_unlearn.errors import FitUnlearnError
+from fit_unlearn.layout import GOLD_MODELS, PreparedDir, RunDir
 
 app = typer.Typer(
     add_completion=False,
@@ -137,7 +138,7 @@ def data_malicious(
     from fit_unlearn.data.malicious import malicious_requests
     from fit_unlearn.prepare import prepared_data
 
-    if not (prepared / "data").exists():
+    if not PreparedDir(prepared).has_data():
         raise FitUnlearnError(f"{prepared}: not a prepared directory; run `fit-unlearn prepare` or pass --prepared")
     reqs = malicious_requests(prepared_data(prepared).forget, kind, n, seed)
     write_jsonl(reqs, out)
@@ -154,7 +155,7 @@ def receipt_cmd(
     """Print what was done for one request: chunks dropped, layers, importance, objective, losses, time."""
     from fit_unlearn.engine.journal import Journal
 
-    path = run / "journal.jsonl"
+    path = RunDir(run).journal
     if not path.exists():
         raise FitUnlearnError(f"{path}: no journal; pass --run with a run directory")
     j = Journal(path, writer=False)
@@ -296,7 +297,7 @@ def prepare_cmd(
             f"paraphrased questions (never trained on): theta0 {para['theta0']['score']:.2f} vs retain-only "
             f"{para['retain_only']['score']:.2f} (gap {gap:+.2f})"
         )
-    out_console.print(f"training time {s['train_seconds']:.0f} s; report: {out / 'prepare.json'}")
+    out_console.print(f"training time {s['train_seconds']:.0f} s; report: {PreparedDir(out).report}")
 
 
 @app.command("eval")
@@ -323,12 +324,13 @@ def eval_cmd(
     from fit_unlearn.prepare import prepared_data
     from fit_unlearn.provenance import provenance
 
-    if not (prepared / "data").exists():
+    layout = PreparedDir(prepared)
+    if not layout.has_data():
         raise FitUnlearnError(
             f"{prepared}: not a prepared directory; run `fit-unlearn prepare` first or pass --prepared"
         )
-    splits = prepared_data(prepared)
-    path = prepared / model if model in ("theta0", "retain_only") else Path(model)
+    splits = prepared_data(layout)
+    path = layout.resolve_model(model)
     forget_docs = stream_order(splits.forget, stream_seed)
     T = len(forget_docs)
     t_eff = T if t is None else t
@@ -362,7 +364,7 @@ def eval_cmd(
         stream_seed=stream_seed,
         prepared=str(prepared),
     )
-    out = out or prepared / f"eval-{Path(model).name}.json"
+    out = out or layout.eval_file(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     _print_eval(res, str(path))
@@ -496,7 +498,7 @@ def _print_run(results: dict, out: Path) -> None:
     secs = sum(r.get("seconds", 0) + r.get("seconds_plan", 0) for r in results["requests"])
     out_console.print(
         f"{n} requests applied ({len(results['rejected'])} rejected), {secs:.0f} s of updates; "
-        f"final model {results['final_model']}; results {out / 'results.json'}"
+        f"final model {results['final_model']}; results {RunDir(out).results}"
     )
 
 
@@ -511,7 +513,7 @@ def demo_cmd(
     if not (data / "forget.jsonl").exists():
         data_synth(out=data)
     prepare_cmd(data=data, out=prepared, device=device)
-    for model in ("theta0", "retain_only"):
+    for model in GOLD_MODELS:
         eval_cmd(model=model, prepared=prepared, device=device)
 
 
@@ -537,7 +539,7 @@ def attack_quantize(
     model_path, forgotten, prepared = run_model_and_forgotten(run)
     splits = prepared_data(prepared)
     res = quantize_attack(
-        {"unlearned": model_path, "theta0": prepared / "theta0", "retain_only": prepared / "retain_only"},
+        {"unlearned": model_path, **{name: PreparedDir(prepared).model(name) for name in GOLD_MODELS}},
         list(bits),
         forgotten,
         splits.retain_eval,
@@ -547,7 +549,7 @@ def attack_quantize(
         t=len(forgotten),
         T=len(splits.forget),
     )
-    out = out or run / "attack-quantize.json"
+    out = out or RunDir(run).attack_file("quantize")
     out.write_text(json.dumps(res, indent=1))
     table = Table(title=f"quantization attack ({res['method']})")
     for col in ("model", "precision", "F (forget)", "R (retain)"):
@@ -593,7 +595,7 @@ def attack_relearn(
         epochs=epochs,
         seed=seed,
     )
-    out = out or run / "attack-relearn.json"
+    out = out or RunDir(run).attack_file("relearn")
     out.write_text(json.dumps(res, indent=1))
     out_console.print(
         f"relearned on {len(res['relearn_ids'])} docs ({res['steps']} steps, lr {lr}); held-out "

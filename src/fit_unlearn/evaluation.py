@@ -22,6 +22,8 @@ from pathlib import Path
 
 from fit_unlearn.data.documents import DataSplits, Document
 from fit_unlearn.errors import ConfigError
+from fit_unlearn.layout import GOLD_MODELS as GOLD
+from fit_unlearn.layout import PreparedDir
 from fit_unlearn.metrics.privacy import mean_extraction_strength, mia_auc
 from fit_unlearn.metrics.reference import ReferencePoints, closeness, reference_at, retain_utility
 from fit_unlearn.metrics.scores import doc_score, doc_token_stats, evaluate_split, scores_from_items
@@ -29,7 +31,6 @@ from fit_unlearn.probes import capital_probes, probe_accuracy
 
 #: bump when reference.json gains fields: an older file is rebuilt (the gold models are rescored, not retrained)
 REFERENCE_VERSION = 2
-GOLD = ("theta0", "retain_only")
 
 
 class Reference:
@@ -40,8 +41,8 @@ class Reference:
         self._index = {m: {s: {it["id"]: it for it in data[m][s]} for s in ("forget", "retain")} for m in GOLD}
 
     @classmethod
-    def load(cls, prepared: str | Path) -> Reference:
-        path = Path(prepared) / "reference.json"
+    def load(cls, prepared: str | Path | PreparedDir) -> Reference:
+        path = PreparedDir.of(prepared).reference
         if not path.exists():
             raise ConfigError(f"{path}: not found; run `fit-unlearn prepare` first (or point --prepared at its output)")
         data = json.loads(path.read_text())
@@ -98,7 +99,7 @@ class Reference:
 
 
 def build_reference(
-    prepared: Path,
+    prepared: str | Path | PreparedDir,
     data: DataSplits,
     *,
     device: str = "cpu",
@@ -111,7 +112,8 @@ def build_reference(
     document and the capital probe; write reference.json.  Reused while data, models and settings match."""
     from fit_unlearn.models import load_model
 
-    path = prepared / "reference.json"
+    prepared = PreparedDir.of(prepared)
+    path = prepared.reference
     key = {
         "version": REFERENCE_VERSION,
         "data_hash": data.hash(),
@@ -128,7 +130,7 @@ def build_reference(
         probe: dict = {"n": probe_n, "seed": 0}
         probes = capital_probes(probe_n)
         for name in GOLD:
-            model, tok = load_model(prepared / name, device=device, dtype=dtype)
+            model, tok = load_model(prepared.model(name), device=device, dtype=dtype)
             ref[name] = {
                 "forget": evaluate_split(
                     model, tok, data.forget, batch_size=batch_size, progress=progress, paraphrases=True
@@ -152,10 +154,10 @@ def build_reference(
     return ref
 
 
-def _models_hash(prepared: Path) -> str:
+def _models_hash(prepared: PreparedDir) -> str:
     from fit_unlearn.models import model_hash
 
-    return "-".join(model_hash(prepared / n) for n in GOLD)
+    return "-".join(model_hash(prepared.model(n)) for n in GOLD)
 
 
 def _slim(stat: dict) -> dict:

@@ -28,6 +28,7 @@ import torch
 from fit_unlearn.data.documents import DataSplits, load_pch_dir, write_jsonl
 from fit_unlearn.data.splits import DEFAULT_EVAL_FRACTION, RetainSplit, split_from_ids, split_retain
 from fit_unlearn.errors import ConfigError, DataError
+from fit_unlearn.layout import PreparedDir
 from fit_unlearn.models import load_model, model_hash, resolve_model_path, save_model
 from fit_unlearn.probes import capital_probes, probe_accuracy, replay_facts
 from fit_unlearn.provenance import provenance
@@ -37,7 +38,6 @@ from fit_unlearn.training import FinetuneConfig, finetune
 log = logging.getLogger(__name__)
 
 THETA0, RETAIN_ONLY = "theta0", "retain_only"
-SPLIT_FILE = "split.json"
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,16 @@ class PrepareConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepared_data(out: str | Path) -> DataSplits:
+def prepared_data(out: str | Path | PreparedDir) -> DataSplits:
     """The documents of a prepared directory, with its recorded retain-train / retain-eval split."""
-    out = Path(out)
-    data = load_pch_dir(out / "data")
+    out = PreparedDir.of(out)
+    data = load_pch_dir(out.data)
     split = load_split(out)
     return data.with_retain_eval(split.eval_ids)
 
 
-def load_split(out: str | Path) -> RetainSplit:
-    path = Path(out) / SPLIT_FILE
+def load_split(out: str | Path | PreparedDir) -> RetainSplit:
+    path = PreparedDir.of(out).split
     if not path.exists():
         raise DataError(
             f"{path}: no retain-train / retain-eval split recorded (prepared by an older fit-unlearn); run "
@@ -105,7 +105,8 @@ def prepare(
     data: DataSplits, out: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True, force: bool = False
 ) -> dict:
     """Prepare theta_0 and the retain-only model under ``out``; returns the prepare report."""
-    out = Path(out)
+    layout = PreparedDir.of(out)
+    out = layout.root
     if not data.forget or not data.retain:
         raise ConfigError("prepare needs non-empty forget and retain splits")
     base_path = resolve_model_path(cfg.model)
@@ -114,14 +115,14 @@ def prepare(
     # the training key covers what training reads (texts, QA pairs, recipe), not paraphrases or the split
     key = cfg.key(model_hash(base_path), data.training_hash())
     out.mkdir(parents=True, exist_ok=True)
-    stage_file = out / "stages.json"
+    stage_file = layout.stages
     stages = json.loads(stage_file.read_text()) if stage_file.exists() else {}
     if stages.get("key") != key or force:
         stages = {"key": key}
     for name, docs in (("forget", data.forget), ("retain", data.retain), ("holdout", data.holdout)):
         if docs:
-            write_jsonl(docs, out / "data" / f"{name}.jsonl")
-    (out / SPLIT_FILE).write_text(json.dumps(split.to_json(), indent=1))
+            write_jsonl(docs, layout.data_file(name))
+    layout.split.write_text(json.dumps(split.to_json(), indent=1))
     recipe = {
         "base_model": str(base_path),
         "base_model_hash": model_hash(base_path),
@@ -134,7 +135,7 @@ def prepare(
         "retain_only_trained_on": "retain" + (" + replay" if cfg.replay_n else ""),
         "replay": {"n": cfg.replay_n, "source": "countryinfo (MIT): countries outside the probe set"},
     }
-    (out / "recipe.json").write_text(json.dumps(recipe, indent=2))
+    layout.recipe.write_text(json.dumps(recipe, indent=2))
     probes = capital_probes(cfg.probe_n)
     replay = replay_facts(cfg.replay_n, cfg.probe_n) if cfg.replay_n else []
     report: dict = {"key": key, "recipe": recipe, "models": {}}
@@ -146,7 +147,7 @@ def prepare(
         stage_file.write_text(json.dumps(stages))
         del base
     for name, docs in ((THETA0, data.forget + data.retain), (RETAIN_ONLY, data.retain)):
-        if name in stages and (out / name / "config.json").exists():
+        if name in stages and (layout.model(name) / "config.json").exists():
             log.info("%s already trained (resumed)", name)
             continue
         model, tok = load_model(base_path, device=cfg.device, dtype=cfg.dtype)
@@ -168,13 +169,13 @@ def prepare(
             "retain_token_acc": _token_acc(model, tok, data.retain),
             "probe": probe_accuracy(model, tok, probes),
         }
-        save_model(model, tok, out / name, extra={"fit_unlearn_recipe.json": recipe})
+        save_model(model, tok, layout.model(name), extra={"fit_unlearn_recipe.json": recipe})
         stage_file.write_text(json.dumps(stages))
         del model
     from fit_unlearn.evaluation import build_reference
 
     ref = build_reference(
-        out,
+        layout,
         data,
         device=cfg.device,
         dtype=cfg.dtype,
@@ -202,13 +203,13 @@ def prepare(
         "method": split.method,
         "retain_train": len(split.train_ids),
         "retain_eval": len(split.eval_ids),
-        "file": str(out / SPLIT_FILE),
+        "file": str(layout.split),
     }
     report["seconds_this_run"] = time.perf_counter() - t_start
     report["provenance"] = provenance(
         data_hash=data.hash(), training_data_hash=data.training_hash(), seed=cfg.recipe.seed, data_source=data.source
     )
-    (out / "prepare.json").write_text(json.dumps(report, indent=2))
+    layout.report.write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -233,4 +234,4 @@ def prepared_summary(report: dict) -> dict:
     }
 
 
-__all__ = ["PrepareConfig", "prepare", "prepared_data", "load_split", "THETA0", "RETAIN_ONLY", "SPLIT_FILE", "asdict"]
+__all__ = ["PrepareConfig", "prepare", "prepared_data", "load_split", "THETA0", "RETAIN_ONLY", "asdict"]

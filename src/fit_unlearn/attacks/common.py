@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fit_unlearn.data.documents import Document
 from fit_unlearn.errors import ConfigError
+from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
 
 
 def recovery(f_attacked: float, f_unlearned: float, f_theta0: float) -> float | None:
@@ -19,14 +20,14 @@ def recovery(f_attacked: float, f_unlearned: float, f_theta0: float) -> float | 
 
 def run_model_and_forgotten(run: Path) -> tuple[Path, list[Document], Path]:
     """(final model dir, documents forgotten by the run, prepared dir) of a run directory."""
-    res_path = run / "results.json"
+    res_path = RunDir.of(run).results
     if not res_path.exists():
         raise ConfigError(f"{res_path}: not found; pass --run with the --out of a finished `fit-unlearn run`")
     res = json.loads(res_path.read_text())
     if not res.get("final_model"):
         raise ConfigError(f"{run}: the run has no checkpoint yet")
     model = Path(res["final_model"])
-    state = json.loads((model.parent / "state.json").read_text())
+    state = json.loads(CheckpointDir.of_model(model).state.read_text())
     prepared = Path(res["config"]["prepared"])
     known = _prepared_forget(prepared)
     docs = [known.get(d["id"]) or Document.from_json(d) for d in state["forgotten"]]  # prepared: with paraphrases
@@ -37,6 +38,6 @@ def _prepared_forget(prepared: Path) -> dict[str, Document]:
     from fit_unlearn.data.documents import load_pch_dir
 
     try:
-        return {d.id: d for d in load_pch_dir(prepared / "data").forget}
+        return {d.id: d for d in load_pch_dir(PreparedDir(prepared).data).forget}
     except Exception:  # noqa: BLE001 - the run's own copies are enough
         return {}

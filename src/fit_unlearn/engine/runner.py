@@ -40,6 +40,7 @@ from fit_unlearn.engine.streams import (
 )
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
+from fit_unlearn.layout import GOLD_MODELS, CheckpointDir, PreparedDir, RunDir
 from fit_unlearn.models import load_model
 from fit_unlearn.objectives import get_objective
 from fit_unlearn.prepare import load_split, prepared_data
@@ -91,18 +92,20 @@ class Engine:
         self.acc = accelerator
         self.is_main = accelerator is None or accelerator.is_main_process
         self.out = Path(cfg.out)
+        self.run_dir = RunDir(self.out)
+        self.prepared = PreparedDir(cfg.prepared)
         self.strategy = _make_strategy(cfg)
         self._preflight_paths()
-        self.data = prepared_data(cfg.prepared)  # with the recorded retain-train / retain-eval split
-        self.split_digest = load_split(cfg.prepared).digest()
+        self.data = prepared_data(self.prepared)  # with the recorded retain-train / retain-eval split
+        self.split_digest = load_split(self.prepared).digest()
         self._prepared_docs = {d.id: d for d in self.data.forget}
-        self.model_path = Path(cfg.prepared) / cfg.model if cfg.model in ("theta0", "retain_only") else Path(cfg.model)
+        self.model_path = self.prepared.resolve_model(cfg.model)
         self.model, self.tok = load_model(self.model_path, device=self._device(), dtype=cfg.dtype)
         self._preflight_disk()
         self.ref_model = None
         self.update_cfg = UpdateConfig(**cfg.update.model_dump())
         self.ref_cache = ReferenceCache.for_config(self.update_cfg)  # theta_0 outputs, shared by all requests
-        self.journal = Journal(self.out / "journal.jsonl", writer=self.is_main)
+        self.journal = Journal(self.run_dir.journal, writer=self.is_main)
         self.position = 0  # next stream position to process
         self.forgotten: list[Document] = []
         self.applied_ids: dict[str, int] = {}
@@ -117,8 +120,8 @@ class Engine:
         return self.cfg.device
 
     def _preflight_paths(self) -> None:
-        prepared = Path(self.cfg.prepared)
-        if not (prepared / "data").is_dir() or not (prepared / "reference.json").exists():
+        prepared = self.prepared.root
+        if not self.prepared.is_prepared():
             raise ConfigError(
                 f"prepared: {prepared} is not a prepared directory (run `fit-unlearn prepare` "
                 "first, or set prepared: to its --out)"
@@ -159,7 +162,7 @@ class Engine:
         if self.acc is not None:
             self.acc.wait_for_everyone()
             if not self.is_main:
-                self.journal = Journal(self.out / "journal.jsonl", writer=False)
+                self.journal = Journal(self.run_dir.journal, writer=False)
         if resume:
             self._restore()
             uncommitted = self.journal.uncommitted()
@@ -210,10 +213,10 @@ class Engine:
             return
         path = Path(ck["path"])
         state = ckpt.load_checkpoint_state(path)
-        loaded, _ = load_model(path / "model", device=self._device(), dtype=self.cfg.dtype)
+        loaded, _ = load_model(CheckpointDir(path).model, device=self._device(), dtype=self.cfg.dtype)
         unwrap(self.model).load_state_dict(unwrap(loaded).state_dict())
         del loaded
-        self.strategy.load_state(path / "strategy")
+        self.strategy.load_state(CheckpointDir(path).strategy)
         ckpt.set_rng_state(state["rng"])
         self.position = state["position"]
         self.forgotten = [Document.from_json(d) for d in state["forgotten"]]
@@ -329,7 +332,7 @@ class Engine:
                 "config_hash": self.cfg.hash(),
             }
             path = ckpt.save_checkpoint(
-                self.out / "checkpoints",
+                self.run_dir,
                 self.position,
                 self.model,
                 self.tok,
@@ -357,7 +360,7 @@ class Engine:
                 pending=[d for d in self.data.forget if d.id not in self.applied_ids],
                 retain=self.data.retain_eval,
                 holdout=self.data.holdout,
-                reference=Reference.load(self.cfg.prepared),
+                reference=Reference.load(self.prepared),
                 t=t,
                 T=self.stream_length(),
                 batch_size=self.cfg.eval.batch_size,
@@ -375,10 +378,8 @@ class Engine:
                 )
             items = res.pop("items")
             per_doc = res.pop("per_document", None)
-            (self.out / "evals").mkdir(exist_ok=True)
-            (self.out / "evals" / f"eval-t{t:05d}.json").write_text(
-                json.dumps({**res, "per_document": per_doc, "items": items}, indent=1)
-            )
+            self.run_dir.evals.mkdir(exist_ok=True)
+            self.run_dir.eval_file(t).write_text(json.dumps({**res, "per_document": per_doc, "items": items}, indent=1))
             summary = {"t": t, **{k: v for k, v in res.items() if k != "t"}}
             self.evals.append({"event": "eval", **summary})
             self._log("eval", **summary)
@@ -430,15 +431,15 @@ class Engine:
         from fit_unlearn.attacks.relearn import relearn_attack
         from fit_unlearn.evaluation import Reference
 
-        final = Path(self.journal.last_checkpoint()["path"]) / "model"
-        prepared = Path(self.cfg.prepared)
+        final = CheckpointDir(self.journal.last_checkpoint()["path"]).model
+        prepared = self.prepared
         ref = Reference.load(prepared)
         ev = self.cfg.eval
         out: dict = {}
         bits = [int(a[-1]) for a in ev.attacks if a.startswith("quantize")]
         if bits:
             out["quantize"] = quantize_attack(
-                {"unlearned": final, "theta0": prepared / "theta0", "retain_only": prepared / "retain_only"},
+                {"unlearned": final, **{name: prepared.model(name) for name in GOLD_MODELS}},
                 bits,
                 [self._prepared(d) for d in self.forgotten],
                 self.data.retain_eval,
@@ -489,7 +490,7 @@ class Engine:
         results = {
             "config": self.cfg.model_dump(mode="json"),
             "provenance": provenance(model=str(self.model_path), data_hash=self.data.hash(), seed=self.cfg.seed),
-            "final_model": str(Path(ck["path"]) / "model") if ck else None,
+            "final_model": str(CheckpointDir(ck["path"]).model) if ck else None,
             "requests": list(
                 {
                     e["id"]: {"id": e["id"], "position": e["position"], "event": e["event"], **e.get("record", {})}
@@ -503,9 +504,9 @@ class Engine:
             "applied_counts": self.journal.applied_counts(),
         }
         if self.is_main:
-            tmp = self.out / "results.json.tmp"
+            tmp = self.run_dir.results.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(results, indent=1))
-            os.replace(tmp, self.out / "results.json")
+            os.replace(tmp, self.run_dir.results)
         return results
 
     def close(self) -> None:
