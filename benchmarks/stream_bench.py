@@ -66,7 +66,10 @@ def run_method(name: str, spec: dict, args, source: str | None = None, attacks: 
 
     out = Path(args.runs) / name
     if (out / "results.json").exists() and (out / "DONE").exists():
-        return json.loads((out / "results.json").read_text())
+        res = json.loads((out / "results.json").read_text())
+        if any("forget_degree_strict" not in e for e in res["evals"]):
+            raise SystemExit(f"{out} holds a run measured under the old protocol; choose another --runs directory")
+        return res
     cfg = build_config(
         {
             "prepared": args.prepared,

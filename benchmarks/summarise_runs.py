@@ -39,8 +39,10 @@ def summarise(run: Path) -> dict:
                 "t": t,
                 "F": e["forget"]["score"],
                 "R": e["retain"]["score"],
-                # runs journaled before the honest protocol have only the interpolated "forget_degree"
+                # runs journaled before the honest protocol have only the interpolated "forget_degree": their
+                # rows are labelled as such, never mixed with strict F.D.
                 "F.D.": e.get("forget_degree_strict", e.get("forget_degree")),
+                "protocol": "strict" if "forget_degree_strict" in e else "old (interpolated F.D., R on anchors)",
                 "R.U.": e["retain_utility"],
             }
             for t, e in sorted(evals.items())
@@ -61,10 +63,10 @@ def main() -> None:
     rows = [summarise(r) for r in args.runs]
     ts = sorted({e["t"] for r in rows for e in r["evals"]})
     lines = [
-        "| run | lr | applied | median / mean s/request | objectives (mean s) | "
+        "| run | protocol | lr | applied | median / mean s/request | objectives (mean s) | "
         + " | ".join(f"t={t} F / R (F.D. / R.U.)" for t in ts)
         + " |",
-        "|" + "---|" * (5 + len(ts)),
+        "|" + "---|" * (6 + len(ts)),
     ]
     for r in rows:
         by_t = {e["t"]: e for e in r["evals"]}
@@ -74,7 +76,10 @@ def main() -> None:
         ]
         obj = ", ".join(f"{k} {v} ({r['seconds_by_objective'][k]:.1f})" for k, v in sorted(r["objectives"].items()))
         med = "-" if r["median_seconds"] is None else f"{r['median_seconds']:.1f} / {r['mean_seconds']:.1f}"
-        lines.append(f"| {r['run']} | {r['lr']:g} | {r['applied']} | {med} | {obj} | " + " | ".join(cells) + " |")
+        proto = r["evals"][0]["protocol"] if r["evals"] else "-"
+        lines.append(
+            f"| {r['run']} | {proto} | {r['lr']:g} | {r['applied']} | {med} | {obj} | " + " | ".join(cells) + " |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.out:

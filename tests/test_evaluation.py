@@ -162,3 +162,55 @@ def test_a_prepared_directory_without_a_split_is_refused_with_the_fix(tiny_prepa
     shutil.copy(tiny_prepared / "reference.json", old / "reference.json")
     with pytest.raises(DataError, match=r"split\.json: no retain-train / retain-eval split recorded.*prepare"):
         Engine(_cfg(old, tmp_path / "run"), progress=False)
+
+
+def _copy_prepared(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("theta0", "retain_only"))
+    for m in ("theta0", "retain_only"):
+        (dst / m).symlink_to(src / m)
+    return dst
+
+
+def test_a_split_that_does_not_divide_the_retain_documents_is_refused(tiny_prepared, tmp_path):
+    from fit_unlearn.errors import DataError
+
+    prep = _copy_prepared(tiny_prepared, tmp_path / "p")
+    split = json.loads((prep / "split.json").read_text())
+    for bad, msg in (
+        ({**split, "eval_ids": split["eval_ids"] + split["train_ids"][:1]}, "in both parts"),
+        ({**split, "eval_ids": split["eval_ids"][1:]}, "in neither part"),
+        ({**split, "eval_ids": ["nope"]}, "unknown id"),
+    ):
+        (prep / "split.json").write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=f"split.json: the retain split does not divide.*{msg}"):
+            prepared_data(prep)
+    (prep / "split.json").write_text("{not json")
+    with pytest.raises(DataError, match="not a valid split file"):
+        prepared_data(prep)
+
+
+def test_no_qa_preparation_refuses_qa_requests(tiny_prepared, tmp_path):
+    from fit_unlearn.errors import ConfigError
+
+    prep = _copy_prepared(tiny_prepared, tmp_path / "p")
+    recipe = json.loads((prep / "recipe.json").read_text())
+    (prep / "recipe.json").write_text(json.dumps({**recipe, "train_on_qa": False}))
+    with pytest.raises(ConfigError, match="prepared with --no-qa.*include_qa: false"):
+        Engine(_cfg(prep, tmp_path / "run"), progress=False)
+
+
+def test_a_journal_from_before_the_split_does_not_resume(tiny_prepared, tmp_path):
+    from fit_unlearn.errors import JournalError
+
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "run", **{"stream.limit": 1, "eval.every": None}), progress=False)
+    eng.run()
+    eng.close()
+    journal = tmp_path / "run" / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    start = json.loads(lines[0])
+    del start["retain_split"]
+    journal.write_text("\n".join([json.dumps(start), *lines[1:]]) + "\n")
+    with pytest.raises(JournalError, match="journaled before the retain-train / retain-eval split"):
+        Engine(_cfg(tiny_prepared, tmp_path / "run", **{"stream.limit": 1, "eval.every": None}), resume=True)

@@ -185,7 +185,7 @@ def evaluate_model(
     progress: bool = False,
 ) -> dict:
     """Scores of ``model`` at step ``t`` (default: len(forgotten)) of a stream over a forget set of ``T``
-    documents (default: len(forgotten) + len(pending)).
+    documents (default: the reference's forget set, else len(forgotten) + len(pending)).
 
     ``retain`` must be retain-eval (documents no unlearning step anchors on).  With a ``reference``:
     ``forget_degree_strict`` (and its paraphrase variant), ``forget_degree_paper``, ``collateral_forget``,
@@ -193,7 +193,8 @@ def evaluate_model(
     strict F.D. for requests that are not prepared forget documents, collateral at t = T)."""
     forgotten, pending = list(forgotten), list(pending)
     t = len(forgotten) if t is None else t
-    T = T if T is not None else len(forgotten) + len(pending)
+    if T is None:
+        T = len(reference.forget_ids) if reference is not None else len(forgotten) + len(pending)
     f_stats = doc_token_stats(model, tok, forgotten, batch_size=max(1, batch_size // 2)) if forgotten else []
     f = evaluate_split(
         model, tok, forgotten, batch_size=batch_size, progress=progress, token_stats=f_stats, paraphrases=True
@@ -263,7 +264,7 @@ def _against_reference(ref: Reference, f, pend, r, forgotten, pending, retain, t
                 f.items, ref.items("retain_only", "forget", f_ids), ref.items("theta0", "forget", f_ids), strict=True
             )
         ]
-    if known_f and known_p and (forgotten or pending):
+    if known_f and known_p and set(f_ids) | set(p_ids) == set(ref.forget_ids):  # the whole forget set only
         whole = scores_from_items(f.items + pend.items)["score"]
         mix = ref.mixture(f_ids, p_ids)["score"]
         all_ids = f_ids + p_ids

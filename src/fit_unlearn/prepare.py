@@ -10,8 +10,9 @@ training data of both models), ``theta0/``, ``retain_only/``, ``recipe.json``, `
 (per-document scores of both models, paraphrases included, from which every reference of any subset of the
 stream is computed) and ``prepare.json`` (timings, accuracies, probes).
 
-A second run with the same training inputs trains nothing: it rewrites the data files and the split and
-rescores the gold models only where those changed (e.g. new paraphrases, another retain-eval choice).
+A second run with the same training inputs trains nothing: it rewrites the data files and the split,
+rescores the gold models only when the evaluation data changed (e.g. new paraphrases) and recomputes the
+split's summary from the kept per-document values (another retain-eval choice needs no rescoring).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def prepared_data(out: str | Path | PreparedDir) -> DataSplits:
     out = PreparedDir.of(out)
     data = load_pch_dir(out.data)
     split = load_split(out)
+    check_split(split, data, out.split)
     return data.with_retain_eval(split.eval_ids)
 
 
@@ -92,7 +94,33 @@ def load_split(out: str | Path | PreparedDir) -> RetainSplit:
             f"{path}: no retain-train / retain-eval split recorded (prepared by an older fit-unlearn); run "
             "`fit-unlearn prepare` with the same arguments again: it records the split without retraining"
         )
-    return RetainSplit.from_json(json.loads(path.read_text()))
+    try:
+        return RetainSplit.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(
+            f"{path}: not a valid split file ({type(e).__name__}: {e}); it needs 'train_ids' and 'eval_ids' lists, "
+            "or run `fit-unlearn prepare` again (with --retain-eval-ids FILE for your own split)"
+        ) from None
+
+
+def check_split(split: RetainSplit, data: DataSplits, where) -> None:
+    """The split must divide exactly the retain split: disjoint, complete, both parts non-empty."""
+    retain = {d.id for d in data.retain}
+    train, ev = set(split.train_ids), set(split.eval_ids)
+    problems = []
+    if train & ev:
+        problems.append(f"{len(train & ev)} id(s) in both parts, e.g. {sorted(train & ev)[0]!r}")
+    if (train | ev) - retain:
+        problems.append(f"unknown id(s) such as {sorted((train | ev) - retain)[0]!r}")
+    if retain - (train | ev):
+        problems.append(f"{len(retain - (train | ev))} retain document(s) in neither part")
+    if not train or not ev:
+        problems.append("an empty part")
+    if problems:
+        raise DataError(
+            f"{where}: the retain split does not divide the retain documents ({'; '.join(problems)}); run "
+            "`fit-unlearn prepare` again (with --retain-eval-ids FILE for your own split)"
+        )
 
 
 def make_split(data: DataSplits, cfg: PrepareConfig) -> RetainSplit:

@@ -80,8 +80,9 @@ def split_retain(
 def split_from_ids(retain: Sequence[Document], eval_ids: Sequence[str], where: str = "retain-eval ids") -> RetainSplit:
     """The split a user gives: these retain ids are retain-eval, the others retain-train."""
     known = [d.id for d in retain]
+    known_set = set(known)
     wanted = [i.strip() for i in eval_ids if i.strip()]
-    unknown = [i for i in wanted if i not in set(known)]
+    unknown = [i for i in wanted if i not in known_set]
     if unknown:
         raise DataError(f"{where}: {unknown[:3]} are not ids of the retain split; list retain document ids only")
     chosen = set(wanted)
@@ -112,7 +113,7 @@ def read_ids(path) -> list[str]:
             ids = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: not valid JSON ({e.msg}); give a JSON list of ids or one id per line") from None
-        if not isinstance(ids, list) or not all(isinstance(i, str | int) for i in ids):
+        if not isinstance(ids, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
             raise DataError(f"{path}: expected a JSON list of ids")
         return [str(i) for i in ids]
     return [line.strip() for line in text.splitlines() if line.strip()]

@@ -96,6 +96,7 @@ class Engine:
         self.prepared = PreparedDir(cfg.prepared)
         self.strategy = _make_strategy(cfg)
         self._preflight_paths()
+        self._preflight_qa()
         self.data = prepared_data(self.prepared)  # with the recorded retain-train / retain-eval split
         self.split_digest = load_split(self.prepared).digest()
         self._prepared_docs = {d.id: d for d in self.data.forget}
@@ -134,6 +135,19 @@ class Engine:
                 probe.unlink()
             except OSError as e:
                 raise ConfigError(f"out: cannot write to {self.out} ({e.strerror}); choose a writable --out") from None
+
+    def _preflight_qa(self) -> None:
+        """Requests carry QA pairs only where theta_0 was trained on them (``prepare --no-qa`` trains on
+        documents alone)."""
+        try:
+            trained_on_qa = json.loads(self.prepared.recipe.read_text()).get("train_on_qa", True)
+        except (OSError, ValueError):
+            return
+        if self.cfg.strategy.include_qa and not trained_on_qa:
+            raise ConfigError(
+                f"strategy.include_qa: {self.prepared.root} was prepared with --no-qa (theta_0 never saw the QA "
+                "pairs), so requests cannot unlearn them; set strategy.include_qa: false"
+            )
 
     def _preflight_disk(self) -> None:
         need = 2 * sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -198,7 +212,12 @@ class Engine:
                 f"{', '.join(diff) or 'hash only'}; resume with the original configuration or "
                 "start a new --out"
             )
-        if start.get("retain_split", self.split_digest) != self.split_digest:
+        if "retain_split" not in start:
+            raise JournalError(
+                f"cannot resume {self.out}: it was journaled before the retain-train / retain-eval split (its "
+                "anchors and scores mix retain items); start a new --out"
+            )
+        if start["retain_split"] != self.split_digest:
             raise JournalError(
                 f"cannot resume {self.out}: the prepared directory's retain-train / retain-eval split changed "
                 "since the run started; restore its split.json or start a new --out"
@@ -283,6 +302,7 @@ class Engine:
                 )
             return {"rejected": request.reason}
         self._log("received", id=request.id, hash=request.content_hash, position=position)
+        request = request.training_view()  # evaluation-only paraphrases never reach a strategy or an update
         seed = request_seed(self.cfg.seed, position)
         torch.manual_seed(seed)
         t0 = time.perf_counter()
