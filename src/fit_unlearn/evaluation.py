@@ -25,9 +25,9 @@ from fit_unlearn.errors import ConfigError
 from fit_unlearn.layout import GOLD_MODELS as GOLD
 from fit_unlearn.layout import PreparedDir
 from fit_unlearn.metrics.privacy import mean_extraction_strength, mia_auc
+from fit_unlearn.metrics.probes import capital_probes, probe_accuracy
 from fit_unlearn.metrics.reference import ReferencePoints, closeness, reference_at, retain_utility
 from fit_unlearn.metrics.scores import doc_score, doc_token_stats, evaluate_split, scores_from_items
-from fit_unlearn.probes import capital_probes, probe_accuracy
 
 #: bump when reference.json gains fields: an older file is rebuilt (the gold models are rescored, not retrained)
 REFERENCE_VERSION = 2

@@ -30,8 +30,8 @@ from fit_unlearn.data.documents import DataSplits, load_pch_dir, write_jsonl
 from fit_unlearn.data.splits import DEFAULT_EVAL_FRACTION, RetainSplit, split_from_ids, split_retain
 from fit_unlearn.errors import ConfigError, DataError
 from fit_unlearn.layout import PreparedDir
+from fit_unlearn.metrics.probes import capital_probes, probe_accuracy, replay_facts
 from fit_unlearn.models import load_model, model_hash, resolve_model_path, save_model
-from fit_unlearn.probes import capital_probes, probe_accuracy, replay_facts
 from fit_unlearn.provenance import provenance
 from fit_unlearn.text import doc_example, training_examples
 from fit_unlearn.training import FinetuneConfig, finetune

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fit_unlearn.data.qa import QA, derive_paraphrases, derive_qa, detect_domain
 from fit_unlearn.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,6 @@ log = logging.getLogger(__name__)
 #: message naming the limit and the option that raises it.
 DEFAULT_MAX_DOC_CHARS = 200_000
 SPLITS = ("forget", "retain", "holdout")
-
-
-@dataclass(frozen=True)
-class QA:
-    question: str
-    answer: str
 
 
 @dataclass(frozen=True)
@@ -267,8 +262,6 @@ def read_pch_json(path: str | os.PathLike, split: str, *, max_chars: int = DEFAU
 def _with_qa(doc: Document) -> Document:
     """Fill in the domain, and the QA pairs with their paraphrases when the document brings none.  A
     document that brings its own QA pairs keeps its own paraphrases (none unless given)."""
-    from fit_unlearn.data.qa import derive_paraphrases, derive_qa, detect_domain
-
     domain = doc.domain or detect_domain(doc.text)
     if doc.qa:
         return Document(doc.id, doc.text, domain, doc.qa, doc.paraphrases)

@@ -19,10 +19,18 @@ from __future__ import annotations
 
 import logging
 import re
-
-from fit_unlearn.data.documents import QA
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QA:
+    """One question / answer pair (the answer a verbatim span of its document where derived)."""
+
+    question: str
+    answer: str
+
 
 DOMAIN_FIELDS: dict[str, tuple[str, ...]] = {
     "personal": ("Name", "Age", "Address", "Occupation", "Description"),

@@ -71,7 +71,7 @@ metadata:
 
 def write_own_tasks(directory: Path, n: int = 40, seed: int = 0) -> Path:
     """Write the project's own offline tasks (YAML + JSONL) into ``directory``; returns it."""
-    from fit_unlearn.probes import capital_probes
+    from fit_unlearn.metrics.probes import capital_probes
 
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from fit_unlearn.metrics.scores import generate_answers
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -59,8 +61,6 @@ def replay_facts(n: int = 80, probe_n: int = 40, seed: int = 0) -> list[str]:
 
 
 def probe_accuracy(model, tok, probes: list[Probe], max_new_tokens: int = 8) -> dict:
-    from fit_unlearn.metrics.scores import generate_answers
-
     gens = generate_answers(model, tok, [p.prompt for p in probes], max_new_tokens=max_new_tokens)
     hits = [p.answer.lower() in g.lower() for p, g in zip(probes, gens, strict=True)]
     return {
