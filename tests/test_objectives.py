@@ -193,7 +193,7 @@ def _ce(model, batch):
 
 
 def _step(model, tok, name, forget_text, retain_text, params=None, lr=1e-2):
-    from fit_unlearn.strategies.update import _outputs
+    from fit_unlearn.engine.update import _outputs
     from fit_unlearn.text import doc_example
 
     spec = get_objective(name)

@@ -1,4 +1,4 @@
-"""strategies/update.py: the per-request update and its cache of frozen-reference outputs."""
+"""engine/update.py: the per-request update and its cache of frozen-reference outputs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
+from fit_unlearn.engine.update import ReferenceCache, UpdateConfig, _forward, apply_update, slices
 from fit_unlearn.strategies.base import UpdatePlan
-from fit_unlearn.strategies.update import ReferenceCache, UpdateConfig, _forward, apply_update, slices
 from fit_unlearn.text import collate, doc_example
 
 

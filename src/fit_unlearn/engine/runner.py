@@ -38,6 +38,7 @@ from fit_unlearn.engine.streams import (
     validate_request,
     watched_requests,
 )
+from fit_unlearn.engine.update import ReferenceCache, UpdateConfig, apply_update
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
 from fit_unlearn.layout import GOLD_MODELS, CheckpointDir, PreparedDir, RunDir
@@ -46,7 +47,6 @@ from fit_unlearn.objectives import get_objective
 from fit_unlearn.prepare import load_split, prepared_data
 from fit_unlearn.provenance import provenance
 from fit_unlearn.strategies import get_strategy
-from fit_unlearn.strategies.update import ReferenceCache, UpdateConfig, apply_update
 
 log = logging.getLogger(__name__)
 
