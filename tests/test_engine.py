@@ -238,3 +238,28 @@ def test_document_only_requests(tiny_prepared, tmp_path):
     eng.close()
     assert all(r["qa_items"] == 0 and r["steps"] == r["slices"] for r in res["requests"])  # 1 epoch, slices only
     assert res["evals"][-1]["forget"]["n_qa"] >= 3
+
+
+def test_a_new_strategy_needs_only_plan(tiny_prepared, tmp_path):
+    """The Strategy base declares the engine's whole contract: a strategy that defines only ``plan`` runs."""
+    from fit_unlearn.strategies import STRATEGIES, Strategy, UpdatePlan, register_strategy
+
+    @register_strategy("first-half")
+    class FirstHalf(Strategy):
+        def __init__(self, objective="ga", objective_params=None, trainable="all", include_qa=True, device="cpu"):
+            self.objective = objective
+
+        def plan(self, request, model, tok):
+            return UpdatePlan(text=request.text[: len(request.text) // 2], objective=self.objective)
+
+    try:
+        cfg = _cfg(tiny_prepared, tmp_path / "run", **{"strategy.name": "first-half", "stream.limit": 2})
+        eng = Engine(cfg, progress=False)
+        res = eng.run()
+        eng.close()
+        assert [r["objective"] for r in res["requests"]] == ["npo", "npo"]  # the configured objective
+        assert all(r["qa_items"] == 0 and r["steps"] == 1 for r in res["requests"])
+    finally:
+        STRATEGIES.pop("first-half")
+    with pytest.raises(ConfigError, match="are for strategy 'fit'"):
+        Engine(_cfg(tiny_prepared, tmp_path / "r2", **{"strategy.fit": {"filter": False}}), progress=False)

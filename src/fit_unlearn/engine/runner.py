@@ -64,13 +64,13 @@ def _make_strategy(cfg: RunConfig):
         pass
     cls = get_strategy(cfg.strategy.name)
     s = cfg.strategy
-    extra = {"device": cfg.device, **s.fit} if s.name == "fit" else dict(s.fit)
     return cls(
         objective=s.objective,
         objective_params=s.objective_params,
         trainable=s.trainable,
         include_qa=s.include_qa,
-        **extra,
+        device=cfg.device,
+        **s.fit,
     )
 
 
@@ -159,7 +159,7 @@ class Engine:
             )
 
     def _needs_reference(self) -> bool:
-        names = getattr(self.strategy, "objectives", None) or [self.cfg.strategy.objective]
+        names = self.strategy.objectives
         return any(get_objective(n).needs_reference for n in names)
 
     def _reference(self):
@@ -278,7 +278,7 @@ class Engine:
     def submit(self, request: Document) -> dict:
         """Apply one request now (Python API).  An id already applied is refused (idempotent submit)."""
         validate_request(request, self.cfg.stream.max_request_chars)
-        if getattr(self.strategy, "needs_calibration", False):
+        if self.strategy.needs_calibration:
             self._calibrate()
         rec = self._process(self.position, request)
         self.position += 1
@@ -409,7 +409,7 @@ class Engine:
 
     def run(self, stream: Iterator | None = None) -> dict:
         """Consume the configured stream (or ``stream``) to the end; returns the results summary."""
-        if getattr(self.strategy, "needs_calibration", False):
+        if self.strategy.needs_calibration:
             self._calibrate()
         items = stream if stream is not None else self.stream()
         total = None
@@ -491,7 +491,7 @@ class Engine:
     def _calibrate(self) -> None:
         """Calibrate the strategy before the stream: FIT's importance thresholds on the first requests of
         the stream, and its per-layer retain profile (``layers.relative``) on retain documents."""
-        n = getattr(self.strategy, "calibration_size", 0)
+        n = self.strategy.calibration_size
         texts = []
         for _, item in self.stream() if n else ():
             if isinstance(item, Document):

@@ -23,9 +23,35 @@ class UpdatePlan:
 
 
 class Strategy:
-    """Base class: subclasses implement ``plan``; stateful ones override the state hooks."""
+    """Base class and the whole contract the engine uses.  Subclasses implement ``plan``; stateful ones
+    override the state hooks; strategies that must look at the stream first override the calibration hooks.
+
+    A strategy is built as ``cls(objective=..., objective_params=..., trainable=..., include_qa=...,
+    device=..., **options)`` where ``options`` is the ``strategy.fit`` section of the run configuration."""
 
     name = "base"
+    #: the objective used when the strategy does not choose one per request
+    objective: str = "npo"
+
+    @property
+    def objectives(self) -> list[str]:
+        """Every objective this strategy may plan (the engine loads a frozen reference if one needs it)."""
+        return [self.objective]
+
+    @property
+    def needs_calibration(self) -> bool:
+        """True until ``calibrate`` has run (checked before the first request)."""
+        return False
+
+    @property
+    def calibration_size(self) -> int:
+        """How many stream requests ``calibrate`` wants to see (0: none)."""
+        return 0
+
+    def calibrate(self, texts: list[str], model, tok, retain_texts: list[str] = ()) -> dict:
+        """Look at the first requests' ``texts`` and retain-train ``retain_texts`` before the stream; the
+        returned summary is journaled."""
+        return {}
 
     def plan(self, request: Document, model, tok) -> UpdatePlan:
         raise NotImplementedError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fit_unlearn.data.documents import Document
+from fit_unlearn.errors import ConfigError
 from fit_unlearn.objectives import get_objective
 from fit_unlearn.strategies.base import Strategy, UpdatePlan, register_strategy
 
@@ -15,8 +16,14 @@ class SequentialStrategy(Strategy):
         objective_params: dict | None = None,
         trainable="all",
         include_qa: bool = True,
-        **_unused,
+        device: str = "cpu",
+        **options,
     ):
+        if options:
+            raise ConfigError(
+                f"strategy.fit: options {', '.join(sorted(options))} are for strategy 'fit'; the sequential "
+                "strategy takes none"
+            )
         get_objective(objective).make_config(objective_params)  # validate early
         self.objective = get_objective(objective).name
         self.objective_params = dict(objective_params or {})

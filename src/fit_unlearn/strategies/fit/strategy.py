@@ -50,7 +50,7 @@ class FitStrategy(SequentialStrategy):
             raise ConfigError(
                 f"strategy.fit: unknown option(s) {', '.join(sorted(unknown))}; allowed: filter, layers, importance"
             )
-        super().__init__(objective, objective_params, trainable, include_qa)
+        super().__init__(objective, objective_params, trainable, include_qa, device)
         fcfg = _section(filter, FilterConfig, "filter")
         lcfg = _section(layers, LayerConfig, "layers")
         icfg = _section(importance, ImportanceConfig, "importance")
