@@ -27,21 +27,15 @@ import torch
 from tqdm.auto import tqdm
 
 from fit_unlearn.data.documents import Document
-from fit_unlearn.data.streams import stream_order
 from fit_unlearn.engine import checkpoint as ckpt
 from fit_unlearn.engine.config import RunConfig
+from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
-from fit_unlearn.engine.streams import (
-    BadRequest,
-    forget_requests,
-    jsonl_requests,
-    validate_request,
-    watched_requests,
-)
+from fit_unlearn.engine.streams import BadRequest, open_stream, validate_request
 from fit_unlearn.engine.update import ReferenceCache, UpdateConfig, apply_update
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
-from fit_unlearn.layout import GOLD_MODELS, CheckpointDir, PreparedDir, RunDir
+from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
 from fit_unlearn.models import load_model
 from fit_unlearn.objectives import get_objective
 from fit_unlearn.prepare import load_split, prepared_data
@@ -99,7 +93,7 @@ class Engine:
         self._preflight_qa()
         self.data = prepared_data(self.prepared)  # with the recorded retain-train / retain-eval split
         self.split_digest = load_split(self.prepared).digest()
-        self._prepared_docs = {d.id: d for d in self.data.forget}
+        self.hooks = Evaluation(self.prepared, self.data, cfg.eval, self.run_dir, self._device())
         self.model_path = self.prepared.resolve_model(cfg.model)
         self.model, self.tok = load_model(self.model_path, device=self._device(), dtype=cfg.dtype)
         self._preflight_disk()
@@ -251,28 +245,13 @@ class Engine:
 
     # ---- the stream ------------------------------------------------------------------------------
     def stream(self) -> Iterator[tuple[int, Document | BadRequest]]:
-        src = self.cfg.stream.source
-        if src == "forget":
-            items = forget_requests(stream_order(self.data.forget, self.cfg.stream.order_seed))
-        elif src.startswith("watch:"):
-            items = watched_requests(Path(src[6:]), self.cfg.stream.max_request_chars, self.cfg.stream.watch_idle_exit)
-        else:
-            items = jsonl_requests(Path(src), self.cfg.stream.max_request_chars)
-        limit = self.cfg.stream.limit
-        for pos, item in items:
-            if limit is not None and pos >= limit:
-                return
-            yield pos, item
-
-    def _prepared(self, request: Document) -> Document:
-        """The prepared forget document a request stands for (it carries the paraphrases), else the request."""
-        doc = self._prepared_docs.get(request.id)
-        return doc if doc is not None and doc.text == request.text else request
+        """The configured stream: (position, request or bad request), at most ``stream.limit`` items."""
+        return open_stream(self.cfg.stream, self.data.forget)
 
     def stream_length(self) -> int:
         """T of the references: the number of forget documents in the prepared set (or ``eval.T``), never
         the length of a partial run (``stream.limit``)."""
-        return self.cfg.eval.T or len(self.data.forget)
+        return self.hooks.T
 
     # ---- applying requests -----------------------------------------------------------------------
     def submit(self, request: Document) -> dict:
@@ -367,40 +346,11 @@ class Engine:
         return path
 
     def evaluate(self) -> dict | None:
-        from fit_unlearn.evaluation import Reference, evaluate_model
-
+        """Evaluate the current model at t = requests applied so far (main process); journal the summary."""
         t = len(self.forgotten)
         res = None
         if self.is_main and t:
-            forgotten = [self._prepared(d) for d in self.forgotten]  # with their paraphrases
-            res = evaluate_model(
-                self.model,
-                self.tok,
-                forgotten=forgotten,
-                pending=[d for d in self.data.forget if d.id not in self.applied_ids],
-                retain=self.data.retain_eval,
-                holdout=self.data.holdout,
-                reference=Reference.load(self.prepared),
-                t=t,
-                T=self.stream_length(),
-                batch_size=self.cfg.eval.batch_size,
-            )
-            if self.cfg.eval.downstream:
-                from fit_unlearn.metrics.downstream import run_downstream
-
-                res["downstream"] = run_downstream(
-                    self.model,
-                    self.tok,
-                    list(self.cfg.eval.downstream),
-                    include_path=self.cfg.eval.tasks_dir,
-                    limit=self.cfg.eval.downstream_limit,
-                    workdir=self.out,
-                )
-            items = res.pop("items")
-            per_doc = res.pop("per_document", None)
-            self.run_dir.evals.mkdir(exist_ok=True)
-            self.run_dir.eval_file(t).write_text(json.dumps({**res, "per_document": per_doc, "items": items}, indent=1))
-            summary = {"t": t, **{k: v for k, v in res.items() if k != "t"}}
+            summary, res = self.hooks.evaluate(self.model, self.tok, self.forgotten, self.applied_ids)
             self.evals.append({"event": "eval", **summary})
             self._log("eval", **summary)
         if self.acc is not None:
@@ -430,12 +380,8 @@ class Engine:
                 self.position = pos + 1
                 self._after_item()
                 bar.update(1)
-                if self.evals:
-                    e = self.evals[-1]
-                    if "retain_utility" in e:
-                        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731  (F.D. is None off-PCH)
-                        fd, ru = fmt(e.get("forget_degree_strict")), fmt(e.get("retain_utility"))
-                        bar.set_postfix({"t": e["t"], "F.D.strict": fd, "R.U.": ru})
+                if (postfix := progress_postfix(self.evals)) is not None:
+                    bar.set_postfix(postfix)
         finally:
             bar.close()
         self.checkpoint()
@@ -447,43 +393,10 @@ class Engine:
 
     def run_attacks(self) -> dict:
         """The configured recovery attacks on the final model; results land in results.json."""
-        from fit_unlearn.attacks.quantize import quantize_attack
-        from fit_unlearn.attacks.relearn import relearn_attack
-        from fit_unlearn.evaluation import Reference
-
         final = CheckpointDir(self.journal.last_checkpoint()["path"]).model
-        prepared = self.prepared
-        ref = Reference.load(prepared)
-        ev = self.cfg.eval
-        out: dict = {}
-        bits = [int(a[-1]) for a in ev.attacks if a.startswith("quantize")]
-        if bits:
-            out["quantize"] = quantize_attack(
-                {"unlearned": final, **{name: prepared.model(name) for name in GOLD_MODELS}},
-                bits,
-                [self._prepared(d) for d in self.forgotten],
-                self.data.retain_eval,
-                ref,
-                method=ev.quantize_method,
-                device=self._device(),
-                t=len(self.forgotten),
-                T=self.stream_length(),
-            )
-        if "relearn" in ev.attacks and len(self.forgotten) >= 2:
-            m, tok = load_model(final, device=self._device(), dtype=self.cfg.dtype)
-            out["relearn"] = relearn_attack(
-                m,
-                tok,
-                [self._prepared(d) for d in self.forgotten],
-                self.data.retain_eval,
-                ref,
-                fraction=ev.relearn_fraction,
-                lr=ev.relearn_lr,
-                epochs=ev.relearn_epochs,
-                seed=self.cfg.seed,
-                progress=self.progress,
-            )
-            del m
+        out = self.hooks.attacks(
+            final, self.forgotten, dtype=self.cfg.dtype, seed=self.cfg.seed, progress=self.progress
+        )
         self.attacks = out
         self._log("attacks", summary={k: v.get("recovery") for k, v in out.items()})
         return out
@@ -524,9 +437,7 @@ class Engine:
             "applied_counts": self.journal.applied_counts(),
         }
         if self.is_main:
-            tmp = self.run_dir.results.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            os.replace(tmp, self.run_dir.results)
+            write_results(self.run_dir, results)
         return results
 
     def close(self) -> None:

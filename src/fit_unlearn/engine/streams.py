@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fit_unlearn.data.documents import Document, _doc_from_obj, _with_qa
+from fit_unlearn.data.streams import stream_order
 from fit_unlearn.errors import DataError, RequestError
 
 
@@ -90,3 +91,19 @@ def watched_requests(
 
 def forget_requests(docs: list[Document]) -> Iterator[tuple[int, Document | BadRequest]]:
     yield from enumerate(docs)
+
+
+def open_stream(cfg, forget: list[Document]) -> Iterator[tuple[int, Document | BadRequest]]:
+    """The stream a run configuration's ``stream`` section names: ``forget`` (the prepared forget split in
+    its seeded order), ``watch:DIR`` or a JSONL file; at most ``cfg.limit`` items."""
+    src = cfg.source
+    if src == "forget":
+        items = forget_requests(stream_order(forget, cfg.order_seed))
+    elif src.startswith("watch:"):
+        items = watched_requests(Path(src[6:]), cfg.max_request_chars, cfg.watch_idle_exit)
+    else:
+        items = jsonl_requests(Path(src), cfg.max_request_chars)
+    for pos, item in items:
+        if cfg.limit is not None and pos >= cfg.limit:
+            return
+        yield pos, item
