@@ -8,7 +8,6 @@ import json
 import pytest
 
 from fit_unlearn.engine import Engine
-from fit_unlearn.engine.config import build_config
 from fit_unlearn.evaluation import Reference, evaluate_model
 from fit_unlearn.metrics.reference import closeness, reference_at
 from fit_unlearn.metrics.scores import composite, scores_from_items
@@ -17,22 +16,12 @@ from fit_unlearn.prepare import load_split, prepared_data
 
 
 def _cfg(prepared, out, **over):
-    base = {
-        "prepared": str(prepared),
-        "out": str(out),
-        "stream": {"order_seed": 3, "limit": 3},
-        "strategy": {"objective": "npo_kl"},
-        "update": {"lr": 1e-3, "epochs": 1, "retain_batch_size": 2, "retain_match": True},
-        "eval": {"every": 3, "batch_size": 8},
-        "checkpoint": {"every": 3},
-    }
-    for k, v in over.items():
-        node = base
-        *ps, leaf = k.split(".")
-        for p in ps:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return build_config(base)
+    """test_engine's run config with a KL anchor (npo_kl, retain_match), 3 requests, one evaluation at t=3."""
+    from test_engine import _cfg as engine_cfg
+
+    base = {"stream.limit": 3, "strategy.objective": "npo_kl", "update.retain_batch_size": 2}
+    base |= {"update.retain_match": True, "eval.every": 3, "checkpoint.every": 3}
+    return engine_cfg(prepared, out, **{**base, **over})
 
 
 def test_anchors_come_from_retain_train_and_utility_from_retain_eval(tiny_prepared, tmp_path):

@@ -164,11 +164,6 @@ def _slim(stat: dict) -> dict:
     return {k: stat[k] for k in ("id", "token_acc", "token_logprobs", "extraction_strength")}
 
 
-def _para(summary: dict) -> float | None:
-    p = summary.get("paraphrase")
-    return None if p is None else p["score"]
-
-
 def evaluate_model(
     model,
     tok,
@@ -217,7 +212,8 @@ def evaluate_model(
         result["extraction_strength_holdout"] = mean_extraction_strength(hold_stats)
     probe_items = None
     if reference is not None:
-        result.update(_against_reference(reference, f, pend, r, forgotten, pending, retain, t, T))
+        whole = result["forget_all"]["score"] if result["forget_all"] else None
+        result.update(_against_reference(reference, f, pend, r, whole, forgotten, pending, retain, t, T))
         settings = reference.probe
         if probe and settings:
             pr = probe_accuracy(model, tok, capital_probes(settings["n"], settings.get("seed", 0)))
@@ -234,7 +230,7 @@ def evaluate_model(
     return result
 
 
-def _against_reference(ref: Reference, f, pend, r, forgotten, pending, retain, t: int, T: int) -> dict:
+def _against_reference(ref: Reference, f, pend, r, whole, forgotten, pending, retain, t: int, T: int) -> dict:
     f_ids, p_ids, r_ids = [d.id for d in forgotten], [d.id for d in pending], [d.id for d in retain]
     known_f, known_p = ref.knows_forget(f_ids), ref.knows_forget(p_ids)
     out: dict = {
@@ -265,7 +261,6 @@ def _against_reference(ref: Reference, f, pend, r, forgotten, pending, retain, t
             )
         ]
     if known_f and known_p and set(f_ids) | set(p_ids) == set(ref.forget_ids):  # the whole forget set only
-        whole = scores_from_items(f.items + pend.items)["score"]
         mix = ref.mixture(f_ids, p_ids)["score"]
         all_ids = f_ids + p_ids
         f0, fT = ref.score("theta0", "forget", all_ids)["score"], ref.score("retain_only", "forget", all_ids)["score"]

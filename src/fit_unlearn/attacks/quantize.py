@@ -100,28 +100,12 @@ def quantize_attack(
             out["models"][label] = hit["rows"]
             out["method"] = hit["method"]
             continue
-        m, tok = load_model(path, device=device)
-        rows["fp"] = _summ(
-            evaluate_model(
-                m,
-                tok,
-                forgotten=forget,
-                retain=retain,
-                reference=reference,
-                t=t,
-                T=T,
-                probe=False,
-                batch_size=batch_size,
-            )
-        )
-        del m
-        for bits in bits_list:
-            qm, qtok, label_method = quantize_model(path, bits, method, device)
-            out["method"] = label_method
-            rows[f"int{bits}"] = _summ(
+
+        def score(m, tok) -> dict:
+            return _summ(
                 evaluate_model(
-                    qm,
-                    qtok,
+                    m,
+                    tok,
                     forgotten=forget,
                     retain=retain,
                     reference=reference,
@@ -131,6 +115,14 @@ def quantize_attack(
                     batch_size=batch_size,
                 )
             )
+
+        m, tok = load_model(path, device=device)
+        rows["fp"] = score(m, tok)
+        del m
+        for bits in bits_list:
+            qm, qtok, label_method = quantize_model(path, bits, method, device)
+            out["method"] = label_method
+            rows[f"int{bits}"] = score(qm, qtok)
             rows[f"int{bits}"]["method"] = label_method
             del qm
         out["models"][label] = rows
