@@ -154,7 +154,6 @@ def test_eval_at_t_reports_the_honest_degrees(tiny_prepared, tmp_path, capsys):
 def test_prepare_with_user_retain_eval_ids_records_the_split(tiny_prepared, tiny_model_dir, tmp_path, capsys):
     """A user's own retain-eval ids: recorded in split.json, no retraining, the reference rescored on them;
     unknown ids are a one-line error before any training."""
-    import dataclasses
     import shutil
 
     from fit_unlearn.prepare import PrepareConfig, prepare, prepared_data
@@ -164,7 +163,7 @@ def test_prepare_with_user_retain_eval_ids_records_the_split(tiny_prepared, tiny
     shutil.copytree(tiny_prepared, prepared)
     before = (prepared / "theta0" / "model.safetensors").stat().st_mtime_ns
     cfg = PrepareConfig(model=str(tiny_model_dir), recipe=FinetuneConfig(lr=1e-2, epochs=40, batch_size=4), probe_n=4)
-    cfg = dataclasses.replace(cfg, retain_eval_ids=("retain-0000", "retain-0001"))
+    cfg = cfg.model_copy(update={"retain_eval_ids": ("retain-0000", "retain-0001")})
     prepare(prepared_data(tiny_prepared), prepared, cfg, progress=False)
     split = json.loads((prepared / "split.json").read_text())
     assert split["eval_ids"] == ["retain-0000", "retain-0001"] and split["method"] == "ids"

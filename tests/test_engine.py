@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from fit_unlearn.data.documents import Document
 from fit_unlearn.engine import Engine, Journal, load_config
 from fit_unlearn.engine.config import build_config
 from fit_unlearn.errors import ConfigError, JournalError, RequestError
@@ -246,9 +247,6 @@ def test_a_new_strategy_needs_only_plan(tiny_prepared, tmp_path):
 
     @register_strategy("first-half")
     class FirstHalf(Strategy):
-        def __init__(self, objective="ga", objective_params=None, trainable="all", include_qa=True, device="cpu"):
-            self.objective = objective
-
         def plan(self, request, model, tok):
             return UpdatePlan(text=request.text[: len(request.text) // 2], objective=self.objective)
 
@@ -263,3 +261,94 @@ def test_a_new_strategy_needs_only_plan(tiny_prepared, tmp_path):
         STRATEGIES.pop("first-half")
     with pytest.raises(ConfigError, match="are for strategy 'fit'"):
         Engine(_cfg(tiny_prepared, tmp_path / "r2", **{"strategy.fit": {"filter": False}}), progress=False)
+
+
+def test_a_run_journaled_by_the_older_code_resumes(tiny_prepared, tmp_path):
+    """Runs journaled before FIT's options and the objective parameters were typed (``strategy.fit`` and
+    ``objective_params`` stored as the user's dicts, the hash taken over that blob) resume unchanged."""
+    over = {
+        "strategy.name": "fit",
+        "strategy.fit": {"filter": False, "importance": {"calibrate": True, "calibration_size": 2}},
+        "stream.limit": 4,
+        "checkpoint.every": 2,
+        "eval.every": 4,
+    }
+    full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
+    full.run()
+    full.close()
+
+    part = Engine(_cfg(tiny_prepared, tmp_path / "old", **{**over, "stream.limit": 2}), progress=False)
+    part.run()
+    part.close()
+    # the start record as the older code wrote it: its config dump and its hash of that dump
+    path = tmp_path / "old" / "journal.jsonl"
+    lines = path.read_text().splitlines()
+    start = json.loads(lines[0])
+    old = {k: v for k, v in start["config"].items()}
+    old["strategy"] = {**old["strategy"], "fit": over["strategy.fit"], "objective_params": {}}
+    old["stream"] = {**old["stream"], "limit": 4}
+    blob = {k: v for k, v in old.items() if k != "out"}
+    blob["update"] = {k: v for k, v in blob["update"].items() if k != "reference_cache_mb"}
+    start["config"] = old
+    start["config_hash"] = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    path.write_text("\n".join([json.dumps(start), *lines[1:]]) + "\n")
+
+    cfg = _cfg(tiny_prepared, tmp_path / "old", **over)
+    assert start["config_hash"] != cfg.hash() and cfg.diff(old) == []
+    resumed = Engine(cfg, resume=True, progress=False)
+    assert resumed.position == 2
+    res = resumed.run()
+    resumed.close()
+    assert set(res["applied_counts"].values()) == {1} and len(res["applied_counts"]) == 4
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
+    wb = _weights(tmp_path / "old" / "checkpoints" / "ckpt-000004" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # and a setting that changes results is still refused, named
+    old_lr = {**old, "update": {**old["update"], "lr": 5e-4}}
+    assert cfg.diff(old_lr) == ["update.lr"]
+
+
+@pytest.mark.parametrize(
+    "over,msg",
+    [
+        ({"strategy.fit": {"filter": {"tau": 2}}}, "strategy.fit.filter.tau: Input should be less than or equal to 1"),
+        ({"strategy.fit": {"layers": {"method": "skip"}}}, "strategy.fit.layers.method: Input should be 'auto'"),
+        ({"strategy.fit": {"importance": {"objectives": ["npo", "npo", "gaa"]}}}, "did you mean 'ga'"),
+        (
+            {"strategy.fit": {"importance": {"objective_params": {"rl": {"retain_weight": "x"}}}}},
+            "objective 'rl': retain_weight: Input should be a valid number",
+        ),
+        ({"strategy.fit": {"filtr": True}}, "strategy.fit.filtr: unknown field"),
+        ({"strategy.objective_params": {"beta": -1}}, "objective 'npo': beta must be > 0"),
+        ({"strategy.name": "fitt"}, "did you mean 'fit'"),
+    ],
+)
+def test_fit_and_objective_settings_fail_at_config_load(tmp_path, over, msg):
+    base = {"prepared": str(tmp_path), "out": str(tmp_path / "run"), "strategy": {"name": "fit"}}
+    for k, v in over.items():
+        base.setdefault(k.split(".")[0], {})[k.split(".")[1]] = v
+    with pytest.raises(ConfigError, match=msg.replace("(", r"\(")):
+        build_config(base)
+
+
+def test_the_plan_carries_the_objective_resolved_at_load(tiny_prepared, tmp_path):
+    cfg = _cfg(tiny_prepared, tmp_path / "r", **{"strategy.objective_params": {"beta": 0.5}})
+    resolved = cfg.strategy.resolved_objective
+    assert resolved.name == "npo" and resolved.config.beta == 0.5
+    strategy = cfg.strategy.build()
+    assert strategy.objective is resolved  # built with it, not looked up again
+    plan = strategy.plan(Document(id="x", text="Name: Ada"), None, None)
+    assert plan.objective is resolved
+    fit = build_config({**cfg.model_dump(mode="json"), "strategy": {"name": "fit", "fit": {"filter": False}}})
+    objectives = fit.strategy.build().objectives
+    assert [o.name for o in objectives] == ["npo_kl", "npo", "rl"]
+    assert objectives[0] is fit.strategy.fit.importance.objective("npo_kl")
+
+
+def test_docs_config_reference_is_generated_from_the_schema():
+    from pathlib import Path
+
+    from fit_unlearn.engine.config import config_reference
+
+    doc = Path(__file__).parents[1] / "docs" / "config.md"
+    assert doc.read_text() == config_reference(), "regenerate docs/config.md: fit-unlearn config > docs/config.md"

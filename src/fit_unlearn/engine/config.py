@@ -8,130 +8,188 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from fit_unlearn.engine.update import UpdateConfig
 from fit_unlearn.errors import ConfigError
+from fit_unlearn.objectives import OBJECTIVES, Objective, resolve_objective
+from fit_unlearn.prepare import PrepareConfig
+from fit_unlearn.schema import Section, format_validation_error, markdown_table
+from fit_unlearn.strategies import Strategy, get_strategy
+from fit_unlearn.strategies.fit.config import FitOptions
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StreamConfig(Section):
+    """Where deletion requests come from."""
 
-
-class StreamConfig(_Strict):
-    #: "forget": the prepared forget split in stream order; or a JSONL file of requests; or "watch:DIR"
     source: str = "forget"
-    order_seed: int | None = 0  #: permutation of the forget split (None = file order)
-    limit: int | None = Field(default=None, ge=1)  #: stop after this many stream items
+    """``forget``: the prepared forget split; a JSONL file of requests; or ``watch:DIR`` (a folder of JSONL
+    files, read as they appear)."""
+    order_seed: int | None = 0
+    """Seed of the permutation of the forget split (``null``: file order)."""
+    limit: int | None = Field(default=None, ge=1)
+    """Stop after this many stream items."""
     max_request_chars: int = Field(default=20_000, ge=1)
+    """Longer requests are refused (or skipped, see ``on_bad_request``)."""
     on_bad_request: Literal["stop", "skip"] = "stop"
-    watch_idle_exit: float | None = Field(default=5.0, ge=0)  #: watch mode: exit after this many idle seconds
+    """What a malformed request does: stop the run with an error, or skip it (journaled)."""
+    watch_idle_exit: float | None = Field(default=5.0, ge=0)
+    """Watch mode: exit after this many idle seconds (``null``: watch for ever)."""
 
 
-class StrategyConfig(_Strict):
+class StrategyConfig(Section):
+    """Which strategy plans each request, with which objective, on which parameters."""
+
     name: str = "sequential"
+    """A registered strategy: ``sequential`` (one fixed objective) or ``fit``."""
     objective: str = "npo"
+    """A registered objective (``fit-unlearn objectives`` lists them); FIT's fixed objective when its
+    importance part is off."""
     objective_params: dict = Field(default_factory=dict)
+    """Parameters of ``objective`` (see its config class), validated at load."""
     trainable: Literal["all"] | list[int] = "all"
-    include_qa: bool = True  #: unlearn the request's QA pairs together with its text
-    fit: dict = Field(default_factory=dict)  #: FIT options (filter / layers / importance), see docs
+    """Decoder layers trained (``all``, or a list of indices); FIT's layer attribution overrides it."""
+    include_qa: bool = True
+    """Unlearn the request's QA pairs together with its text (false: document text only)."""
+    fit: FitOptions = FitOptions()
+    """FIT's options (only with ``name: fit``)."""
 
-    @field_validator("objective")
+    _objective: Objective = PrivateAttr()
+
+    @field_validator("name")
     @classmethod
-    def _known_objective(cls, v: str) -> str:
-        from fit_unlearn.objectives import get_objective
-
+    def _known_strategy(cls, v: str) -> str:
         try:
-            return get_objective(v).name
+            get_strategy(v)
         except ConfigError as e:
             raise ValueError(str(e)) from None
+        return v
 
     @model_validator(mode="after")
-    def _objective_params(self):
-        from fit_unlearn.objectives import get_objective
-
+    def _resolve(self):
         try:
-            get_objective(self.objective).make_config(self.objective_params)
+            self._objective = resolve_objective(self.objective, self.objective_params)
         except ConfigError as e:
             raise ValueError(str(e)) from None
+        section = get_strategy(self.name).options_section
+        for other in _OPTION_SECTIONS - {section}:
+            if getattr(self, other) != type(self).model_fields[other].default:
+                raise ValueError(f"the {other!r} options are for strategy {other!r}; strategy {self.name!r} takes none")
         return self
 
+    @property
+    def resolved_objective(self) -> Objective:
+        """``objective`` with its typed parameters, resolved once at load."""
+        return self._objective
 
-class UpdateSection(_Strict):
-    lr: float = Field(default=3e-5, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(default=1e-8, gt=0)
-    weight_decay: float = Field(default=0.1, ge=0)
-    epochs: int = Field(default=3, ge=1)
-    slice_chars: int = Field(default=1024, ge=1)
-    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
-    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-    retain_batch_size: int = Field(default=2, ge=0)
-    max_len: int = Field(default=512, ge=8)
-    max_grad_norm: float | None = Field(default=None, gt=0)
-    #: MiB of theta_0 outputs kept between steps and requests (0: recompute every step)
-    reference_cache_mb: int = Field(default=2048, ge=0)
-    #: retain QA pairs anchor the steps that unlearn QA pairs (False: retain documents on every step)
-    retain_match: bool = True
+    def build(self, device: str = "cpu") -> Strategy:
+        """The configured strategy, built with the resolved objective and its typed options."""
+        cls = get_strategy(self.name)
+        options = {"options": getattr(self, cls.options_section)} if cls.options_section else {}
+        return cls(self._objective, trainable=self.trainable, include_qa=self.include_qa, device=device, **options)
 
 
-class EvalSection(_Strict):
-    every: int | None = Field(default=20, ge=1)  #: evaluate after every N applied requests
+#: sections of StrategyConfig that hold one strategy's options
+_OPTION_SECTIONS = {"fit"}
+
+
+class EvalSection(Section):
+    """When and how the stream is evaluated (docs/metrics.md), and the recovery attacks at its end."""
+
+    every: int | None = Field(default=20, ge=1)
+    """Evaluate after every N applied requests (``null``: only at the end)."""
     at_end: bool = True
+    """Evaluate once more after the last request."""
     batch_size: int = Field(default=16, ge=1)
-    #: T of the references: the forget set's size (default: the prepared forget split; never stream.limit)
+    """Sequences per scoring batch."""
     T: int | None = Field(default=None, ge=1)
-    downstream: list[str] = Field(default_factory=list)  #: lm-eval tasks run at every evaluation
+    """T of the references: the forget set's size (default: the prepared forget split; never ``stream.limit``)."""
+    downstream: list[str] = Field(default_factory=list)
+    """lm-eval tasks run at every evaluation."""
     downstream_limit: int | None = Field(default=None, ge=1)
-    tasks_dir: Path | None = None  #: extra lm-eval YAML tasks
-    #: recovery attacks run once at the end of the stream
+    """Items per downstream task (``null``: all)."""
+    tasks_dir: Path | None = None
+    """A folder of extra lm-eval YAML tasks."""
     attacks: list[Literal["quantize8", "quantize4", "relearn"]] = Field(default_factory=list)
+    """Recovery attacks run once at the end of the stream."""
     quantize_method: Literal["auto", "quanto", "bnb", "rtn"] = "auto"
+    """Quantization backend of the quantize attacks (``auto``: the best one available on the device)."""
     relearn_fraction: float = Field(default=0.1, gt=0, lt=1)
+    """Fraction of the forgotten documents the relearning attack fine-tunes on."""
     relearn_lr: float = Field(default=1e-5, gt=0)
+    """Learning rate of the relearning attack."""
     relearn_epochs: int = Field(default=3, ge=1)
+    """Epochs of the relearning attack."""
 
 
-class CheckpointSection(_Strict):
-    every: int = Field(default=10, ge=1)  #: checkpoint after every N stream items
+class CheckpointSection(Section):
+    """How often the model and the strategy's state are saved (resume starts from the last one)."""
+
+    every: int = Field(default=10, ge=1)
+    """Checkpoint after every N stream items."""
     keep: int = Field(default=2, ge=1)
+    """Checkpoints kept on disk (older ones are deleted once a newer one is journaled)."""
 
 
-class RunConfig(_Strict):
+class RunConfig(Section):
+    """A continual unlearning run: ``fit-unlearn run --config FILE`` (YAML) or flags; ``examples/*.yaml``."""
+
     prepared: Path = Path("fit_runs/prepared")
-    model: str = "theta0"  #: "theta0" of the prepared directory, or a model directory
+    """The prepared directory (``fit-unlearn prepare``): data, split, theta_0, the gold references."""
+    model: str = "theta0"
+    """The model unlearned: ``theta0`` of the prepared directory, or a model directory."""
     out: Path = Path("fit_runs/run")
+    """The run directory: journal, checkpoints, evaluations, results.json."""
     device: str = "cpu"
+    """Torch device (``cpu``, ``cuda``, ``cuda:1``...)."""
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Weights' dtype during the run."""
     seed: int = 0
+    """Seed of every request's update (derived per stream position)."""
     stream: StreamConfig = StreamConfig()
+    """Where deletion requests come from."""
     strategy: StrategyConfig = StrategyConfig()
-    update: UpdateSection = UpdateSection()
+    """Which strategy plans each request, and with which objective."""
+    update: UpdateConfig = UpdateConfig()
+    """Per-request optimisation."""
     eval: EvalSection = EvalSection()
+    """Evaluation and recovery attacks."""
     checkpoint: CheckpointSection = CheckpointSection()
+    """Checkpoint frequency and retention."""
 
-    def hash(self) -> str:
-        """Hash of everything that changes results (not ``out``, not pure speed knobs)."""
+    def canonical(self) -> dict:
+        """Everything that changes results, as plain data: not ``out``, not pure speed knobs, and a field
+        added later is left out while it has the value that reproduces the behaviour before it."""
         blob = self.model_dump(mode="json", exclude=_NOT_RESULTS)
-        for section, fields in _ADDED_LATER.items():  # at its old behaviour, a newer field is left out
+        for section, fields in _ADDED_LATER.items():
             for k, old in fields.items():
                 if blob[section].get(k) == old:
                     del blob[section][k]
-        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+        return blob
+
+    def hash(self) -> str:
+        """Hash of :meth:`canonical` (journaled with the run)."""
+        return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_journal(cls, blob: dict) -> RunConfig:
+        """The configuration a journal recorded, read with today's schema: a field the journal predates
+        takes the value that reproduces the behaviour of the code that wrote it."""
+        blob = {k: dict(v) if isinstance(v, dict) else v for k, v in blob.items()}
+        for section, fields in _ADDED_LATER.items():
+            if isinstance(blob.get(section), dict):
+                blob[section] = {**fields, **blob[section]}
+        return build_config(blob, "the journal's configuration")
 
     def diff(self, other: dict) -> list[str]:
-        mine = _flatten(self.model_dump(mode="json", exclude=_NOT_RESULTS))
-        theirs = _flatten(self._without_speed_knobs(other))
+        """Dotted names of the settings that change results and differ from a journaled configuration
+        (``[]``: a run journaled with ``other`` may be resumed with this one, whichever code wrote it)."""
+        try:
+            theirs = _flatten(RunConfig.from_journal(other).canonical())
+        except ConfigError:  # no longer valid: compare the raw settings
+            theirs = _flatten({k: v for k, v in other.items() if k != "out"})
+        mine = _flatten(self.canonical())
         return sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-
-    @staticmethod
-    def _without_speed_knobs(blob: dict) -> dict:
-        out = {k: v for k, v in blob.items() if k != "out"}
-        if isinstance(out.get("update"), dict):
-            out["update"] = {k: v for k, v in out["update"].items() if k not in _NOT_RESULTS["update"]}
-        for section, fields in _ADDED_LATER.items():  # a journal older than a field ran its old behaviour
-            if isinstance(out.get(section), dict):
-                out[section] = {**fields, **out[section]}
-        return out
 
 
 #: fields that change speed or memory but not results: a run may be resumed with other values
@@ -151,24 +209,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _format_error(e: ValidationError, source: str) -> str:
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "literal_error":
-            msg = f"{msg}, got {err.get('input')!r}"
-        parts.append(f"{loc}: {msg}")
-    return f"{source}: invalid configuration: " + "; ".join(parts)
-
-
 def build_config(data: dict, source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, source)) from None
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
@@ -195,3 +240,37 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> RunCo
             node = node.setdefault(p, {})
         node[leaf] = value
     return build_config(data, str(path) if path else "command line")
+
+
+def config_reference() -> str:
+    """docs/config.md: every setting of a run, of ``prepare`` and of each objective, from their one typed
+    definition (a test keeps the file equal to this)."""
+    objectives = ["| objective | parameters (defaults) | what it minimises |", "|---|---|---|"]
+    for name in sorted(OBJECTIVES):
+        spec = OBJECTIVES[name]
+        params = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in resolve_objective(name).params().items())
+        objectives.append(f"| `{name}` | {params or '(none)'} | {spec.doc.replace('|', chr(92) + '|')} |")
+    return "\n".join(
+        [
+            "# Configuration reference",
+            "",
+            "Generated from the typed definitions (`fit_unlearn.engine.config.config_reference()`; "
+            "`fit-unlearn config` prints it); `tests/test_engine.py` keeps this file equal to them.",
+            "",
+            "## `fit-unlearn run` (`RunConfig`, YAML or flags)",
+            "",
+            "A section given as `true` takes its defaults; FIT's `filter`, `layers` and `importance` can be "
+            "`false` (switched off). Unknown keys are refused, with the field's dotted name.",
+            "",
+            markdown_table(RunConfig),
+            "",
+            "## Objectives (`strategy.objective`, `strategy.objective_params`, `fit.importance.objective_params`)",
+            "",
+            "\n".join(objectives),
+            "",
+            "## `fit-unlearn prepare` (`PrepareConfig`; the command's defaults come from here)",
+            "",
+            markdown_table(PrepareConfig),
+            "",
+        ]
+    )

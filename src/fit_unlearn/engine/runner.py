@@ -32,40 +32,19 @@ from fit_unlearn.engine.config import RunConfig
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.streams import BadRequest, open_stream, validate_request
-from fit_unlearn.engine.update import ReferenceCache, UpdateConfig, apply_update
+from fit_unlearn.engine.update import ReferenceCache, apply_update
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
 from fit_unlearn.models import load_model
-from fit_unlearn.objectives import get_objective
 from fit_unlearn.prepare import load_split, prepared_data
 from fit_unlearn.provenance import provenance
-from fit_unlearn.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 
 
 def request_seed(seed: int, position: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{position}".encode()).digest()[:4], "little")
-
-
-def _make_strategy(cfg: RunConfig):
-    import fit_unlearn.strategies.sequential  # noqa: F401  (registration)
-
-    try:
-        import fit_unlearn.strategies.fit  # noqa: F401
-    except ImportError:
-        pass
-    cls = get_strategy(cfg.strategy.name)
-    s = cfg.strategy
-    return cls(
-        objective=s.objective,
-        objective_params=s.objective_params,
-        trainable=s.trainable,
-        include_qa=s.include_qa,
-        device=cfg.device,
-        **s.fit,
-    )
 
 
 class Engine:
@@ -88,7 +67,7 @@ class Engine:
         self.out = Path(cfg.out)
         self.run_dir = RunDir(self.out)
         self.prepared = PreparedDir(cfg.prepared)
-        self.strategy = _make_strategy(cfg)
+        self.strategy = cfg.strategy.build(cfg.device)
         self._preflight_paths()
         self._preflight_qa()
         self.data = prepared_data(self.prepared)  # with the recorded retain-train / retain-eval split
@@ -98,7 +77,7 @@ class Engine:
         self.model, self.tok = load_model(self.model_path, device=self._device(), dtype=cfg.dtype)
         self._preflight_disk()
         self.ref_model = None
-        self.update_cfg = UpdateConfig(**cfg.update.model_dump())
+        self.update_cfg = cfg.update
         self.ref_cache = ReferenceCache.for_config(self.update_cfg)  # theta_0 outputs, shared by all requests
         self.journal = Journal(self.run_dir.journal, writer=self.is_main)
         self.position = 0  # next stream position to process
@@ -153,8 +132,7 @@ class Engine:
             )
 
     def _needs_reference(self) -> bool:
-        names = self.strategy.objectives
-        return any(get_objective(n).needs_reference for n in names)
+        return any(o.spec.needs_reference for o in self.strategy.objectives)
 
     def _reference(self):
         if self.ref_model is None and self._needs_reference():
@@ -199,12 +177,11 @@ class Engine:
                 f"{self.out} already holds a run ({n} requests applied); pass --resume to continue "
                 "it, or choose another --out"
             )
-        if start["config_hash"] != self.cfg.hash():
-            diff = self.cfg.diff(start["config"])
+        diff = [] if start["config_hash"] == self.cfg.hash() else self.cfg.diff(start["config"])
+        if diff:
             raise JournalError(
                 f"cannot resume {self.out}: the configuration differs from the journal's in "
-                f"{', '.join(diff) or 'hash only'}; resume with the original configuration or "
-                "start a new --out"
+                f"{', '.join(diff)}; resume with the original configuration or start a new --out"
             )
         if "retain_split" not in start:
             raise JournalError(

@@ -9,49 +9,51 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
 
 import torch
+import torch.distributed as dist
+from pydantic import Field
 
 from fit_unlearn.data.documents import QA, Document
-from fit_unlearn.layers import trainable_names, unwrap
+from fit_unlearn.layers import num_layers, trainable_names, unwrap
 from fit_unlearn.metrics.scores import mean_ce
-from fit_unlearn.objectives import Outputs, UnlearnBatch, get_objective
+from fit_unlearn.objectives import Outputs, UnlearnBatch
+from fit_unlearn.schema import Section
 from fit_unlearn.strategies.base import UpdatePlan
 from fit_unlearn.text import IGNORE, Example, collate, doc_example, encode_text, qa_example, qa_prompt
 from fit_unlearn.training import make_scheduler
 
 
-@dataclass(frozen=True)
-class UpdateConfig:
-    """Per-request optimisation (defaults: the FIT reference code)."""
+class UpdateConfig(Section):
+    """Per-request optimisation: the ``update`` section of a run configuration (defaults: the FIT
+    reference code's recipe)."""
 
-    lr: float = 3e-5
+    lr: float = Field(default=3e-5, gt=0)
+    """Peak learning rate of the per-request AdamW."""
     betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    epochs: int = 3
-    slice_chars: int = 1024  #: a request is cut into slices of this many characters, one slice per step
-    warmup_ratio: float = 0.1
-    min_lr_ratio: float = 0.1
-    retain_batch_size: int = 2
-    max_len: int = 512
-    max_grad_norm: float | None = None
-    #: frozen-reference outputs kept in memory (forget slices within a request, retain documents across
-    #: requests), in MiB; 0 recomputes them at every step
-    reference_cache_mb: int = 2048
-    #: the retain batch is of the same kind as the step's forget example: retain QA pairs on the steps that
-    #: unlearn a QA pair, retain documents on document steps (False: retain documents always)
+    """AdamW betas."""
+    eps: float = Field(default=1e-8, gt=0)
+    """AdamW epsilon."""
+    weight_decay: float = Field(default=0.1, ge=0)
+    """AdamW weight decay."""
+    epochs: int = Field(default=3, ge=1)
+    """Passes over the request's slices (and QA pairs)."""
+    slice_chars: int = Field(default=1024, ge=1)
+    """A request is cut into slices of this many characters, one slice per step."""
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
+    """Fraction of the request's steps spent warming the learning rate up."""
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    """The cosine schedule ends at this fraction of ``lr``."""
+    retain_batch_size: int = Field(default=2, ge=0)
+    """Retain-train items per step for objectives with a retain term."""
+    max_len: int = Field(default=512, ge=8)
+    """Tokens per training sequence."""
+    max_grad_norm: float | None = Field(default=None, gt=0)
+    """Gradient clipping norm (``null``: no clipping)."""
+    reference_cache_mb: int = Field(default=2048, ge=0)
+    """MiB of frozen theta_0 outputs kept between steps and requests (0: recompute every step); speed only."""
     retain_match: bool = True
-
-    def __post_init__(self):
-        for name in ("lr", "epochs", "slice_chars", "max_len"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.retain_batch_size < 0:
-            raise ValueError("retain_batch_size must be >= 0")
-        if self.reference_cache_mb < 0:
-            raise ValueError("reference_cache_mb must be >= 0")
+    """Retain QA pairs anchor the steps that unlearn QA pairs (false: retain documents on every step)."""
 
 
 class ReferenceCache:
@@ -177,8 +179,6 @@ def refusal_examples(
 
 
 def resolve_hidden_layer(model, layer: int) -> int:
-    from fit_unlearn.layers import num_layers
-
     n = num_layers(model)
     return n // 3 if layer == -1 else layer % n
 
@@ -201,8 +201,7 @@ def apply_update(
     """
     if ref_cache is None:
         ref_cache = ReferenceCache.for_config(cfg)
-    spec = get_objective(plan.objective)
-    obj_cfg = spec.make_config(plan.objective_params)
+    spec, obj_cfg = plan.objective.spec, plan.objective.config
     base = unwrap(model)
     device = next(base.parameters()).device
     t0 = time.perf_counter()
@@ -316,8 +315,8 @@ def apply_update(
     record = {
         "request_ce_before": ce_before,
         "request_ce_after": ce_after,
-        "objective": plan.objective,
-        "objective_params": asdict(obj_cfg) if hasattr(obj_cfg, "__dataclass_fields__") else {},
+        "objective": plan.objective.name,
+        "objective_params": plan.objective.params(),
         "steps": len(losses),
         "slices": len(texts),
         "qa_items": len(plan.qa),
@@ -335,8 +334,6 @@ def apply_update(
 
 
 def _all_reduce_grads(params, world: int) -> None:
-    import torch.distributed as dist
-
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return

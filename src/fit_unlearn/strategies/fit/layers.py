@@ -23,13 +23,11 @@ last ones) then stop being chosen for every request just because skipping them b
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.layers import attr_path, decoder_layers, unwrap
+from fit_unlearn.strategies.fit.config import LayerConfig
 from fit_unlearn.text import collate, doc_example, sequence_ce
 
 #: attribute paths of the final norm applied after the last decoder layer, by architecture family
@@ -41,30 +39,6 @@ FINAL_NORM_PATHS = (
     "transformer.norm",
     "model.language_model.norm",
 )
-
-
-@dataclass(frozen=True)
-class LayerConfig:
-    k: int | None = None  #: number of layers to train (reference: 8 of 32)
-    fraction: float = 0.25  #: used when k is None
-    max_tokens: int = 128
-    batch_size: int = 8  #: variants evaluated together (rows of one forward / of one output-head call)
-    method: str = "auto"  #: auto | prefix | hooks (see the module docstring)
-    relative: bool = False  #: divide scores by the layer's mean score on retain documents
-    retain_sample: int = 8  #: retain documents used for the ``relative`` profile
-
-    def __post_init__(self):
-        if self.k is not None and self.k <= 0:
-            raise ConfigError(f"fit.layers.k must be > 0, got {self.k}")
-        if not 0 < self.fraction <= 1:
-            raise ConfigError(f"fit.layers.fraction must be in (0, 1], got {self.fraction}")
-        if self.method not in ("auto", "prefix", "hooks"):
-            raise ConfigError(f"fit.layers.method must be auto, prefix or hooks, got {self.method!r}")
-        if self.retain_sample <= 0:
-            raise ConfigError("fit.layers.retain_sample must be > 0")
-
-    def top_k(self, n_layers: int) -> int:
-        return min(n_layers, self.k if self.k is not None else max(1, math.ceil(self.fraction * n_layers)))
 
 
 def _row_skip_hook(row: int):

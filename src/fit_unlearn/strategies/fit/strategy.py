@@ -7,63 +7,51 @@ import json
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from fit_unlearn.data.documents import Document
 from fit_unlearn.errors import ConfigError
-from fit_unlearn.objectives import get_objective
+from fit_unlearn.objectives import Objective
+from fit_unlearn.schema import format_validation_error
 from fit_unlearn.strategies.base import UpdatePlan, register_strategy
-from fit_unlearn.strategies.fit.filter import FilterConfig, RedundancyFilter
-from fit_unlearn.strategies.fit.importance import ImportanceConfig, ImportanceSelector
-from fit_unlearn.strategies.fit.layers import LayerAttribution, LayerConfig
+from fit_unlearn.strategies.fit.config import FitOptions
+from fit_unlearn.strategies.fit.filter import RedundancyFilter
+from fit_unlearn.strategies.fit.importance import ImportanceSelector
+from fit_unlearn.strategies.fit.layers import LayerAttribution
 from fit_unlearn.strategies.sequential import SequentialStrategy
-
-
-def _section(value, cls, name):
-    if value is False or value is None:
-        return None
-    if value is True:
-        return cls()
-    if not isinstance(value, dict):
-        raise ConfigError(f"strategy.fit.{name} must be true, false or a mapping of options")
-    try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-    except TypeError as e:
-        raise ConfigError(f"strategy.fit.{name}: {e}") from None
 
 
 @register_strategy("fit")
 class FitStrategy(SequentialStrategy):
     """FIT.  ``objective`` is the fixed objective used when importance selection is switched off."""
 
+    options_section = "fit"
+
     def __init__(
         self,
-        objective: str = "npo",
-        objective_params: dict | None = None,
+        objective: Objective | str = "npo",
+        *,
         trainable="all",
         include_qa: bool = True,
-        filter=True,
-        layers=True,
-        importance=True,  # noqa: A002
         device: str = "cpu",
-        **unknown,
+        options: FitOptions | dict | None = None,
     ):
-        if unknown:
-            raise ConfigError(
-                f"strategy.fit: unknown option(s) {', '.join(sorted(unknown))}; allowed: filter, layers, importance"
-            )
-        super().__init__(objective, objective_params, trainable, include_qa, device)
-        fcfg = _section(filter, FilterConfig, "filter")
-        lcfg = _section(layers, LayerConfig, "layers")
-        icfg = _section(importance, ImportanceConfig, "importance")
-        self.filter = RedundancyFilter(fcfg, device) if fcfg else None
-        self.layers = LayerAttribution(lcfg) if lcfg else None
-        self.importance = ImportanceSelector(icfg) if icfg else None
-        if self.importance:
-            for o in icfg.objectives:
-                get_objective(o).make_config(icfg.objective_params.get(o))
+        super().__init__(objective, trainable=trainable, include_qa=include_qa, device=device)
+        if not isinstance(options, FitOptions):  # from Python: a mapping is validated like the YAML section
+            try:
+                options = FitOptions.model_validate(options or {})
+            except ValidationError as e:
+                raise ConfigError(format_validation_error(e, "strategy.fit")) from None
+        self.options = options
+        self.filter = RedundancyFilter(options.filter, device) if options.filter else None
+        self.layers = LayerAttribution(options.layers) if options.layers else None
+        self.importance = ImportanceSelector(options.importance) if options.importance else None
 
     @property
-    def objectives(self) -> list[str]:
-        return list(self.importance.cfg.objectives) if self.importance else [self.objective]
+    def objectives(self) -> list[Objective]:
+        if self.importance is None:
+            return [self.objective]
+        return [self.importance.cfg.objective(o) for o in self.importance.cfg.objectives]
 
     @property
     def needs_calibration(self) -> bool:
@@ -102,16 +90,14 @@ class FitStrategy(SequentialStrategy):
             trainable, receipt["layers"] = self.layers.select(text, model, tok)
         receipt["seconds"]["attribution"] = time.perf_counter() - t
         t = time.perf_counter()
-        objective, params = self.objective, self.objective_params
+        objective = self.objective
         if self.importance is not None:
             objective, receipt["importance"] = self.importance.choose(text, model, tok)
-            params = self.importance.params(objective)
         receipt["seconds"]["importance"] = time.perf_counter() - t
-        receipt["objective"] = objective
+        receipt["objective"] = objective.name
         return UpdatePlan(
             text=text,
             objective=objective,
-            objective_params=params,
             trainable=trainable,
             qa=request.qa if self.include_qa else (),
             receipt=receipt,
