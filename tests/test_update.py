@@ -104,3 +104,42 @@ def test_retain_batch_matches_the_kind_of_the_forget_step(tiny_model, tiny_data,
     assert cache.misses == n_forget + len(cache)
     n_docs = sum(k[0] == "retain" for k in cache._store)
     assert n_docs == 2 if match else n_docs >= 2
+
+
+@pytest.mark.parametrize("objective", ["idk", "idk_dpo"])
+def test_alternate_shares_the_prompt_of_its_forget_example(tiny_model, tiny_data, monkeypatch, objective):
+    """IdK / IdkDPO: the refusal of a step is built on the prompt of that step's forget example (the slice's
+    first tokens, the QA pair's question), so DPO's preferred and rejected sequences answer the same prompt."""
+    import fit_unlearn.engine.update as update
+    from fit_unlearn.objectives import get_objective
+    from fit_unlearn.text import IGNORE
+
+    model, tok = tiny_model
+    ref = copy.deepcopy(model).eval()
+    calls = []
+    real = update._outputs
+
+    def spy(model, ref_model, examples, *args, keys=None, **kw):
+        calls.append((keys[0][0], examples[0]))
+        return real(model, ref_model, examples, *args, keys=keys, **kw)
+
+    monkeypatch.setattr(update, "_outputs", spy)
+    doc = tiny_data.forget[0]
+    plan = UpdatePlan(text=doc.text, objective=objective, qa=doc.qa[:2])
+    cfg = UpdateConfig(lr=1e-3, epochs=1, slice_chars=100)
+    rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5)
+    n_slices = len(slices(doc.text, 100))
+    assert n_slices >= 2 and plan.qa and rec["steps"] == n_slices + len(plan.qa)
+    calls = [c for c in calls if c[0] != "retain" and c[0] != "retain-qa"]
+    assert [k for k, _ in calls] == ["forget", "alternate"] * rec["steps"]
+    steps = [(f, a) for (_, f), (_, a) in zip(calls[::2], calls[1::2], strict=True)]
+    refusals = get_objective(objective).make_config(None).refusals
+    for i, (forget, alt) in enumerate(steps):
+        n_prompt = next(j for j, label in enumerate(alt.labels) if label != IGNORE)
+        assert n_prompt > 0
+        assert alt.ids[:n_prompt] == forget.ids[:n_prompt], f"step {i}: the refusal answers another prompt"
+        if i >= n_slices:  # a QA step: exactly the question prompt of the forget pair, masked in both
+            assert forget.labels[:n_prompt] == [IGNORE] * n_prompt and forget.labels[n_prompt] != IGNORE
+        else:  # a slice step: the slice's first 32 tokens
+            assert n_prompt == min(32, len(forget.ids) - 1)
+        assert tok.decode(alt.ids[n_prompt:], skip_special_tokens=True).strip() in refusals

@@ -167,14 +167,17 @@ def _outputs(
 def refusal_examples(
     tok, texts: list[str], qa: tuple[QA, ...], refusals: tuple[str, ...], rng: random.Random, max_len: int
 ) -> list[Example]:
-    """Alternate targets for IdK-style objectives: (forget prompt -> refusal)."""
+    """Alternate targets for IdK-style objectives: (forget prompt -> refusal), one per forget example and in
+    the forget examples' order (the slices ``texts``, then the QA pairs ``qa``), so that the alternate of step
+    i answers the prompt of forget example i (IdkDPO's preferred and rejected sequences share their prompt).
+    A slice's prompt is its first 32 tokens, a QA pair's its question prompt (masked out of the labels)."""
     out = []
-    for q in qa:
-        out.append(qa_example(tok, QA(q.question, rng.choice(refusals)), max_len))
     for t in texts:
         prompt = encode_text(tok, t, max_len=32, eos=False)
         target = encode_text(tok, " " + rng.choice(refusals), max_len=max_len - len(prompt))
         out.append(Example(prompt + target, [IGNORE] * len(prompt) + target))
+    for q in qa:
+        out.append(qa_example(tok, QA(q.question, rng.choice(refusals)), max_len))
     return out
 
 
@@ -273,18 +276,18 @@ def apply_update(
                         cache=ref_cache,
                         keys=r_keys,
                     )
-                if alt_ex:
+                if alt_ex:  # the refusal on forget example i's own prompt
                     alternate = _outputs(
                         model,
                         ref_model,
-                        [alt_ex[i % len(alt_ex)]],
+                        [alt_ex[i]],
                         tok,
                         device,
                         spec.needs_reference,
                         None,
                         ref_hidden=False,
                         cache=ref_cache,
-                        keys=[("alternate", i % len(alt_ex))],
+                        keys=[("alternate", i)],
                     )
                 loss = spec.fn(
                     UnlearnBatch(forget=forget, retain=retain_out, alternate=alternate, generator=gen), obj_cfg
