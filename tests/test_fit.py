@@ -63,6 +63,47 @@ def test_filter_keeps_candidates_that_change_the_loss(encoder_filter, tiny_model
     assert kept == TEXT  # removing any chunk changes CE by > 0
 
 
+#: a request of about 1,000 tokens: its chunks past token 512 must be scored like the others
+LONG = "\n\n".join(f"Entry {i}. " + TEXT for i in range(36))
+
+
+def _token_starts(tok, text):
+    return [s for s, _ in tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+
+
+def test_filter_tests_candidates_past_token_512(encoder_filter, tiny_model):
+    """A candidate chunk beyond the first 512 tokens changes the loss of the whole request like any other: it
+    is tested (eps 0 keeps every chunk whose removal changes CE) instead of getting dL = 0 and being dropped."""
+    model, tok = tiny_model
+    starts = _token_starts(tok, LONG)
+    assert len(starts) > 900 and len(LONG) <= 20_000  # within stream.max_request_chars
+    f = RedundancyFilter(FilterConfig(size=64, tau=0.9, eps=0.0))
+    f._encoder = encoder_filter.encoder
+    f.filter(LONG, model, tok)
+    f.commit()
+    kept, rec = f.filter(LONG, model, tok)
+    spans = chunk(LONG, "chars", 64)
+    assert rec["candidates"] == rec["chunks"] == len(spans)
+    assert sum(a >= starts[512] for a, _ in spans) > 10  # many candidates lie past token 512
+    assert rec["dropped"] == [] and kept == LONG
+
+
+def test_importance_scores_the_whole_request(tiny_model):
+    """The tail of a request past token 512 counts in its importance (scored in windows of max_len tokens);
+    a request of at most max_len tokens is one window, the plain gradient norm."""
+    model, tok = tiny_model
+    tail_a = LONG + "\n\nDescription: Bo paints ships in the harbour."
+    tail_b = LONG + "\n\nAge: 91. Zed sells old maps."
+    assert len(_token_starts(tok, LONG)) > 900
+    i_a, i_b = importance(tail_a, model, tok), importance(tail_b, model, tok)
+    assert i_a > 0 and i_b > 0 and all(p.grad is None for p in model.parameters())
+    assert i_a != pytest.approx(i_b, rel=1e-3)
+    # one window of 4,096 tokens holds the whole request: the gradient norm of one normal forward over all of it
+    assert importance(tail_a, model, tok, max_len=4096) == pytest.approx(
+        _embedding_grad_norm(model, tok, tail_a, max_len=4096), rel=1e-4
+    )
+
+
 def test_filter_memory_roundtrip(encoder_filter, tiny_model, tmp_path):
     model, tok = tiny_model
     f = RedundancyFilter(FilterConfig())
@@ -196,12 +237,12 @@ def test_gpt2_layers_and_unknown_architecture(tiny_tok):
         decoder_layers(torch.nn.Linear(2, 2))
 
 
-def _embedding_grad_norm(model, tok, text):
+def _embedding_grad_norm(model, tok, text, max_len=256):
     """The importance computed another way: a normal forward from token ids, the gradient of the loss kept
     on the embedding layer's output."""
     from fit_unlearn.text import collate, doc_example
 
-    b = collate([doc_example(tok, text)], tok.pad_token_id)
+    b = collate([doc_example(tok, text, max_len)], tok.pad_token_id)
     seen = []
 
     def keep(module, inputs, output):

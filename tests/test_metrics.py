@@ -65,6 +65,70 @@ class _ScriptedLM(torch.nn.Module):
         return SimpleNamespace(logits=logits)
 
 
+class _TargetScriptedLM(torch.nn.Module):
+    """Context-free: predicts the true next token (logit 10, others 0) unless that token is ``bad``, where it
+    predicts token 0.  Every token's score is known by hand however a sequence is cut into windows."""
+
+    def __init__(self, vocab, bad):
+        super().__init__()
+        self.vocab, self.bad = vocab, bad
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None):
+        target = torch.roll(input_ids, -1, dims=1)
+        target = torch.where(target == self.bad, torch.zeros_like(target), target)
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits.scatter_(-1, target.unsqueeze(-1), 10.0)
+        return SimpleNamespace(logits=logits)
+
+
+def _long_doc(tok, n_tokens):
+    """A text of more than ``n_tokens`` tokens, its ids (with eos) and a token that occurs in it often."""
+    from collections import Counter
+
+    from fit_unlearn.text import encode_text
+
+    text = " ".join(f"Ada repairs clock {i} in a small shop." for i in range(n_tokens // 4))
+    ids = encode_text(tok, text, max_len=None)
+    assert len(ids) > n_tokens
+    bad = Counter(ids[300:]).most_common(1)[0][0]
+    return text, ids, bad
+
+
+def test_windows_score_every_token_once():
+    from fit_unlearn.text import IGNORE, Example, windows
+
+    ex = Example(list(range(100, 110)), list(range(100, 110)))
+    parts = windows(ex, 4)
+    assert [s for s, _ in parts] == [0, 2, 4, 6] and all(len(w.ids) <= 4 for _, w in parts)
+    scored = [s + j for s, w in parts for j in range(1, len(w.ids)) if w.labels[j] != IGNORE]
+    assert scored == list(range(1, 10))  # every next-token prediction once, in order
+    for s, w in parts:
+        assert w.ids == ex.ids[s : s + len(w.ids)]
+        if s:  # at least size - size // 2 tokens of context before the first scored token
+            assert w.labels[:2] == [IGNORE, IGNORE] and w.labels[2] != IGNORE
+    assert windows(ex, 10) == [(0, ex)]
+
+
+def test_mean_ce_scores_whole_texts_in_windows(tiny_tok):
+    """mean_ce(max_len=None) scores every token of a long text, in windows: with a context-free model the
+    value is known by hand, whatever the window."""
+    from fit_unlearn.metrics.scores import mean_ce
+
+    tok, vocab = tiny_tok, len(tiny_tok)
+    text, ids, bad = _long_doc(tok, 600)
+    model = _TargetScriptedLM(vocab, bad)
+    n, k = len(ids) - 1, ids[1:].count(bad)
+    right, wrong = 10 - math.log(math.exp(10) + vocab - 1), -math.log(math.exp(10) + vocab - 1)
+    want = -(k * wrong + (n - k) * right) / n
+    short = "Bo paints ships."
+    for window in (16, 512, 4096):
+        got = mean_ce(model, tok, [text, short], max_len=None, window=window, batch_size=3)
+        assert got[0] == pytest.approx(want, rel=1e-5)
+    k512 = ids[1:512].count(bad)
+    assert mean_ce(model, tok, [text])[0] == pytest.approx(-(k512 * wrong + (511 - k512) * right) / 511, rel=1e-5)
+
+
 def test_token_stats_and_extraction_strength(tiny_tok):
     from fit_unlearn.data.documents import Document
     from fit_unlearn.text import encode_text

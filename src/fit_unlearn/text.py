@@ -26,7 +26,8 @@ def encode_qa(tok, qa: QA, max_len: int = 256, eos: bool = True) -> tuple[list[i
     return ids[:max_len], len(p)
 
 
-def encode_text(tok, text: str, max_len: int = 256, eos: bool = True) -> list[int]:
+def encode_text(tok, text: str, max_len: int | None = 256, eos: bool = True) -> list[int]:
+    """ids of ``text`` (+ eos), cut at ``max_len`` tokens (None: all of them)."""
     ids = tok(text, add_special_tokens=False)["input_ids"]
     if eos and tok.eos_token_id is not None:
         ids = ids + [tok.eos_token_id]
@@ -41,9 +42,29 @@ class Example:
     labels: list[int]
 
 
-def doc_example(tok, text: str, max_len: int = 256) -> Example:
+def doc_example(tok, text: str, max_len: int | None = 256) -> Example:
     ids = encode_text(tok, text, max_len)
     return Example(ids, list(ids))
+
+
+def windows(ex: Example, size: int) -> list[tuple[int, Example]]:
+    """``ex`` as (start, window) pairs: overlapping windows of at most ``size`` tokens that together score
+    each of its labels exactly once, for sequences longer than a model should see at once.  Window k starts
+    at k * (size // 2) and scores only the tokens past the end of window k-1, so every token is predicted from
+    at least size - size // 2 tokens of context (or all the tokens before it).  A sequence of at most
+    ``size`` tokens is one window: itself."""
+    if size < 2:
+        raise ValueError(f"window size must be >= 2, got {size}")
+    n = len(ex.ids)
+    if n <= size:
+        return [(0, ex)]
+    stride, out, start, scored_to = size // 2, [], 0, 0
+    while True:
+        end = min(start + size, n)
+        out.append((start, Example(ex.ids[start:end], [IGNORE] * (scored_to - start) + ex.labels[scored_to:end])))
+        if end == n:
+            return out
+        start, scored_to = start + stride, end
 
 
 def qa_example(tok, qa: QA, max_len: int = 256) -> Example:

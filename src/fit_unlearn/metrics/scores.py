@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fit_unlearn.data.documents import QA, Document
-from fit_unlearn.text import collate, doc_example, qa_example, qa_prompt, sequence_ce, token_logprobs
+from fit_unlearn.text import collate, doc_example, qa_example, qa_prompt, sequence_ce, token_logprobs, windows
 
 
 def composite(p: float, r: float, a: float) -> float:
@@ -139,15 +139,33 @@ def generate_answers(model, tok, prompts: Sequence[str], max_new_tokens: int = 4
 
 
 @torch.no_grad()
-def mean_ce(model, tok, texts: Sequence[str], max_len: int = 512, batch_size: int = 8) -> list[float]:
-    """Mean token cross-entropy of each text under the model (batched, no grad)."""
+def mean_ce(
+    model, tok, texts: Sequence[str], max_len: int | None = 512, batch_size: int = 8, window: int | None = None
+) -> list[float]:
+    """Mean token cross-entropy of each text under the model (batched, no grad), over its first ``max_len``
+    tokens (None: all of them, e.g. a whole request).  A text longer than ``window`` tokens (default:
+    ``max_len``, else 512) is scored in overlapping windows (:func:`fit_unlearn.text.windows`), each token
+    once."""
     device = next(model.parameters()).device
-    out: list[float] = []
-    for chunk in _batches(list(texts), batch_size):
-        b = collate([doc_example(tok, t, max_len) for t in chunk], tok.pad_token_id, device)
+    texts = list(texts)
+    window = window or max_len or 512
+    if max_len is not None and max_len <= window:  # one window per text: one batched forward
+        out: list[float] = []
+        for chunk in _batches(texts, batch_size):
+            b = collate([doc_example(tok, t, max_len) for t in chunk], tok.pad_token_id, device)
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            out += sequence_ce(logits, b["labels"]).tolist()
+        return out
+    parts = [(i, w) for i, t in enumerate(texts) for _, w in windows(doc_example(tok, t, max_len), window)]
+    lp_sum, n_scored = [0.0] * len(texts), [0] * len(texts)
+    for chunk in _batches(parts, batch_size):
+        b = collate([w for _, w in chunk], tok.pad_token_id, device)
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        out += sequence_ce(logits, b["labels"]).tolist()
-    return out
+        lp, mask = token_logprobs(logits, b["labels"])
+        for (i, _), s, m in zip(chunk, lp.sum(-1).tolist(), mask.sum(-1).tolist(), strict=True):
+            lp_sum[i] += s
+            n_scored[i] += m
+    return [-s / max(m, 1) for s, m in zip(lp_sum, n_scored, strict=True)]
 
 
 _SCORER = None

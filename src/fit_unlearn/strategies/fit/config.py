@@ -76,7 +76,7 @@ class ImportanceConfig(Section):
     percentiles: tuple[float, float] = (66.7, 33.3)
     """Percentiles that become (``high``, ``low``) when calibrating."""
     max_len: int = Field(default=512, gt=0)
-    """Tokens of the request whose input-embedding gradient is measured."""
+    """Window in tokens: a longer request is scored whole, in overlapping windows of this size."""
 
     _resolved: dict[str, Objective] = PrivateAttr(default_factory=dict)
 

@@ -2,9 +2,10 @@
 
 Chunks of the request whose embedding is close (s* >= tau) to a chunk kept from an earlier request are
 removal *candidates*; a candidate is dropped only if removing it changes the current model's loss on
-the request by at most eps (|CE(request) - CE(request without chunk)| <= eps).  The memory of kept-chunk
-embeddings is a FAISS inner-product index over L2-normalised vectors (exact below ``approx_threshold``
-vectors, HNSW above), saved with every checkpoint.
+the request by at most eps (|CE(request) - CE(request without chunk)| <= eps), CE over the whole request
+(in overlapping windows of 512 tokens past that length).  The memory of kept-chunk embeddings is a FAISS
+inner-product index over L2-normalised vectors (exact below ``approx_threshold`` vectors, HNSW above),
+saved with every checkpoint.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class RedundancyFilter:
         receipt = {"chunks": len(chunks), "memory_size": self.size, "candidates": len(candidates)}
         if candidates:
             variants = [text[: spans[i][0]] + text[spans[i][1] :] for i in candidates]
-            losses = mean_ce(model, tok, [text, *variants], batch_size=self.cfg.batch_size)
+            # whole texts (a request is at most stream.max_request_chars), in windows past 512 tokens
+            losses = mean_ce(model, tok, [text, *variants], max_len=None, batch_size=self.cfg.batch_size, window=512)
             l_with = losses[0]
             receipt["loss_with"] = l_with
             drop = set()

@@ -1,6 +1,7 @@
 """I: importance-aware objective selection (spec 2/I).
 
-importance = || d CE(request) / d input_embeddings ||_2 of the current model.  I >= high: NPO + KL;
+importance = || d CE(request) / d input_embeddings ||_2 of the current model, over the whole request (in
+overlapping windows of ``max_len`` tokens past that length).  I >= high: NPO + KL;
 low <= I < high: NPO; I < low: random labels.  The reference thresholds (12 / 6) are absolute gradient
 norms that depend on the model and the text length, so they can be *calibrated*: set from percentiles of
 the importance over a calibration sample of requests, and saved with the run.
@@ -13,17 +14,31 @@ import torch
 
 from fit_unlearn.objectives import Objective
 from fit_unlearn.strategies.fit.config import ImportanceConfig
-from fit_unlearn.text import collate, doc_example
+from fit_unlearn.text import IGNORE, collate, doc_example, windows
 
 
 def importance(text: str, model, tok, max_len: int = 512) -> float:
-    """L2 norm of the gradient of the mean CE with respect to the input embeddings (no parameter grads)."""
+    """L2 norm of the gradient of the mean CE of the whole ``text`` with respect to its input embeddings (no
+    parameter grads).  A text longer than ``max_len`` tokens is run in overlapping windows of ``max_len``
+    tokens (:func:`fit_unlearn.text.windows`, each token scored once): the mean CE is the sum of the windows'
+    token CEs over all scored tokens, and a token's gradient sums over every window that sees it."""
     device = next(model.parameters()).device
-    b = collate([doc_example(tok, text, max_len)], tok.pad_token_id, device)
-    emb = model.get_input_embeddings()(b["input_ids"]).detach().requires_grad_(True)
-    loss = model(inputs_embeds=emb, attention_mask=b["attention_mask"], labels=b["labels"]).loss
-    (grad,) = torch.autograd.grad(loss, emb)
-    return float(grad.float().norm())
+    ex = doc_example(tok, text, max_len=None)
+    parts = windows(ex, max_len)
+    n_scored = sum(label != IGNORE for _, w in parts for label in w.labels[1:])
+    grad = None
+    for start, w in parts:
+        b = collate([w], tok.pad_token_id, device)
+        n_w = int((b["labels"][:, 1:] != IGNORE).sum())
+        if n_w == 0:
+            continue
+        emb = model.get_input_embeddings()(b["input_ids"]).detach().requires_grad_(True)
+        loss = model(inputs_embeds=emb, attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        (g,) = torch.autograd.grad(loss * (n_w / n_scored), emb)  # the window's share of the mean CE
+        if grad is None:
+            grad = g.new_zeros((len(ex.ids), g.shape[-1]), dtype=torch.float32)
+        grad[start : start + g.shape[1]] += g[0].float()
+    return 0.0 if grad is None else float(grad.norm())
 
 
 class ImportanceSelector:
