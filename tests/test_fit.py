@@ -63,6 +63,25 @@ def test_filter_keeps_candidates_that_change_the_loss(encoder_filter, tiny_model
     assert kept == TEXT  # removing any chunk changes CE by > 0
 
 
+def test_token_chunks_keep_the_whitespace_between_them(encoder_filter, tiny_model):
+    """Tokenizers that trim offsets (GPT-2, SmolLM: a token's span leaves out its leading space) leave gaps
+    between token groups; the chunks must still cover the text, so kept chunks re-join into it."""
+    from tokenizers import processors
+
+    model, tok = tiny_model
+    tok.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)
+    offsets = tok(TEXT, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    assert any(s > e for (_, e), (s, _) in zip(offsets, offsets[1:], strict=False))  # gaps between tokens
+    for size in (4, 1):  # size 1: the "\n\n" tokens are blank chunks, left out of the chunks, not of the text
+        f = RedundancyFilter(FilterConfig(unit="tokens", size=size, eps=100.0))
+        f._encoder = encoder_filter.encoder
+        kept, rec = f.filter("  " + TEXT + "\n", model, tok)
+        assert rec["candidates"] == 0 and rec["kept"] == rec["chunks"]
+        assert kept == TEXT
+    assert "".join(TEXT[a:b] for a, b in chunk(TEXT, "tokens", 4, tok)) == TEXT
+    assert all(TEXT[a:b].strip() for a, b in chunk(TEXT, "tokens", 1, tok))
+
+
 #: a request of about 1,000 tokens: its chunks past token 512 must be scored like the others
 LONG = "\n\n".join(f"Entry {i}. " + TEXT for i in range(36))
 

@@ -51,11 +51,12 @@ def chunk(text: str, unit: str, size: int, tok=None) -> list[tuple[int, int]]:
     elif unit == "tokens":
         if tok is None:
             raise ValueError("token chunks need the tokenizer")
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        offs = enc["offset_mapping"]
-        for i in range(0, len(offs), size):
-            group = offs[i : i + size]
-            spans.append((group[0][0], group[-1][1]))
+        offs = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        # a chunk runs from its first token's start to the next chunk's first token's start: tokenizers that
+        # trim offsets (GPT-2, SmolLM: " word" spans "word") leave the whitespace between tokens in no token
+        # span, and it must stay in the text that kept chunks re-join into
+        bounds = [0] + [offs[i][0] for i in range(size, len(offs), size)] + [len(text)]
+        spans = list(zip(bounds[:-1], bounds[1:], strict=True)) if offs else []
     else:
         start = 0
         bounds = [m.end() for m in _SENT.finditer(text)] + [len(text)]
@@ -66,6 +67,17 @@ def chunk(text: str, unit: str, size: int, tok=None) -> list[tuple[int, int]]:
             start = b
         spans = [(sents[i][0], sents[min(i + size, len(sents)) - 1][1]) for i in range(0, len(sents), size)]
     return [(a, b) for a, b in spans if text[a:b].strip()]
+
+
+def _join(text: str, spans: list[tuple[int, int]], kept: list[int]) -> str:
+    """The kept chunks in order.  Neighbouring chunks keep the text between them (the blank chunks that
+    ``chunk`` leaves out), so with nothing dropped this is ``text``; a dropped chunk simply disappears."""
+    out = []
+    for n, i in enumerate(kept):
+        if n and kept[n - 1] == i - 1:
+            out.append(text[spans[i - 1][1] : spans[i][0]])
+        out.append(text[spans[i][0] : spans[i][1]])
+    return "".join(out)
 
 
 class RedundancyFilter:
@@ -118,8 +130,7 @@ class RedundancyFilter:
                     drop.add(i)
                     dropped.append({"chunk": chunks[i], "s_star": float(sims[i]), "dL": float(d_l)})
             kept_idx = [i for i in range(len(chunks)) if i not in drop]
-        kept_text = "".join(text[spans[i][0] : spans[i][1]] for i in kept_idx) if kept_idx else ""
-        # contiguous chunks re-join exactly; gaps (dropped chunks) simply disappear
+        kept_text = _join(text, spans, kept_idx)
         self._pending = emb[kept_idx] if kept_idx else None
         receipt.update(
             {"kept": len(kept_idx), "kept_fraction": len(kept_idx) / len(chunks) if chunks else 0.0, "dropped": dropped}
