@@ -141,6 +141,17 @@ def test_reference_json_holds_paraphrases_probe_and_the_split(tiny_prepared):
     assert ref["points"]["retain_0"] == pytest.approx(r0)
 
 
+def test_a_reference_scored_before_whole_document_token_accuracy_is_refused(tiny_prepared, tmp_path):
+    """reference.json of version 2 holds token accuracies cut at 256 tokens: comparing whole-document
+    accuracies with them is refused, with the fix (prepare again: the gold models are rescored)."""
+    from fit_unlearn.errors import ConfigError
+
+    assert json.loads((tiny_prepared / "reference.json").read_text())["version"] == 3
+    (tmp_path / "reference.json").write_text(json.dumps({"version": 2}))
+    with pytest.raises(ConfigError, match=r"token accuracy cut at 256 tokens.*run `fit-unlearn prepare`"):
+        Reference.load(tmp_path)
+
+
 def test_a_prepared_directory_without_a_split_is_refused_with_the_fix(tiny_prepared, tmp_path):
     import shutil
 

@@ -71,12 +71,12 @@ class _TargetScriptedLM(torch.nn.Module):
 
     def __init__(self, vocab, bad):
         super().__init__()
-        self.vocab, self.bad = vocab, bad
+        self.vocab, self.bad = vocab, torch.tensor(sorted(bad) if isinstance(bad, set) else [bad])
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, input_ids, attention_mask=None):
         target = torch.roll(input_ids, -1, dims=1)
-        target = torch.where(target == self.bad, torch.zeros_like(target), target)
+        target = torch.where(torch.isin(target, self.bad), torch.zeros_like(target), target)
         logits = torch.zeros(*input_ids.shape, self.vocab)
         logits.scatter_(-1, target.unsqueeze(-1), 10.0)
         return SimpleNamespace(logits=logits)
@@ -150,6 +150,33 @@ def test_token_stats_and_extraction_strength(tiny_tok):
     assert [len(s["token_logprobs"]) for s in stats] == n
     assert stats[1]["token_logprobs"][:2] == pytest.approx([wrong, right], abs=1e-4)
     assert stats[0]["mean_logprob"] == pytest.approx(right, abs=1e-4)
+
+
+def test_token_accuracy_scores_the_whole_document(tiny_tok):
+    """A document's tail past token 256 counts: a model that gets only the tail wrong scores below 1 (by
+    exactly the tail's share), long documents are run in windows, and a short one in the batch is unchanged."""
+    from fit_unlearn.data.documents import Document
+    from fit_unlearn.text import encode_text
+
+    tok, vocab = tiny_tok, len(tiny_tok)
+    head = " ".join(f"Ada repairs clock {i} in a small shop." for i in range(14))
+    tail = " Zed sells old maps, quills and brass compasses by the river."
+    ids = encode_text(tok, head + tail, max_len=None)
+    n_head = len(encode_text(tok, head, max_len=None, eos=False))
+    assert n_head > 300 and len(ids) < 512  # one window of the default size
+    bad = set(ids[n_head:]) - set(ids[: n_head + 1]) - {tok.eos_token_id}
+    n = len(ids) - 1
+    wrong_at = [p for p in range(1, len(ids)) if ids[p] in bad]  # the token predicted at position p - 1
+    assert bad and wrong_at and min(wrong_at) > 256
+    model = _TargetScriptedLM(vocab, bad)
+    docs = [Document("long", head + tail), Document("short", "Bo paints ships.")]
+    for kw in ({}, {"window": 64}):  # one window; overlapping windows of 64 tokens
+        long, short = doc_token_stats(model, tok, docs, batch_size=3, **kw)
+        assert long["token_acc"] == pytest.approx((n - len(wrong_at)) / n)
+        assert len(long["token_logprobs"]) == n
+        k_star = max(wrong_at) + 1  # tokens of the prefix that greedy decoding needs
+        assert long["extraction_strength"] == pytest.approx(1 - k_star / (n + 1))
+        assert short["token_acc"] == 1.0
 
 
 def test_generation_is_left_padded_and_new_tokens_only(tiny_model):

@@ -29,8 +29,10 @@ from fit_unlearn.metrics.probes import capital_probes, probe_accuracy
 from fit_unlearn.metrics.reference import ReferencePoints, closeness, reference_at, retain_utility
 from fit_unlearn.metrics.scores import doc_score, doc_token_stats, evaluate_split, scores_from_items
 
-#: bump when reference.json gains fields: an older file is rebuilt (the gold models are rescored, not retrained)
-REFERENCE_VERSION = 2
+#: bump when reference.json gains fields or its values are scored differently: an older file is rebuilt (the
+#: gold models are rescored, not retrained).  2: paraphrases and probes; 3: token statistics over whole
+#: documents (they stopped at 256 tokens)
+REFERENCE_VERSION = 3
 
 
 class Reference:
@@ -48,8 +50,9 @@ class Reference:
         data = json.loads(path.read_text())
         if data.get("version", 1) < REFERENCE_VERSION:
             raise ConfigError(
-                f"{path}: written by an older fit-unlearn (no paraphrase or probe values); run `fit-unlearn "
-                "prepare` with the same arguments again: it rescores the gold models without retraining them"
+                f"{path}: written by an older fit-unlearn (no paraphrase or probe values, or token accuracy cut at "
+                "256 tokens); run `fit-unlearn prepare` with the same arguments again: it rescores the gold models "
+                "without retraining them"
             )
         return cls(data)
 

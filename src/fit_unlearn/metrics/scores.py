@@ -2,7 +2,7 @@
 
 * probability  p(S) = mean over QA pairs of P(answer | question)^(1/|answer|), teacher-forced;
 * ROUGE-L      r(S) = mean ROUGE-L F (stemmed, ``rouge-score``) of the greedy answer (new tokens only);
-* token acc.   a(S) = mean over documents of teacher-forced next-token argmax accuracy;
+* token acc.   a(S) = mean over documents of teacher-forced next-token argmax accuracy (whole documents);
 * composite    100 * cbrt(p * r * a);
 * paraphrase   100 * sqrt(p * r) on paraphrased questions (no token accuracy: a paraphrase is not a
                document), the knowledge beyond the trained strings.
@@ -61,35 +61,48 @@ def _batches(seq: Sequence, n: int):
 
 @torch.no_grad()
 def doc_token_stats(
-    model, tok, docs: Sequence[Document], batch_size: int = 8, max_len: int = 256, progress: bool = False
+    model,
+    tok,
+    docs: Sequence[Document],
+    batch_size: int = 8,
+    max_len: int | None = None,
+    progress: bool = False,
+    window: int = 512,
 ) -> list[dict]:
     """Per document: token accuracy, mean log-prob, Min-K% inputs and extraction strength, from ONE
-    teacher-forced forward pass.  Extraction strength uses that greedy decoding reproduces a suffix
-    exactly iff every teacher-forced argmax in it is right: ES = 1 - k*/n with k* the shortest prefix
-    after which all predictions are correct."""
+    teacher-forced pass over the whole document (its first ``max_len`` tokens when given); a document longer
+    than ``window`` tokens is run in overlapping windows (:func:`fit_unlearn.text.windows`), each token
+    scored once, ``batch_size`` windows per forward.  Extraction strength uses that greedy decoding
+    reproduces a suffix exactly iff every teacher-forced argmax in it is right: ES = 1 - k*/n with k* the
+    shortest prefix after which all predictions are right."""
     device = next(model.parameters()).device
-    out = []
-    for chunk in tqdm(list(_batches(list(docs), batch_size)), desc="token stats", disable=not progress, leave=False):
-        exs = [doc_example(tok, d.text, max_len) for d in chunk]
-        b = collate(exs, tok.pad_token_id, device)
+    docs = list(docs)
+    parts = [(i, w) for i, d in enumerate(docs) for _, w in windows(doc_example(tok, d.text, max_len), window)]
+    lps: list[list[torch.Tensor]] = [[] for _ in docs]
+    oks: list[list[torch.Tensor]] = [[] for _ in docs]
+    for chunk in tqdm(list(_batches(parts, batch_size)), desc="token stats", disable=not progress, leave=False):
+        b = collate([w for _, w in chunk], tok.pad_token_id, device)
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         lp, mask = token_logprobs(logits, b["labels"])
         correct = (logits[:, :-1].argmax(-1) == b["labels"][:, 1:]) & mask
-        for i, d in enumerate(chunk):
-            m = mask[i]
-            n = int(m.sum())
-            c = correct[i][m]
-            wrong = (~c).nonzero()
-            k_star = int(wrong[-1]) + 2 if len(wrong) else 1  # prefix tokens needed (>= 1)
-            out.append(
-                {
-                    "id": d.id,
-                    "token_acc": float(c.float().mean()) if n else 0.0,
-                    "mean_logprob": float(lp[i][m].mean()) if n else 0.0,
-                    "token_logprobs": lp[i][m].tolist(),
-                    "extraction_strength": 1.0 - k_star / (n + 1),
-                }
-            )
+        for row, (i, _) in enumerate(chunk):  # a document's windows come in order: its tokens in order
+            lps[i].append(lp[row][mask[row]])
+            oks[i].append(correct[row][mask[row]])
+    out = []
+    for d, lp_parts, ok_parts in zip(docs, lps, oks, strict=True):
+        lp, c = torch.cat(lp_parts), torch.cat(ok_parts)
+        n = len(c)
+        wrong = (~c).nonzero()
+        k_star = int(wrong[-1]) + 2 if len(wrong) else 1  # prefix tokens needed (>= 1)
+        out.append(
+            {
+                "id": d.id,
+                "token_acc": float(c.float().mean()) if n else 0.0,
+                "mean_logprob": float(lp.mean()) if n else 0.0,
+                "token_logprobs": lp.tolist(),
+                "extraction_strength": 1.0 - k_star / (n + 1),
+            }
+        )
     return out
 
 
