@@ -24,6 +24,13 @@ def test_synth_and_stats(tmp_path, capsys):
     assert code == 0 and "8" in out
 
 
+def test_stats_reads_a_file_with_a_byte_order_mark(tmp_path, capsys):
+    p = tmp_path / "requests.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "Name: Ada Q. Vell\\n\\nAge: 33"}\n{"id": "b", "text": "x y"}\n')
+    code, out, err = run(["data", "stats", p], capsys)
+    assert code == 0 and err == "" and "requests" in out and "personal" in out
+
+
 def test_stats_on_real_pch(pch_dir, capsys):
     code, out, _ = run(["data", "stats", pch_dir], capsys)
     assert code == 0 and "300" in out and "700" in out

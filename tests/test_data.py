@@ -163,6 +163,26 @@ def test_non_utf8(tmp_path):
         read_jsonl(p)
 
 
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some editors (Notepad, Excel exports) write first
+
+
+def test_utf8_byte_order_mark_is_valid_input(tmp_path):
+    lines = b'{"id": "a", "text": "caf\xc3\xa9 ok"}\n{"id": "b", "text": "two"}\n'
+    docs = read_jsonl(_w(tmp_path / "bom.jsonl", BOM + lines))
+    assert [(d.id, d.text) for d in docs] == [("a", "caf\u00e9 ok"), ("b", "two")]
+    data = tmp_path / "d"
+    data.mkdir()
+    _w(data / "forget.json", BOM + json.dumps([PERSON]).encode())
+    _w(data / "retain.jsonl", BOM + b'{"id": "r", "text": "Title: T\\n\\nAbstract: A b."}\n')
+    splits = load_pch_dir(data)
+    assert [d.text for d in splits.forget] == [PERSON] and splits.retain[0].text == "Title: T\n\nAbstract: A b."
+    with pytest.raises(DataError, match="empty"):  # a mark alone is still an empty file
+        read_jsonl(_w(tmp_path / "only.jsonl", BOM + b"\n"))
+    p = _w(tmp_path / "n.jsonl", BOM + b'{"id": "a", "text": "ok"}\n{"id": "b", "text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"n\.jsonl:2: not valid UTF-8 \(byte 0xe9 at offset 53\)"):
+        read_jsonl(p)
+
+
 def test_ten_megabyte_document(tmp_path):
     p = _w(tmp_path / "big.jsonl", json.dumps({"id": "big", "text": "a" * 10_000_000}) + "\n")
     with pytest.raises(DataError, match="over the limit"):

@@ -112,6 +112,19 @@ def _requests(tmp_path, lines):
 GOOD = b'{"id": "r1", "text": "Name: Ada Q. Vell\\n\\nAge: 33"}'
 
 
+def test_request_file_with_a_byte_order_mark(tmp_path):
+    """A request file that starts with a UTF-8 byte-order mark is valid: its first request is read."""
+    from fit_unlearn.data.documents import Document
+    from fit_unlearn.engine.config import StreamConfig
+    from fit_unlearn.engine.streams import open_stream
+
+    path = _requests(tmp_path, [b"\xef\xbb\xbf" + GOOD, b'{"id": "r2", "text": "caf\xc3\xa9"}'])
+    items = list(open_stream(StreamConfig(source=str(path)), []))
+    assert [pos for pos, _ in items] == [0, 1]
+    assert [d.reason for _, d in items if not isinstance(d, Document)] == []
+    assert [(d.id, d.text) for _, d in items] == [("r1", "Name: Ada Q. Vell\n\nAge: 33"), ("r2", "caf\u00e9")]
+
+
 @pytest.mark.parametrize(
     "line,msg",
     [

@@ -1,6 +1,6 @@
 """Documents and QA pairs: the one input format of fit-unlearn, and its loaders.
 
-The documented format is JSONL, one document per line::
+The documented format is JSONL in UTF-8 (a leading byte-order mark is accepted), one document per line::
 
     {"id": "doc-1", "text": "...", "domain": "personal", "qa": [{"question": "...", "answer": "..."}]}
 
@@ -145,12 +145,15 @@ def data_hash(docs: Iterable[Document]) -> str:
 
 
 def _decode(raw: bytes, path: Path) -> str:
+    """UTF-8, with or without a leading byte-order mark (``utf-8-sig``: Notepad and Excel write one)."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
+        body = e.object  # the bytes after the mark, if any: e.start counts from there
+        line = body[: e.start].count(b"\n") + 1
+        offset = e.start + len(raw) - len(body)
         raise DataError(
-            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            f"{path}:{line}: not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {offset}); "
             "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
         ) from None
 

@@ -5,6 +5,7 @@ resumed run continues exactly where its last checkpoint was taken."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import time
 from collections.abc import Iterator
@@ -57,6 +58,8 @@ def jsonl_requests(path: Path, max_chars: int) -> Iterator[tuple[int, Document |
     pos = 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:  # read as "utf-8-sig": a leading byte-order mark (Notepad, Excel) is not JSON
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             if not raw.strip():
                 continue
             try:
