@@ -135,6 +135,18 @@ def test_debug_shows_traceback(tmp_path, capsys):
         main(["--debug", "data", "stats", str(tmp_path / "none.jsonl")])
 
 
+@pytest.mark.parametrize("content", [b"", b" \n\n\t \n"])
+def test_run_on_an_empty_request_file_fails_before_a_checkpoint(tiny_prepared, tmp_path, capsys, content):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(content)
+    out = tmp_path / "r"
+    code, stdout, err = run(["run", "--prepared", tiny_prepared, "--out", out, "--requests", requests], capsys)
+    assert code == 2 and "requests applied" not in stdout
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert f"{requests}: request file holds no requests" in err and "one JSON object per line" in err
+    assert not (out / "checkpoints").exists() and not (out / "journal.jsonl").exists()
+
+
 def test_unknown_objective_lists_known(tiny_prepared, tmp_path, capsys):
     code, _, err = run(["run", "--prepared", tiny_prepared, "--out", tmp_path / "r", "--objective", "gaa"], capsys)
     assert code == 2 and "did you mean 'ga'" in err and "npo" in err

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 
 import pytest
 import torch
@@ -150,6 +151,26 @@ def test_bad_requests_stop_or_skip(tiny_prepared, tmp_path, line, msg):
     eng.close()
     assert [r["id"] for r in res["requests"]] == ["r1", "r3"]
     assert msg.split(":")[-1].strip().replace("\\", "") in res["rejected"][0]["reason"].replace("\\", "")
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n\t\n\n", b"\xef\xbb\xbf\n"])
+def test_a_request_file_without_requests_is_refused_before_any_work(tiny_prepared, tmp_path, content):
+    """An empty or whitespace-only request file is a mistake, not a stream of 0 requests: refused (by
+    open_stream and by Engine) with the file and the fix, before a journal or a checkpoint is written."""
+    from fit_unlearn.engine.config import StreamConfig
+    from fit_unlearn.engine.streams import open_stream
+    from fit_unlearn.errors import DataError
+
+    path = tmp_path / "req.jsonl"
+    path.write_bytes(content)
+    msg = re.escape(f"{path}: request file holds no requests (empty or whitespace-only); write one JSON object")
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match=msg):
+        eng = Engine(_cfg(tiny_prepared, out, **{"stream.source": str(path), "stream.limit": None}), progress=False)
+        eng.run()
+    assert not (out / "journal.jsonl").exists() and not (out / "checkpoints").exists()
+    with pytest.raises(DataError, match=msg):
+        open_stream(StreamConfig(source=str(path)), [])
 
 
 def test_outside_requests_have_no_forget_degree_and_the_progress_bar_copes(tiny_prepared, tmp_path):

@@ -31,7 +31,7 @@ from fit_unlearn.engine import checkpoint as ckpt
 from fit_unlearn.engine.config import RunConfig
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
-from fit_unlearn.engine.streams import BadRequest, open_stream, validate_request
+from fit_unlearn.engine.streams import BadRequest, check_source, open_stream, validate_request
 from fit_unlearn.engine.update import ReferenceCache, apply_update
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
@@ -68,6 +68,7 @@ class Engine:
         self.run_dir = RunDir(self.out)
         self.prepared = PreparedDir(cfg.prepared)
         self.strategy = cfg.strategy.build(cfg.device)
+        check_source(cfg.stream)  # a missing or empty request file is refused before anything is written
         self._preflight_paths()
         self._preflight_qa()
         self.data = prepared_data(self.prepared)  # with the recorded retain-train / retain-eval split

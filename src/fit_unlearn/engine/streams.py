@@ -96,9 +96,45 @@ def forget_requests(docs: list[Document]) -> Iterator[tuple[int, Document | BadR
     yield from enumerate(docs)
 
 
+def check_source(cfg) -> None:
+    """Refuse, before any work, a ``stream.source`` that cannot deliver a request: a request file that is
+    missing, a directory, or holds no requests (empty or whitespace-only: a run over it would apply nothing
+    and still write a full checkpoint), or a watch directory that is missing."""
+    src = cfg.source
+    if src == "forget":
+        return
+    if src.startswith("watch:"):
+        if not Path(src[6:]).is_dir():
+            raise DataError(f"{src[6:]}: watch directory not found; create it or point --watch at another one")
+        return
+    path = Path(src)
+    if not path.exists():
+        raise DataError(f"{path}: request file not found; point --requests (stream.source) at a JSONL file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; give a JSONL file of requests, or watch it with --watch {path}")
+    if _blank(path):
+        raise DataError(
+            f"{path}: request file holds no requests (empty or whitespace-only); write one JSON object per line, "
+            '{"id": ..., "text": ...}, or point --requests (stream.source) at another file'
+        )
+
+
+def _blank(path: Path) -> bool:
+    """True if the file holds nothing but whitespace (after a leading byte-order mark)."""
+    with open(path, "rb") as f:
+        block = f.read(1 << 16).removeprefix(codecs.BOM_UTF8)
+        while block:
+            if block.strip():
+                return False
+            block = f.read(1 << 16)
+    return True
+
+
 def open_stream(cfg, forget: list[Document]) -> Iterator[tuple[int, Document | BadRequest]]:
     """The stream a run configuration's ``stream`` section names: ``forget`` (the prepared forget split in
-    its seeded order), ``watch:DIR`` or a JSONL file; at most ``cfg.limit`` items."""
+    its seeded order), ``watch:DIR`` or a JSONL file; at most ``cfg.limit`` items.  The source is checked
+    now (:func:`check_source`), not at the first item."""
+    check_source(cfg)
     src = cfg.source
     if src == "forget":
         items = forget_requests(stream_order(forget, cfg.order_seed))
@@ -106,7 +142,11 @@ def open_stream(cfg, forget: list[Document]) -> Iterator[tuple[int, Document | B
         items = watched_requests(Path(src[6:]), cfg.max_request_chars, cfg.watch_idle_exit)
     else:
         items = jsonl_requests(Path(src), cfg.max_request_chars)
+    return _first(items, cfg.limit)
+
+
+def _first(items: Iterator, limit: int | None) -> Iterator:
     for pos, item in items:
-        if cfg.limit is not None and pos >= cfg.limit:
+        if limit is not None and pos >= limit:
             return
         yield pos, item
