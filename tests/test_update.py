@@ -125,7 +125,7 @@ def test_alternate_shares_the_prompt_of_its_forget_example(tiny_model, tiny_data
 
     monkeypatch.setattr(update, "_outputs", spy)
     doc = tiny_data.forget[0]
-    plan = UpdatePlan(text=doc.text, objective=objective, qa=doc.qa[:2])
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective(objective), qa=doc.qa[:2])
     cfg = UpdateConfig(lr=1e-3, epochs=1, slice_chars=100)
     rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5)
     n_slices = len(slices(doc.text, 100))
