@@ -386,3 +386,36 @@ def test_docs_config_reference_is_generated_from_the_schema():
 
     doc = Path(__file__).parents[1] / "docs" / "config.md"
     assert doc.read_text() == config_reference(), "regenerate docs/config.md: fit-unlearn config > docs/config.md"
+
+
+def _crash_after(engine, stop: int) -> None:
+    """Process stream items up to (not including) position ``stop``, then die without closing anything."""
+    for pos, item in engine.stream():
+        if pos < engine.position:
+            continue
+        if pos == stop:
+            break
+        engine._process(pos, item)
+        engine.position = pos + 1
+        engine._after_item()
+
+
+def test_two_crashes_between_the_same_checkpoints_are_counted_exactly(tiny_prepared, tmp_path):
+    over = {"checkpoint.every": 4, "eval.every": 6}
+    full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
+    res_full = full.run()
+    full.close()
+    _crash_after(Engine(_cfg(tiny_prepared, tmp_path / "c", **over), progress=False), 5)  # ckpt at 4, item 4 lost
+    again = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), resume=True, progress=False)
+    assert again.position == 4
+    _crash_after(again, 6)  # item 4 applied a second time, item 5 too, then lost again
+    last = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), resume=True, progress=False)
+    j = Journal(tmp_path / "c" / "journal.jsonl", writer=False)
+    assert [e["position"] for e in j.events if e["event"] == "rolled_back"] == [4, 4, 5]
+    assert j.uncommitted() == []
+    res = last.run()
+    last.close()
+    assert res["applied_counts"] == res_full["applied_counts"] and set(res["applied_counts"].values()) == {1}
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000006" / "model")
+    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000006" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

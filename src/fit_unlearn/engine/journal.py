@@ -94,11 +94,20 @@ class Journal:
         return out
 
     def uncommitted(self) -> list[dict]:
-        """applied / redundant events after the last checkpoint (lost if the process died)."""
+        """applied / redundant events after the last checkpoint that no ``rolled_back`` event has cancelled
+        yet (lost if the process died).  Each ``rolled_back`` cancels one application, the earliest live one
+        of its id, so any number of crashes between the same two checkpoints is counted exactly."""
         ck = self.last_checkpoint()
         after = self.events[self.events.index(ck) + 1 :] if ck else self.events
-        rolled = {e["id"] for e in after if e["event"] == "rolled_back"}
-        return [e for e in after if e["event"] in ("applied", "redundant") and e["id"] not in rolled]
+        live: list[dict] = []
+        for e in after:
+            if e["event"] in ("applied", "redundant"):
+                live.append(e)
+            elif e["event"] == "rolled_back":
+                hit = next((x for x in live if x["id"] == e["id"]), None)
+                if hit is not None:
+                    live.remove(hit)
+        return live
 
     def applied_counts(self) -> dict[str, int]:
         """How many times each id is in the final model: applied events not rolled back."""
