@@ -419,3 +419,57 @@ def test_two_crashes_between_the_same_checkpoints_are_counted_exactly(tiny_prepa
     wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000006" / "model")
     wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000006" / "model")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_crash_between_saving_and_journaling_a_checkpoint_keeps_the_journaled_one(
+    tiny_prepared, tmp_path, monkeypatch
+):
+    """With keep=1, the old code pruned the only journaled checkpoint before journaling the new one."""
+    over = {"checkpoint.every": 2, "checkpoint.keep": 1, "eval.every": 6}
+    full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
+    res_full = full.run()
+    full.close()
+
+    crashed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), progress=False)
+    real_append = crashed.journal.append
+
+    def append(event, **fields):
+        if event == "checkpoint" and fields["position"] == 4:
+            raise KeyboardInterrupt("killed after the checkpoint at 4 was written, before it was journaled")
+        return real_append(event, **fields)
+
+    monkeypatch.setattr(crashed.journal, "append", append)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.run()
+    del crashed
+    resumed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), resume=True, progress=False)
+    assert resumed.position == 2
+    res = resumed.run()
+    resumed.close()
+    assert res["applied_counts"] == res_full["applied_counts"]
+    assert [e["forget_degree_strict"] for e in res["evals"]] == [e["forget_degree_strict"] for e in res_full["evals"]]
+    assert len(list((tmp_path / "c" / "checkpoints").glob("ckpt-*"))) == 1
+
+
+def test_checkpoint_files_are_fsynced_and_verified_by_content(tiny_prepared, tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **{"stream.limit": 2, "checkpoint.every": 2}), progress=False)
+    eng.run()
+    eng.close()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert any(p.endswith("model.safetensors") for p in synced) and any(p.endswith("state.json") for p in synced)
+    ck = Journal(tmp_path / "r" / "journal.jsonl", writer=False).last_checkpoint()
+    assert len(ck["digest"]) == 64
+    weights = tmp_path / "r" / "checkpoints" / "ckpt-000002" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4096])  # a power loss before the data reached the disk
+    with pytest.raises(JournalError, match="ckpt-000002: the journal's last checkpoint is corrupt"):
+        Engine(_cfg(tiny_prepared, tmp_path / "r", **{"stream.limit": 2, "checkpoint.every": 2}), resume=True)

@@ -195,8 +195,11 @@ class Engine:
                 "since the run started; restore its split.json or start a new --out"
             )
         ck = self.journal.last_checkpoint()
-        if ck is not None and not ckpt.is_valid(Path(ck["path"])):
-            raise JournalError(f"{ck['path']}: the journal's last checkpoint is missing or incomplete; cannot resume")
+        if ck is not None and (why := ckpt.verify(Path(ck["path"]), ck.get("digest"))) is not None:
+            raise JournalError(
+                f"{ck['path']}: the journal's last checkpoint is {why}; cannot resume from it (restore the "
+                "directory from a backup, or start a new --out)"
+            )
 
     def _restore(self) -> None:
         ck = self.journal.last_checkpoint()
@@ -308,16 +311,11 @@ class Engine:
                 "applied_ids": self.applied_ids,
                 "config_hash": self.cfg.hash(),
             }
-            path = ckpt.save_checkpoint(
-                self.run_dir,
-                self.position,
-                self.model,
-                self.tok,
-                self.strategy,
-                state,
-                keep=self.cfg.checkpoint.keep,
+            path, digest = ckpt.save_checkpoint(
+                self.run_dir, self.position, self.model, self.tok, self.strategy, state
             )
-            self._log("checkpoint", position=self.position, path=str(path), t=len(self.forgotten))
+            self._log("checkpoint", position=self.position, path=str(path), t=len(self.forgotten), digest=digest)
+            ckpt.prune(self.run_dir, self.cfg.checkpoint.keep, protect=path)  # only once the journal points here
         if self.acc is not None:
             self.acc.wait_for_everyone()
         self.since_ckpt = 0
