@@ -473,3 +473,30 @@ def test_checkpoint_files_are_fsynced_and_verified_by_content(tiny_prepared, tmp
     weights.write_bytes(weights.read_bytes()[:-4096])  # a power loss before the data reached the disk
     with pytest.raises(JournalError, match="ckpt-000002: the journal's last checkpoint is corrupt"):
         Engine(_cfg(tiny_prepared, tmp_path / "r", **{"stream.limit": 2, "checkpoint.every": 2}), resume=True)
+
+
+def test_an_evaluation_lost_in_a_crash_is_redone_on_resume(tiny_prepared, tmp_path, monkeypatch):
+    over = {"checkpoint.every": 3, "eval.every": 3}
+    full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
+    res_full = full.run()
+    full.close()
+
+    crashed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), progress=False)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed during the evaluation at t=3")
+
+    monkeypatch.setattr(crashed.hooks, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.run()
+    del crashed
+    resumed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), resume=True, progress=False)
+    assert resumed.position == 3 and resumed.evals == []
+    res = resumed.run()
+    resumed.close()
+
+    def strip(e):
+        return {k: v for k, v in e.items() if k != "time"}
+
+    assert [e["t"] for e in res["evals"]] == [3, 6]
+    assert [strip(e) for e in res["evals"]] == [strip(e) for e in res_full["evals"]]

@@ -238,6 +238,7 @@ class Engine:
     def submit(self, request: Document) -> dict:
         """Apply one request now (Python API).  An id already applied is refused (idempotent submit)."""
         validate_request(request, self.cfg.stream.max_request_chars)
+        self._evaluate_if_due()
         if self.strategy.needs_calibration:
             self._calibrate()
         rec = self._process(self.position, request)
@@ -296,6 +297,11 @@ class Engine:
         self.since_ckpt += 1
         if self.since_ckpt >= self.cfg.checkpoint.every:
             self.checkpoint()
+        self._evaluate_if_due()
+
+    def _evaluate_if_due(self) -> None:
+        """Evaluate at t when t is a multiple of ``eval.every`` and t has no evaluation yet: after an item,
+        and on resume, where a crash during the evaluation that followed the checkpoint at t lost it."""
         every = self.cfg.eval.every
         t = len(self.forgotten)
         if every and t and t % every == 0 and (not self.evals or self.evals[-1]["t"] != t):
@@ -335,6 +341,7 @@ class Engine:
 
     def run(self, stream: Iterator | None = None) -> dict:
         """Consume the configured stream (or ``stream``) to the end; returns the results summary."""
+        self._evaluate_if_due()  # a resumed run whose last checkpoint's evaluation was lost in a crash
         if self.strategy.needs_calibration:
             self._calibrate()
         items = stream if stream is not None else self.stream()
