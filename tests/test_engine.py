@@ -500,3 +500,65 @@ def test_an_evaluation_lost_in_a_crash_is_redone_on_resume(tiny_prepared, tmp_pa
 
     assert [e["t"] for e in res["evals"]] == [3, 6]
     assert [strip(e) for e in res["evals"]] == [strip(e) for e in res_full["evals"]]
+
+
+def test_submit_is_durable_on_return(tiny_prepared, tmp_path):
+    """A crash after submit() returned (before any checkpoint) loses nothing: resume applies it again."""
+    docs = [Document(id=f"s{i}", text=f"Name: Person {i}\n\nAge: {30 + i}\n\nOccupation: clockmaker") for i in range(3)]
+    over = {"checkpoint.every": 10, "eval.every": None, "eval.at_end": False}
+    full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
+    for d in docs:
+        full.submit(d)
+    full.checkpoint()
+    full.close()
+
+    crashed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), progress=False)
+    for d in docs:
+        crashed.submit(d)
+    del crashed  # killed: no checkpoint after the three requests
+    resumed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), resume=True, progress=False)
+    assert resumed.position == 3 and list(resumed.applied_ids) == ["s0", "s1", "s2"]
+    resumed.checkpoint()
+    resumed.close()
+    assert Journal(tmp_path / "c" / "journal.jsonl", writer=False).applied_counts() == {"s0": 1, "s1": 1, "s2": 1}
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000003" / "model")
+    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000003" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_an_update_that_raises_stops_the_engine_until_resume(tiny_prepared, tmp_path, monkeypatch):
+    import fit_unlearn.engine.runner as runner
+
+    over = {"stream.limit": 4, "checkpoint.every": 2, "eval.every": 4}
+    full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
+    res_full = full.run()
+    full.close()
+
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), progress=False)
+    real = runner.apply_update
+    calls = []
+
+    def flaky(model, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # the third request: half an update, then an error
+            with torch.no_grad():
+                next(model.parameters()).add_(0.01)
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(runner, "apply_update", flaky)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        eng.run()
+    with pytest.raises(JournalError, match="failed: RuntimeError.*accepts no more work: resume"):
+        eng.submit(Document(id="late", text="Name: Late Person"))
+    with pytest.raises(JournalError, match="accepts no more work"):
+        eng.checkpoint()  # the partly updated model is never saved
+    eng.close()
+    monkeypatch.setattr(runner, "apply_update", real)
+    resumed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), resume=True, progress=False)
+    res = resumed.run()
+    resumed.close()
+    assert res["applied_counts"] == res_full["applied_counts"]
+    assert [e["forget_degree_strict"] for e in res["evals"]] == [e["forget_degree_strict"] for e in res_full["evals"]]
+    events = [e["event"] for e in Journal(tmp_path / "c" / "journal.jsonl", writer=False).events]
+    assert "failed" in events

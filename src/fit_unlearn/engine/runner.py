@@ -86,6 +86,7 @@ class Engine:
         self.applied_ids: dict[str, int] = {}
         self.since_ckpt = 0
         self.evals: list[dict] = []
+        self._failed: str | None = None  #: set when an update raised part-way: no more work until resume
         self._setup_journal(resume)
 
     # ---- set-up ----------------------------------------------------------------------------------
@@ -156,6 +157,7 @@ class Engine:
             for e in uncommitted:
                 self._log("rolled_back", id=e["id"], position=e["position"], reason="applied after the last checkpoint")
             self._log("resume", position=self.position, committed=len(self.applied_ids))
+            self._replay_submitted(uncommitted)
             if self.acc is not None:
                 self.acc.wait_for_everyone()
 
@@ -236,17 +238,48 @@ class Engine:
 
     # ---- applying requests -----------------------------------------------------------------------
     def submit(self, request: Document) -> dict:
-        """Apply one request now (Python API).  An id already applied is refused (idempotent submit)."""
+        """Apply one request now (Python API) and return its record.  An id already applied is refused
+        (idempotent submit).
+
+        Durable on return: the request itself is journaled (fsync'd) before its update starts and its
+        ``applied`` event when the update ends, so once ``submit`` returns, a crash cannot lose it:
+        ``Engine(cfg, resume=True)`` restores the last checkpoint and applies again, from the journal, every
+        submitted request applied after it, in order and bit-identically.  A request whose ``submit`` raised
+        (or had not returned when the process died) is not applied on resume: submit it again."""
+        self._check_consistent()
         validate_request(request, self.cfg.stream.max_request_chars)
         self._evaluate_if_due()
         if self.strategy.needs_calibration:
             self._calibrate()
-        rec = self._process(self.position, request)
+        rec = self._process(self.position, request, journal_request=True)
         self.position += 1
         self._after_item()
         return rec
 
-    def _process(self, position: int, request: Document | BadRequest) -> dict:
+    def _check_consistent(self) -> None:
+        if self._failed is not None:
+            raise JournalError(
+                f"{self._failed}; the model may hold part of that update, so this engine accepts no more "
+                f"work: resume the run (Engine(cfg, resume=True), or `fit-unlearn run --resume --out {self.out}`) "
+                "to continue from the last checkpoint"
+            )
+
+    def _replay_submitted(self, rolled_back: list[dict]) -> None:
+        """On resume: apply again, in order, the submitted requests whose applications the crash lost."""
+        payloads = {
+            (e["id"], e["position"]): e["request"]
+            for e in self.journal.events
+            if e["event"] == "received" and "request" in e
+        }
+        for e in rolled_back:
+            doc = payloads.get((e["id"], e["position"]))
+            if doc is None:  # a stream item: the stream delivers it again
+                continue
+            self._process(e["position"], Document.from_json(doc), journal_request=True)  # same position, same seed
+            self.position = e["position"] + 1
+            self._after_item()
+
+    def _process(self, position: int, request: Document | BadRequest, journal_request: bool = False) -> dict:
         if isinstance(request, Document) and request.id in self.applied_ids:
             request = BadRequest(
                 f"request id {request.id!r} was already applied (stream position "
@@ -262,7 +295,16 @@ class Engine:
                     "--on-bad-request skip, then --resume)"
                 )
             return {"rejected": request.reason}
-        self._log("received", id=request.id, hash=request.content_hash, position=position)
+        payload = {"request": request.to_json()} if journal_request else {}
+        self._log("received", id=request.id, hash=request.content_hash, position=position, **payload)
+        try:
+            return self._apply(position, request)
+        except BaseException as e:  # an error (not a crash) part-way through: the model is not consistent
+            self._failed = f"the update of request {request.id!r} (position {position}) failed: {type(e).__name__}: {e}"
+            self._log("failed", id=request.id, position=position, error=f"{type(e).__name__}: {e}")
+            raise
+
+    def _apply(self, position: int, request: Document) -> dict:
         request = request.training_view()  # evaluation-only paraphrases never reach a strategy or an update
         seed = request_seed(self.cfg.seed, position)
         torch.manual_seed(seed)
@@ -308,6 +350,7 @@ class Engine:
             self.evaluate()
 
     def checkpoint(self) -> Path | None:
+        self._check_consistent()
         if self.since_ckpt == 0 and self.journal.last_checkpoint() is not None:
             return None
         path = None
@@ -317,9 +360,7 @@ class Engine:
                 "applied_ids": self.applied_ids,
                 "config_hash": self.cfg.hash(),
             }
-            path, digest = ckpt.save_checkpoint(
-                self.run_dir, self.position, self.model, self.tok, self.strategy, state
-            )
+            path, digest = ckpt.save_checkpoint(self.run_dir, self.position, self.model, self.tok, self.strategy, state)
             self._log("checkpoint", position=self.position, path=str(path), t=len(self.forgotten), digest=digest)
             ckpt.prune(self.run_dir, self.cfg.checkpoint.keep, protect=path)  # only once the journal points here
         if self.acc is not None:
@@ -341,6 +382,7 @@ class Engine:
 
     def run(self, stream: Iterator | None = None) -> dict:
         """Consume the configured stream (or ``stream``) to the end; returns the results summary."""
+        self._check_consistent()
         self._evaluate_if_due()  # a resumed run whose last checkpoint's evaluation was lost in a crash
         if self.strategy.needs_calibration:
             self._calibrate()
