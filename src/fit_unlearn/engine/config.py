@@ -193,7 +193,12 @@ class RunConfig(Section):
 
 
 #: fields that change speed or memory but not results: a run may be resumed with other values
-_NOT_RESULTS: dict = {"out": True, "update": {"reference_cache_mb": True}}
+_NOT_RESULTS: dict = {
+    "out": True,
+    "update": {"reference_cache_mb": True},
+    # what a bad request does (stop or skip) decides whether the run goes on, not what it computes
+    "stream": {"on_bad_request": True},
+}
 #: fields added after runs were journaled, with the value that reproduces the behaviour before them: a
 #: journal without the field resumes with that value (and the configuration hash is unchanged by it)
 _ADDED_LATER: dict = {"update": {"retain_match": False}}

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from fit_unlearn.engine import checkpoint as ckpt
 from fit_unlearn.engine.config import RunConfig
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
-from fit_unlearn.engine.streams import BadRequest, check_source, open_stream, validate_request
+from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
 from fit_unlearn.engine.update import ReferenceCache, apply_update
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
@@ -87,6 +88,10 @@ class Engine:
         self.since_ckpt = 0
         self.evals: list[dict] = []
         self._failed: str | None = None  #: set when an update raised part-way: no more work until resume
+        self.consumed: Counter = Counter()  #: stream items processed, by identity (saved with checkpoints)
+        #: items the last checkpoint holds, still to be skipped when the restarted stream delivers them again
+        self._redelivered: Counter | None = Counter()
+        self._position_skip = 0
         self._setup_journal(resume)
 
     # ---- set-up ----------------------------------------------------------------------------------
@@ -217,6 +222,11 @@ class Engine:
         self.position = state["position"]
         self.forgotten = [Document.from_json(d) for d in state["forgotten"]]
         self.applied_ids = dict(state["applied_ids"])
+        if "consumed" in state:
+            self.consumed = Counter(state["consumed"])
+            self._redelivered = Counter(state["consumed"])
+        else:  # an older checkpoint: its stream items are the first ``position`` ones
+            self._redelivered, self._position_skip = None, self.position
         self.evals = [e for e in self.journal.events if e["event"] == "eval" and e["t"] <= len(self.forgotten)]
 
     # ---- journal / events ------------------------------------------------------------------------
@@ -278,6 +288,24 @@ class Engine:
             self._process(e["position"], Document.from_json(doc), journal_request=True)  # same position, same seed
             self.position = e["position"] + 1
             self._after_item()
+
+    def step(self, item: Document | BadRequest) -> dict | None:
+        """Take one stream item: skip it (None) if the last checkpoint already holds it, a restart having
+        delivered it again; otherwise process it at the next position, then checkpoint / evaluate when due.
+        Progress is kept by item identity (:func:`~fit_unlearn.engine.streams.item_key`), not by position."""
+        key = item_key(item)
+        if self._redelivered is None:  # resumed from a checkpoint written before identities were kept
+            if self._position_skip > 0:
+                self._position_skip -= 1
+                return None
+        elif self._redelivered.get(key, 0) > 0:
+            self._redelivered[key] -= 1
+            return None
+        rec = self._process(self.position, item)  # raises on a bad request with on_bad_request=stop
+        self.consumed[key] += 1
+        self.position += 1
+        self._after_item()
+        return rec
 
     def _process(self, position: int, request: Document | BadRequest, journal_request: bool = False) -> dict:
         if isinstance(request, Document) and request.id in self.applied_ids:
@@ -358,6 +386,7 @@ class Engine:
             state = {
                 "forgotten": [d.to_json() for d in self.forgotten],
                 "applied_ids": self.applied_ids,
+                "consumed": dict(self.consumed),  # stream items taken so far, by identity
                 "config_hash": self.cfg.hash(),
             }
             path, digest = ckpt.save_checkpoint(self.run_dir, self.position, self.model, self.tok, self.strategy, state)
@@ -398,12 +427,9 @@ class Engine:
             disable=not (self.progress and self.is_main),
         )
         try:
-            for pos, item in items:
-                if pos < self.position:
+            for _, item in items:
+                if self.step(item) is None:
                     continue
-                self._process(pos, item)
-                self.position = pos + 1
-                self._after_item()
                 bar.update(1)
                 if (postfix := progress_postfix(self.evals)) is not None:
                     bar.set_postfix(postfix)

@@ -1,11 +1,14 @@
 """Sources of deletion requests: the prepared forget split, a JSONL file, or a watched directory.
 
-Each source yields ``(position, request_or_error)``; positions are stable across restarts so that a
-resumed run continues exactly where its last checkpoint was taken."""
+Each source yields ``(position, request_or_error)``.  The engine keeps its progress by each item's identity
+(:func:`item_key`: a request's id and content hash, a bad line's bytes), not by its position in the source,
+so a resumed run skips exactly what its last checkpoint holds even when a watched directory gained a file
+with an earlier name or lines were appended to a file already read."""
 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -21,6 +24,14 @@ from fit_unlearn.errors import DataError, RequestError
 class BadRequest:
     reason: str
     id: str | None = None
+    key: str | None = None  #: identity of the bad item (its raw bytes), see :func:`item_key`
+
+
+def item_key(item) -> str:
+    """The identity of a stream item: ``doc:<id>:<content hash>``, or ``bad:<sha256 of the raw line>``."""
+    if isinstance(item, BadRequest):
+        return item.key or f"bad:{hashlib.sha256(item.reason.encode()).hexdigest()}"
+    return f"doc:{item.id}:{item.content_hash}"
 
 
 def validate_request(doc: Document, max_chars: int, where: str = "request") -> Document:
@@ -58,37 +69,70 @@ def jsonl_requests(path: Path, max_chars: int) -> Iterator[tuple[int, Document |
     pos = 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            if lineno == 1:  # read as "utf-8-sig": a leading byte-order mark (Notepad, Excel) is not JSON
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            if not raw.strip():
-                continue
-            try:
-                yield pos, parse_request_line(raw.rstrip(b"\r\n"), f"{path}:{lineno}", max_chars)
-            except RequestError as e:
-                yield pos, BadRequest(str(e))
-            pos += 1
+            item = _line_item(raw, lineno, path, max_chars)
+            if item is not None:
+                yield pos, item
+                pos += 1
+
+
+def _line_item(raw: bytes, lineno: int, path: Path, max_chars: int) -> Document | BadRequest | None:
+    """One line of a request file: a request, a bad request, or None for a blank line."""
+    if lineno == 1:  # read as "utf-8-sig": a leading byte-order mark (Notepad, Excel) is not JSON
+        raw = raw.removeprefix(codecs.BOM_UTF8)
+    if not raw.strip():
+        return None
+    raw = raw.rstrip(b"\r\n")
+    try:
+        return parse_request_line(raw, f"{path}:{lineno}", max_chars)
+    except RequestError as e:
+        return BadRequest(str(e), key=f"bad:{hashlib.sha256(raw).hexdigest()}")
 
 
 def watched_requests(
     directory: Path, max_chars: int, idle_exit: float | None, poll: float = 0.5
 ) -> Iterator[tuple[int, Document | BadRequest]]:
-    """Files ``*.jsonl`` in ``directory``, in name order, each read once complete (name it ``x.jsonl.tmp``
-    while writing, then rename).  New files must sort after the ones already there (e.g. timestamps)."""
+    """Requests from the files ``*.jsonl`` in ``directory``, followed as they grow: each poll reads, file by
+    file in name order, the complete lines not read yet (new files and lines appended to files already
+    read).  A last line without a newline is read once its file has not grown for one poll.  Write a file
+    as ``x.jsonl.tmp`` and rename it, or append whole lines."""
     if not directory.is_dir():
         raise DataError(f"{directory}: watch directory not found")
-    seen: set[str] = set()
+    read: dict[str, tuple[int, int]] = {}  # file name -> (bytes consumed, lines consumed)
+    sizes: dict[str, int] = {}
     pos, idle_since = 0, time.monotonic()
     while True:
-        new = sorted(p for p in directory.glob("*.jsonl") if p.name not in seen)
-        for p in new:
-            seen.add(p.name)
-            for _, item in jsonl_requests(p, max_chars):
-                yield pos, item
-                pos += 1
+        got = False
+        for p in sorted(directory.glob("*.jsonl")):
+            size = p.stat().st_size
+            offset, lineno = read.get(p.name, (0, 0))
+            if size <= offset:
+                continue
+            settled = sizes.get(p.name) == size  # unchanged since the last poll: a final line is complete
+            sizes[p.name] = size
+            with open(p, "rb") as f:
+                f.seek(offset)
+                chunk = f.read(size - offset)
+            lines = chunk.split(b"\n")
+            tail = lines.pop()  # b"" when the chunk ends with a newline
+            if tail and settled:
+                lines.append(tail)
+                tail = b""
+            for raw in lines:
+                lineno += 1
+                offset += len(raw) + 1
+                item = _line_item(raw, lineno, p, max_chars)
+                if item is not None:
+                    yield pos, item
+                    pos += 1
+                    got = True
+            if tail == b"" and lines and not chunk.endswith(b"\n"):
+                offset -= 1  # the settled last line had no newline
+            read[p.name] = (offset, lineno)
+        if got:
             idle_since = time.monotonic()
-        if not new:
-            if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
-                return
+        elif idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
+            return
+        else:
             time.sleep(poll)
 
 
