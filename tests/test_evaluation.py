@@ -8,7 +8,8 @@ import json
 import pytest
 
 from fit_unlearn.engine import Engine
-from fit_unlearn.evaluation import Reference, evaluate_model
+from fit_unlearn.errors import ConfigError
+from fit_unlearn.evaluation import Reference, evaluate_model, evaluate_prepared
 from fit_unlearn.metrics.reference import closeness, reference_at
 from fit_unlearn.metrics.scores import composite, scores_from_items
 from fit_unlearn.models import load_model
@@ -99,6 +100,17 @@ def _item(i, p, r, a, para=None):
     if para is not None:
         it["paraphrases"] = [{"probability": para[0], "rouge_l": para[1]}]
     return it
+
+
+@pytest.mark.parametrize("t", [0, -1, 9])
+def test_evaluate_prepared_refuses_a_t_outside_the_stream_before_loading_a_model(tiny_prepared, tmp_path, t):
+    """t counts the forget documents requested so far: 1..T, checked before any model is loaded."""
+    with pytest.raises(ConfigError) as e:
+        evaluate_prepared(tiny_prepared, tmp_path / "no-model", t=t)
+    assert str(e.value) == f"--t must be in 1..8 (the number of forget documents), got {t}"
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="not a prepared directory"):
+        evaluate_prepared(tmp_path, "theta0")
 
 
 def test_mixture_reference_ends_at_the_gold_models():

@@ -322,56 +322,28 @@ def eval_cmd(
     limit: Annotated[int | None, typer.Option(help="at most this many items per downstream task")] = None,
 ):
     """Forget / retain scores, Forget Degree / Retain Utility, MIA AUC and extraction strength."""
-    from fit_unlearn.data.streams import stream_order
-    from fit_unlearn.evaluation import Reference, evaluate_model
-    from fit_unlearn.models import load_model, model_hash
-    from fit_unlearn.prepare import prepared_data
-    from fit_unlearn.provenance import provenance
+    from fit_unlearn.evaluation import evaluate_prepared
 
-    layout = PreparedDir(prepared)
-    if not layout.has_data():
-        raise FitUnlearnError(
-            f"{prepared}: not a prepared directory; run `fit-unlearn prepare` first or pass --prepared"
-        )
-    splits = prepared_data(layout)
-    path = layout.resolve_model(model)
-    forget_docs = stream_order(splits.forget, stream_seed)
-    T = len(forget_docs)
-    t_eff = T if t is None else t
-    if not 0 < t_eff <= T:
-        raise FitUnlearnError(f"--t must be in 1..{T} (the number of forget documents), got {t}")
-    m, tok = load_model(path, device=device, dtype=dtype)
-    res = evaluate_model(
-        m,
-        tok,
-        forgotten=forget_docs[:t_eff],
-        pending=forget_docs[t_eff:],
-        retain=splits.retain_eval,
-        holdout=splits.holdout,
-        reference=Reference.load(prepared),
-        t=t_eff,
-        T=T,
+    tasks = [x.strip() for x in downstream.split(",") if x.strip()] if downstream else None
+    res = evaluate_prepared(
+        prepared,
+        model,
+        t=t,
+        stream_seed=stream_seed,
+        device=device,
+        dtype=dtype,
         batch_size=batch_size,
+        downstream=tasks,
+        tasks_dir=tasks_dir,
+        limit=limit,
         progress=True,
     )
-    if downstream:
-        from fit_unlearn.metrics.downstream import run_downstream
-
-        tasks = [x.strip() for x in downstream.split(",") if x.strip()]
-        res["downstream"] = run_downstream(m, tok, tasks, include_path=tasks_dir, limit=limit)
-        for task, vals in res["downstream"].items():
-            out_console.print(f"downstream {task}: " + ", ".join(f"{k} {v:.3f}" for k, v in vals.items()))
-    res["provenance"] = provenance(
-        model=str(path),
-        model_hash=model_hash(path),
-        data_hash=splits.hash(),
-        stream_seed=stream_seed,
-        prepared=str(prepared),
-    )
-    out = out or layout.eval_file(model)
+    for task, vals in res.get("downstream", {}).items():
+        out_console.print(f"downstream {task}: " + ", ".join(f"{k} {v:.3f}" for k, v in vals.items()))
+    out = out or PreparedDir(prepared).eval_file(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
-    _print_eval(res, str(path))
+    _print_eval(res, res["provenance"]["model"])
     out_console.print(f"results: {out}")
 
 

@@ -21,13 +21,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fit_unlearn.data.documents import DataSplits, Document
+from fit_unlearn.data.streams import stream_order
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.layout import GOLD_MODELS as GOLD
 from fit_unlearn.layout import PreparedDir
+from fit_unlearn.metrics.downstream import run_downstream
 from fit_unlearn.metrics.privacy import mean_extraction_strength, mia_auc
 from fit_unlearn.metrics.probes import capital_probes, probe_accuracy
 from fit_unlearn.metrics.reference import ReferencePoints, closeness, reference_at, retain_utility
 from fit_unlearn.metrics.scores import doc_score, doc_token_stats, evaluate_split, scores_from_items
+from fit_unlearn.models import load_model, model_hash
+from fit_unlearn.prepare import prepared_data
+from fit_unlearn.provenance import provenance
 
 #: bump when reference.json gains fields or its values are scored differently: an older file is rebuilt (the
 #: gold models are rescored, not retrained).  2: paraphrases and probes; 3: token statistics over whole
@@ -113,8 +118,6 @@ def build_reference(
 ) -> dict:
     """Score theta_0 and the retain-only model on every forget document (with paraphrases), every retain
     document and the capital probe; write reference.json.  Reused while data, models and settings match."""
-    from fit_unlearn.models import load_model
-
     prepared = PreparedDir.of(prepared)
     path = prepared.reference
     key = {
@@ -158,8 +161,6 @@ def build_reference(
 
 
 def _models_hash(prepared: PreparedDir) -> str:
-    from fit_unlearn.models import model_hash
-
     return "-".join(model_hash(prepared.model(n)) for n in GOLD)
 
 
@@ -290,4 +291,63 @@ def _against_reference(ref: Reference, f, pend, r, whole, forgotten, pending, re
     return out
 
 
-__all__ = ["Reference", "build_reference", "evaluate_model", "scores_from_items"]
+def evaluate_prepared(
+    prepared: str | Path | PreparedDir,
+    model: str | Path = "theta0",
+    *,
+    t: int | None = None,
+    stream_seed: int | None = None,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    batch_size: int = 16,
+    downstream: Sequence[str] | None = None,
+    tasks_dir: str | Path | None = None,
+    limit: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Evaluate ``model`` (``theta0``, ``retain_only`` of ``prepared``, or a model directory) as step ``t`` of
+    the stream over the prepared forget documents (default t = T: all of them), in ``stream_seed`` order
+    (None: file order); what ``fit-unlearn eval`` writes.
+
+    Adds the lm-eval ``downstream`` tasks (``tasks_dir``: extra local YAML tasks, ``limit``: items per task)
+    when given, and the provenance (model and data hashes).  A t outside 1..T is refused before the model
+    is loaded."""
+    layout = PreparedDir.of(prepared)
+    if not layout.has_data():
+        raise ConfigError(
+            f"{layout.root}: not a prepared directory; run `fit-unlearn prepare` first or pass --prepared"
+        )
+    splits = prepared_data(layout)
+    path = layout.resolve_model(model)
+    forget_docs = stream_order(splits.forget, stream_seed)
+    T = len(forget_docs)
+    t_eff = T if t is None else t
+    if not 0 < t_eff <= T:
+        raise ConfigError(f"--t must be in 1..{T} (the number of forget documents), got {t}")
+    m, tok = load_model(path, device=device, dtype=dtype)
+    res = evaluate_model(
+        m,
+        tok,
+        forgotten=forget_docs[:t_eff],
+        pending=forget_docs[t_eff:],
+        retain=splits.retain_eval,
+        holdout=splits.holdout,
+        reference=Reference.load(layout),
+        t=t_eff,
+        T=T,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    if downstream is not None:
+        res["downstream"] = run_downstream(m, tok, list(downstream), include_path=tasks_dir, limit=limit)
+    res["provenance"] = provenance(
+        model=str(path),
+        model_hash=model_hash(path),
+        data_hash=splits.hash(),
+        stream_seed=stream_seed,
+        prepared=str(layout.root),
+    )
+    return res
+
+
+__all__ = ["Reference", "build_reference", "evaluate_model", "evaluate_prepared", "scores_from_items"]
