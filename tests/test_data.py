@@ -4,8 +4,9 @@ import pytest
 
 from fit_unlearn.data.documents import load_documents, load_pch_dir, read_jsonl, write_jsonl
 from fit_unlearn.data.qa import derive_qa, detect_domain, parse_fields
+from fit_unlearn.data.stats import data_stats
 from fit_unlearn.data.streams import stream_order
-from fit_unlearn.data.synth import SynthConfig, max_pairwise_jaccard, synthesize, trigrams
+from fit_unlearn.data.synth import SynthConfig, max_pairwise_jaccard, synthesize, trigrams, write_synth
 from fit_unlearn.errors import DataError
 
 PERSON = (
@@ -82,6 +83,28 @@ def test_synth_is_deterministic_distinct_and_original():
     assert max_pairwise_jaccard(docs) < 0.2
     assert {d.domain for d in a.forget} == {"personal", "code", "paper", "harmful"}
     assert all(d.qa and all(q.answer in d.text for q in d.qa) for d in docs)
+
+
+def test_write_synth_and_its_stats(tmp_path):
+    """write_synth writes the non-empty splits and summarises them; data_stats counts them back per domain."""
+    cfg = SynthConfig(n_forget=8, n_retain=4, n_holdout=0, seed=1)
+    res = write_synth(tmp_path / "d", cfg)
+    splits = synthesize(cfg)
+    assert (res["forget"], res["retain"], res["holdout"]) == (8, 4, 0) and res["data_hash"] == splits.hash()
+    assert res["max_jaccard"] == max_pairwise_jaccard(splits.forget + splits.retain)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["forget.jsonl", "retain.jsonl"]
+    stats = data_stats(tmp_path / "d")
+    assert list(stats["splits"]) == ["forget", "retain"]  # the empty holdout split has no row
+    forget = stats["splits"]["forget"]
+    assert (
+        forget["documents"] == 8
+        and sum(forget["domains"].values()) == 8
+        and set(forget["domains"]) <= set(stats["domains"])
+    )
+    assert forget["qa_pairs"] == sum(len(d.qa) for d in splits.forget)
+    assert forget["mean_chars"] == pytest.approx(sum(len(d.text) for d in splits.forget) / 8)
+    one = data_stats(tmp_path / "d" / "retain.jsonl")
+    assert one["source"] == str(tmp_path / "d" / "retain.jsonl") and list(one["splits"]) == ["retain"]
 
 
 def test_synth_does_not_copy_pch(pch_dir):

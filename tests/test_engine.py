@@ -10,6 +10,7 @@ import torch
 from fit_unlearn.data.documents import Document
 from fit_unlearn.engine import Engine, Journal, load_config
 from fit_unlearn.engine.config import build_config
+from fit_unlearn.engine.journal import request_events
 from fit_unlearn.errors import ConfigError, JournalError, RequestError
 
 
@@ -245,6 +246,18 @@ def test_journal_drops_torn_last_line(tmp_path):
     j.append("x")
     j.close()
     assert [json.loads(x)["event"] for x in p.read_text().splitlines()] == ["start", "x"]
+
+
+def test_request_events_of_one_request(tmp_path):
+    with pytest.raises(JournalError, match="no journal; pass --run"):
+        request_events(tmp_path, "a")
+    j = Journal(tmp_path / "journal.jsonl")
+    for event, rid in (("start", None), ("received", "a"), ("received", "b"), ("applied", "a")):
+        j.append(event, id=rid)
+    j.close()
+    assert [e["event"] for e in request_events(tmp_path, "a")] == ["received", "applied"]
+    with pytest.raises(JournalError, match="request 'c' is not in"):
+        request_events(tmp_path, "c")
 
 
 def test_config_hash_ignores_speed_knobs_and_keeps_old_journals_resumable(tmp_path):

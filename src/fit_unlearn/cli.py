@@ -69,24 +69,18 @@ def data_synth(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ):
     """Generate the synthetic PCH data set (fictional people, code, papers, misinformation)."""
-    from fit_unlearn.data.documents import write_jsonl
-    from fit_unlearn.data.synth import SynthConfig, max_pairwise_jaccard, synthesize
+    from fit_unlearn.data.synth import SynthConfig, write_synth
 
     for name, n in (("--n-forget", n_forget), ("--n-retain", n_retain)):
         if n <= 0:
             raise FitUnlearnError(f"{name} must be positive, got {n}")
     if n_holdout < 0:
         raise FitUnlearnError(f"--n-holdout must be >= 0, got {n_holdout}")
-    splits = synthesize(SynthConfig(n_forget=n_forget, n_retain=n_retain, n_holdout=n_holdout, seed=seed))
-    for split in ("forget", "retain", "holdout"):
-        docs = getattr(splits, split)
-        if docs:
-            write_jsonl(docs, out / f"{split}.jsonl")
-    all_docs = splits.forget + splits.retain + splits.holdout
+    res = write_synth(out, SynthConfig(n_forget=n_forget, n_retain=n_retain, n_holdout=n_holdout, seed=seed))
     out_console.print(
-        f"wrote {len(splits.forget)} forget, {len(splits.retain)} retain, {len(splits.holdout)} "
-        f"holdout documents to {out} (max 3-gram Jaccard {max_pairwise_jaccard(all_docs):.3f}, "
-        f"data hash {splits.hash()})"
+        f"wrote {res['forget']} forget, {res['retain']} retain, {res['holdout']} "
+        f"holdout documents to {res['out']} (max 3-gram Jaccard {res['max_jaccard']:.3f}, "
+        f"data hash {res['data_hash']})"
     )
 
 
@@ -96,31 +90,19 @@ def data_stats(
     max_doc_chars: MaxCharsOpt = 200_000,
 ):
     """Documents per domain and QA pairs, per split for a data directory."""
-    from collections import Counter
+    from fit_unlearn.data.stats import data_stats
 
-    from fit_unlearn.data.documents import load_pch_dir, load_split_file
-
-    if path.is_dir():
-        s = load_pch_dir(path, max_chars=max_doc_chars)
-        splits = {"forget": s.forget, "retain": s.retain, "holdout": s.holdout}
-    else:
-        splits = {
-            path.stem: load_split_file(path, "forget" if path.suffix == ".json" else path.stem, max_chars=max_doc_chars)
-        }
-    domains = sorted({d.domain or "other" for docs in splits.values() for d in docs})
-    table = Table(title=str(path))
-    for col in ("split", *domains, "documents", "QA pairs", "chars (mean)"):
+    stats = data_stats(path, max_chars=max_doc_chars)
+    table = Table(title=stats["source"])
+    for col in ("split", *stats["domains"], "documents", "QA pairs", "chars (mean)"):
         table.add_column(col, justify="right")
-    for split, docs in splits.items():
-        if not docs:
-            continue
-        c = Counter(d.domain or "other" for d in docs)
+    for split, st in stats["splits"].items():
         table.add_row(
             split,
-            *[str(c.get(d, 0)) for d in domains],
-            str(len(docs)),
-            str(sum(len(d.qa) for d in docs)),
-            f"{sum(len(d.text) for d in docs) / len(docs):.0f}",
+            *[str(st["domains"].get(d, 0)) for d in stats["domains"]],
+            str(st["documents"]),
+            str(st["qa_pairs"]),
+            f"{st['mean_chars']:.0f}",
         )
     out_console.print(table)
 
@@ -155,16 +137,9 @@ def receipt_cmd(
     run: Annotated[Path, typer.Option(help="run directory")] = Path("fit_runs/run"),
 ):
     """Print what was done for one request: chunks dropped, layers, importance, objective, losses, time."""
-    from fit_unlearn.engine.journal import Journal
+    from fit_unlearn.engine.journal import request_events
 
-    path = RunDir(run).journal
-    if not path.exists():
-        raise FitUnlearnError(f"{path}: no journal; pass --run with a run directory")
-    j = Journal(path, writer=False)
-    events = [e for e in j.events if e.get("id") == request_id]
-    if not events:
-        raise FitUnlearnError(f"request {request_id!r} is not in {path}")
-    for e in events:
+    for e in request_events(run, request_id):
         if e["event"] in ("applied", "redundant"):
             _print_receipt(e)
         else:
@@ -507,24 +482,9 @@ def attack_quantize(
     out: Annotated[Path | None, typer.Option(help="results JSON (default: <run>/attack-quantize.json)")] = None,
 ):
     """Reload the unlearned weights in 8/4 bits; recovery = (F_q - F_unl) / (F_0 - F_unl), next to theta_0."""
-    from fit_unlearn.attacks.common import run_model_and_forgotten
-    from fit_unlearn.attacks.quantize import quantize_attack
-    from fit_unlearn.evaluation import Reference
-    from fit_unlearn.prepare import prepared_data
+    from fit_unlearn.attacks.quantize import quantize_run
 
-    model_path, forgotten, prepared = run_model_and_forgotten(run)
-    splits = prepared_data(prepared)
-    res = quantize_attack(
-        {"unlearned": model_path, **{name: PreparedDir(prepared).model(name) for name in GOLD_MODELS}},
-        list(bits),
-        forgotten,
-        splits.retain_eval,
-        Reference.load(prepared),
-        method=method,
-        device=device,
-        t=len(forgotten),
-        T=len(splits.forget),
-    )
+    res = quantize_run(run, list(bits), method=method, device=device)
     out = out or RunDir(run).attack_file("quantize")
     out.write_text(json.dumps(res, indent=1))
     table = Table(title=f"quantization attack ({res['method']})")
@@ -552,25 +512,9 @@ def attack_relearn(
     out: Annotated[Path | None, typer.Option(help="results JSON (default: <run>/attack-relearn.json)")] = None,
 ):
     """Fine-tune on a few forgotten documents; measure recovery on the other forgotten documents."""
-    from fit_unlearn.attacks.common import run_model_and_forgotten
-    from fit_unlearn.attacks.relearn import relearn_attack
-    from fit_unlearn.evaluation import Reference
-    from fit_unlearn.models import load_model
-    from fit_unlearn.prepare import prepared_data
+    from fit_unlearn.attacks.relearn import relearn_run
 
-    model_path, forgotten, prepared = run_model_and_forgotten(run)
-    m, tok = load_model(model_path, device=device)
-    res = relearn_attack(
-        m,
-        tok,
-        forgotten,
-        prepared_data(prepared).retain_eval,
-        Reference.load(prepared),
-        fraction=fraction,
-        lr=lr,
-        epochs=epochs,
-        seed=seed,
-    )
+    res = relearn_run(run, fraction=fraction, lr=lr, epochs=epochs, seed=seed, device=device)
     out = out or RunDir(run).attack_file("relearn")
     out.write_text(json.dumps(res, indent=1))
     out_console.print(

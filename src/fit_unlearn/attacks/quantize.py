@@ -13,7 +13,12 @@ from pathlib import Path
 
 import torch
 
+from fit_unlearn.attacks.common import recovery, run_model_and_forgotten
 from fit_unlearn.errors import ConfigError
+from fit_unlearn.evaluation import Reference, evaluate_model
+from fit_unlearn.layout import GOLD_MODELS, PreparedDir
+from fit_unlearn.models import load_model
+from fit_unlearn.prepare import prepared_data
 
 log = logging.getLogger(__name__)
 METHODS = ("auto", "quanto", "bnb", "rtn")
@@ -31,8 +36,6 @@ def _rtn_(model, bits: int) -> None:
 
 def quantize_model(path: str | Path, bits: int, method: str = "auto", device: str = "cpu"):
     """Load the model at ``path`` with ``bits``-bit weights; returns (model, tokenizer, method label)."""
-    from fit_unlearn.models import load_model
-
     if bits not in (4, 8):
         raise ConfigError(f"--bits must be 8 or 4, got {bits}")
     if method not in METHODS:
@@ -87,10 +90,6 @@ def quantize_attack(
     """Scores of each model at full precision and at each bit width; recovery of the unlearned one.
 
     ``models`` maps labels to paths and must hold "unlearned", "theta0" and "retain_only"."""
-    from fit_unlearn.attacks.common import recovery
-    from fit_unlearn.evaluation import evaluate_model
-    from fit_unlearn.models import load_model
-
     out: dict = {"method": None, "models": {}}
     for label, path in models.items():
         rows = {}
@@ -134,6 +133,24 @@ def quantize_attack(
         f"int{b}": recovery(unl[f"int{b}"]["forget_score"], unl["fp"]["forget_score"], f0) for b in bits_list
     }
     return out
+
+
+def quantize_run(run: str | Path, bits_list: list[int], *, method: str = "auto", device: str = "cpu") -> dict:
+    """:func:`quantize_attack` on a run directory: its final model next to theta_0 and the retain-only model,
+    scored on the documents the run forgot at t = len(forgotten) of T = the prepared forget set."""
+    model_path, forgotten, prepared = run_model_and_forgotten(Path(run))
+    splits = prepared_data(prepared)
+    return quantize_attack(
+        {"unlearned": model_path, **{name: PreparedDir(prepared).model(name) for name in GOLD_MODELS}},
+        list(bits_list),
+        forgotten,
+        splits.retain_eval,
+        Reference.load(prepared),
+        method=method,
+        device=device,
+        t=len(forgotten),
+        T=len(splits.forget),
+    )
 
 
 CACHEABLE = ("theta0", "retain_only")

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
+from fit_unlearn.attacks.common import recovery, run_model_and_forgotten
 from fit_unlearn.data.documents import Document
 from fit_unlearn.errors import ConfigError
+from fit_unlearn.evaluation import Reference, evaluate_model
+from fit_unlearn.models import load_model
+from fit_unlearn.prepare import prepared_data
 from fit_unlearn.text import training_examples
 from fit_unlearn.training import FinetuneConfig, finetune
 
@@ -38,9 +43,6 @@ def relearn_attack(
     eval_batch_size: int = 16,
     progress: bool = True,
 ) -> dict:
-    from fit_unlearn.attacks.common import recovery
-    from fit_unlearn.evaluation import evaluate_model
-
     relearn_docs, held_out = split_relearn(forgotten, fraction, seed)
     before = evaluate_model(
         model, tok, forgotten=held_out, retain=retain, reference=reference, probe=False, batch_size=eval_batch_size
@@ -78,3 +80,28 @@ def relearn_attack(
         },
         "recovery": recovery(after["forget"]["score"], before["forget"]["score"], f0) if f0 is not None else None,
     }
+
+
+def relearn_run(
+    run: str | Path,
+    *,
+    fraction: float = 0.1,
+    lr: float = 1e-5,
+    epochs: int = 3,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
+    """:func:`relearn_attack` on a run directory's final model, over the documents the run forgot."""
+    model_path, forgotten, prepared = run_model_and_forgotten(Path(run))
+    m, tok = load_model(model_path, device=device)
+    return relearn_attack(
+        m,
+        tok,
+        forgotten,
+        prepared_data(prepared).retain_eval,
+        Reference.load(prepared),
+        fraction=fraction,
+        lr=lr,
+        epochs=epochs,
+        seed=seed,
+    )

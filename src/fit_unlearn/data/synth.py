@@ -13,8 +13,9 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
-from fit_unlearn.data.documents import DataSplits, Document
+from fit_unlearn.data.documents import DataSplits, Document, write_jsonl
 from fit_unlearn.data.qa import derive_paraphrases, derive_qa
 
 # PCH proportions: 100 personal, 55 code, 45 paper, 100 harmful per 300.
@@ -288,3 +289,21 @@ def synthesize(cfg: SynthConfig = SynthConfig()) -> DataSplits:
 def max_pairwise_jaccard(docs: list[Document]) -> float:
     g = [trigrams(d.text) for d in docs]
     return max((jaccard(g[i], g[j]) for i in range(len(g)) for j in range(i + 1, len(g))), default=0.0)
+
+
+def write_synth(out: str | Path, cfg: SynthConfig = SynthConfig()) -> dict:
+    """Synthesize the splits and write each non-empty one to ``<out>/<split>.jsonl``; returns the counts, the
+    largest pairwise 3-gram Jaccard similarity and the data hash (what ``fit-unlearn data synth`` prints)."""
+    splits = synthesize(cfg)
+    for split in ("forget", "retain", "holdout"):
+        docs = getattr(splits, split)
+        if docs:
+            write_jsonl(docs, Path(out) / f"{split}.jsonl")
+    return {
+        "out": str(out),
+        "forget": len(splits.forget),
+        "retain": len(splits.retain),
+        "holdout": len(splits.holdout),
+        "max_jaccard": max_pairwise_jaccard(splits.forget + splits.retain + splits.holdout),
+        "data_hash": splits.hash(),
+    }

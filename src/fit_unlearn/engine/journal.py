@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from fit_unlearn.errors import JournalError
+from fit_unlearn.layout import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +119,14 @@ class Journal:
             elif e["event"] == "rolled_back":
                 counts[e["id"]] -= 1
         return {k: v for k, v in counts.items() if v}
+
+
+def request_events(run: str | Path | RunDir, request_id: str) -> list[dict]:
+    """Every journal event of one request of a run directory, in order (what ``fit-unlearn receipt`` prints)."""
+    path = RunDir.of(run).journal
+    if not path.exists():
+        raise JournalError(f"{path}: no journal; pass --run with a run directory")
+    events = [e for e in Journal(path, writer=False).events if e.get("id") == request_id]
+    if not events:
+        raise JournalError(f"request {request_id!r} is not in {path}")
+    return events
