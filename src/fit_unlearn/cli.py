@@ -14,11 +14,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from fit_unlearn.errors import FitUnlearnError
 from fit_unlearn.layout import GOLD_MODELS, PreparedDir, RunDir
 from fit_unlearn.prepare import PrepareConfig
+from fit_unlearn.report import tables
 
 app = typer.Typer(
     add_completion=False,
@@ -77,11 +77,7 @@ def data_synth(
     if n_holdout < 0:
         raise FitUnlearnError(f"--n-holdout must be >= 0, got {n_holdout}")
     res = write_synth(out, SynthConfig(n_forget=n_forget, n_retain=n_retain, n_holdout=n_holdout, seed=seed))
-    out_console.print(
-        f"wrote {res['forget']} forget, {res['retain']} retain, {res['holdout']} "
-        f"holdout documents to {res['out']} (max 3-gram Jaccard {res['max_jaccard']:.3f}, "
-        f"data hash {res['data_hash']})"
-    )
+    out_console.print(tables.synth_summary(res))
 
 
 @data_app.command("stats")
@@ -92,19 +88,7 @@ def data_stats(
     """Documents per domain and QA pairs, per split for a data directory."""
     from fit_unlearn.data.stats import data_stats
 
-    stats = data_stats(path, max_chars=max_doc_chars)
-    table = Table(title=stats["source"])
-    for col in ("split", *stats["domains"], "documents", "QA pairs", "chars (mean)"):
-        table.add_column(col, justify="right")
-    for split, st in stats["splits"].items():
-        table.add_row(
-            split,
-            *[str(st["domains"].get(d, 0)) for d in stats["domains"]],
-            str(st["documents"]),
-            str(st["qa_pairs"]),
-            f"{st['mean_chars']:.0f}",
-        )
-    out_console.print(table)
+    out_console.print(tables.stats_table(data_stats(path, max_chars=max_doc_chars)))
 
 
 @data_app.command("malicious")
@@ -126,9 +110,7 @@ def data_malicious(
         raise FitUnlearnError(f"{prepared}: not a prepared directory; run `fit-unlearn prepare` or pass --prepared")
     reqs = malicious_requests(prepared_data(prepared).forget, kind, n, seed)
     write_jsonl(reqs, out)
-    out_console.print(
-        f"wrote {len(reqs)} {kind} requests to {out}; run them with `fit-unlearn run --requests {out} ...`"
-    )
+    out_console.print(tables.malicious_summary(len(reqs), kind, out))
 
 
 @app.command("receipt")
@@ -139,49 +121,7 @@ def receipt_cmd(
     """Print what was done for one request: chunks dropped, layers, importance, objective, losses, time."""
     from fit_unlearn.engine.journal import request_events
 
-    for e in request_events(run, request_id):
-        if e["event"] in ("applied", "redundant"):
-            _print_receipt(e)
-        else:
-            out_console.print(f"[bold]{e['event']}[/bold] position {e.get('position')} {e.get('reason', '')}")
-
-
-def _print_receipt(e: dict) -> None:
-    r = e.get("record", {})
-    rc = r.get("receipt", {})
-    out_console.print(f"[bold]request {e['id']}[/bold] (stream position {e['position']}): {e['event']}")
-    f = rc.get("filter")
-    if f:
-        out_console.print(
-            f"  filter: {f['chunks']} chunks, {f['candidates']} candidates (s* >= tau), "
-            f"{len(f['dropped'])} dropped, kept fraction {f['kept_fraction']:.2f}, "
-            f"memory {f['memory_size']} chunks"
-        )
-        for d in f["dropped"][:20]:
-            out_console.print(f"    dropped {d['chunk']!r}  s*={d['s_star']:.3f}  dL={d['dL']:.3f}")
-        if len(f["dropped"]) > 20:
-            out_console.print(f"    ... {len(f['dropped']) - 20} more")
-    if rc.get("fully_redundant"):
-        out_console.print("  fully redundant: no update made")
-    ly = rc.get("layers")
-    if ly:
-        scores = ", ".join(f"{i}:{ly['layer_scores'][i]:.3f}" for i in ly["layers"])
-        out_console.print(f"  layers: top {ly['k']} of {len(ly['layer_scores'])} -> {scores}")
-    imp = rc.get("importance")
-    if imp:
-        out_console.print(
-            f"  importance {imp['importance']:.3f} (thresholds high {imp['thresholds'][0]:.3f}, "
-            f"low {imp['thresholds'][1]:.3f}) -> objective {imp['objective']}"
-        )
-    if r.get("request_ce_before") is not None:
-        out_console.print(f"  request CE {r['request_ce_before']:.3f} -> {r['request_ce_after']:.3f} (before -> after)")
-    if "objective" in r:
-        out_console.print(
-            f"  update: objective {r['objective']}, {r['steps']} steps, loss {_fmt(r.get('loss_first'))}"
-            f" -> {_fmt(r.get('loss_last'))}, {r['params_touched']:,} parameters trainable"
-        )
-    secs = {**rc.get("seconds", {}), "update": r.get("seconds", 0.0)}
-    out_console.print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in secs.items()))
+    out_console.print(tables.receipt(request_events(run, request_id)))
 
 
 @app.command("prepare")
@@ -224,7 +164,7 @@ def prepare_cmd(
 ):
     """Fine-tune theta_0 (forget + retain) and the gold retain-only model (retain), same recipe."""
     from fit_unlearn.data.splits import read_ids
-    from fit_unlearn.prepare import PrepareConfig, prepare, prepared_summary
+    from fit_unlearn.prepare import PrepareConfig, prepare
     from fit_unlearn.training import FinetuneConfig
 
     splits = _load(data, forget, retain, holdout, max_doc_chars).subset(n_forget, n_retain, seed)
@@ -248,35 +188,7 @@ def prepare_cmd(
         retain_eval_ids=tuple(read_ids(retain_eval_ids)) if retain_eval_ids is not None else None,
     )
     report = prepare(splits, out, cfg, force=force)
-    s = prepared_summary(report)
-    ref = report["reference"]
-    para = report.get("paraphrase") or {}
-    table = Table(title=f"prepared {out}")
-    for col in ("model", "forget token acc", "capital probe", "F (forget)", "F paraphrased", "R (retain-eval)"):
-        table.add_column(col, justify="right")
-    table.add_row("base", f"{s['base_forget_token_acc']:.3f}", f"{s['probe_base']:.2f}", "", "", "")
-    for name, f_key, r_key in (("theta0", "forget_0", "retain_0"), ("retain_only", "forget_T", "retain_T")):
-        table.add_row(
-            name,
-            f"{s[name + '_forget_token_acc']:.3f}",
-            f"{s['probe_' + name]:.2f}",
-            f"{ref[f_key]:.2f}",
-            _fmt((para.get(name) or {}).get("score"), ".2f"),
-            f"{ref[r_key]:.2f}",
-        )
-    out_console.print(table)
-    sp = report["retain_split"]
-    out_console.print(
-        f"retain split: {sp['retain_train']} retain-train (anchors) / {sp['retain_eval']} retain-eval (utility), "
-        f"{sp['file']}"
-    )
-    if para:
-        gap = para["theta0"]["score"] - para["retain_only"]["score"]
-        out_console.print(
-            f"paraphrased questions (never trained on): theta0 {para['theta0']['score']:.2f} vs retain-only "
-            f"{para['retain_only']['score']:.2f} (gap {gap:+.2f})"
-        )
-    out_console.print(f"training time {s['train_seconds']:.0f} s; report: {PreparedDir(out).report}")
+    out_console.print(tables.prepare_summary(report, out))
 
 
 @app.command("eval")
@@ -313,64 +225,10 @@ def eval_cmd(
         limit=limit,
         progress=True,
     )
-    for task, vals in res.get("downstream", {}).items():
-        out_console.print(f"downstream {task}: " + ", ".join(f"{k} {v:.3f}" for k, v in vals.items()))
     out = out or PreparedDir(prepared).eval_file(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
-    _print_eval(res, res["provenance"]["model"])
-    out_console.print(f"results: {out}")
-
-
-def _fmt(v, spec: str = ".3f") -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def _print_eval(res: dict, name: str) -> None:
-    table = Table(title=f"{name}  (t={res.get('t')}/{res.get('T')})")
-    for col in ("items", "probability", "ROUGE-L", "token acc", "score", "reference", "reference is"):
-        table.add_column(col, justify="right")
-    ref = res.get("reference", {})
-    rows = [
-        ("forgotten", res["forget"], (ref.get("forget_strict") or {}).get("retain_only"), "retain-only"),
-        (
-            "forgotten, paraphrased",
-            res["forget"].get("paraphrase"),
-            (ref.get("forget_paraphrase") or {}).get("retain_only"),
-            "retain-only",
-        ),
-        ("not yet requested", res.get("pending"), (ref.get("collateral") or {}).get("theta0"), "theta0"),
-        ("whole forget set", res.get("forget_all"), (ref.get("forget_paper") or {}).get("mixture"), "mixture"),
-        ("retain-eval", res["retain"], (ref.get("retain") or {}).get("at_t"), "interpolated"),
-    ]
-    for label, s, r, what in rows:
-        if not s:
-            continue
-        table.add_row(
-            label,
-            f"{s['probability']:.3f}",
-            f"{s['rouge_l']:.3f}",
-            _fmt(s.get("token_acc")),
-            f"{s['score']:.2f}",
-            _fmt(r, ".2f"),
-            what,
-        )
-    out_console.print(table)
-    line = [
-        f"F.D. strict {_fmt(res.get('forget_degree_strict'))}",
-        f"(paraphrased {_fmt(res.get('forget_degree_strict_paraphrase'))})",
-        f"F.D. paper {_fmt(res.get('forget_degree_paper'))}",
-        f"collateral {_fmt(res.get('collateral_forget'))}",
-        f"R.U. {_fmt(res.get('retain_utility'))}",
-    ]
-    probe = res.get("capital_probe")
-    if probe:
-        line.append(f"capital probe {probe['accuracy']:.2f} (theta0 {probe['theta0']:.2f})")
-    if res.get("mia_auc_forget_vs_holdout") is not None:
-        line.append(f"MIA AUC (forget vs holdout) {res['mia_auc_forget_vs_holdout']:.3f}")
-    if "extraction_strength_forget" in res:
-        line.append(f"extraction strength {res['extraction_strength_forget']:.3f}")
-    out_console.print("   ".join(line))
+    out_console.print(tables.eval_summary(res, out))
 
 
 @app.command("run")
@@ -426,31 +284,7 @@ def run_cmd(
     finally:
         engine.close()
     if acc is None or acc.is_main_process:
-        _print_run(results, cfg.out)
-
-
-def _print_run(results: dict, out: Path) -> None:
-    table = Table(title=f"run {out}")
-    for col in ("t", "F (forgotten)", "R (retain-eval)", "F.D. strict", "F.D. paper", "collateral", "R.U.", "MIA AUC"):
-        table.add_column(col, justify="right")
-    for e in results["evals"]:
-        table.add_row(
-            str(e["t"]),
-            f"{e['forget']['score']:.2f}",
-            f"{e['retain']['score']:.2f}",
-            _fmt(e.get("forget_degree_strict")),
-            _fmt(e.get("forget_degree_paper")),
-            _fmt(e.get("collateral_forget")),
-            _fmt(e.get("retain_utility")),
-            _fmt(e.get("mia_auc_forget_vs_holdout")),
-        )
-    out_console.print(table)
-    n = len(results["requests"])
-    secs = sum(r.get("seconds", 0) + r.get("seconds_plan", 0) for r in results["requests"])
-    out_console.print(
-        f"{n} requests applied ({len(results['rejected'])} rejected), {secs:.0f} s of updates; "
-        f"final model {results['final_model']}; results {RunDir(out).results}"
-    )
+        out_console.print(tables.run_summary(results, cfg.out))
 
 
 @app.command("demo")
@@ -487,18 +321,7 @@ def attack_quantize(
     res = quantize_run(run, list(bits), method=method, device=device)
     out = out or RunDir(run).attack_file("quantize")
     out.write_text(json.dumps(res, indent=1))
-    table = Table(title=f"quantization attack ({res['method']})")
-    for col in ("model", "precision", "F (forget)", "R (retain)"):
-        table.add_column(col, justify="right")
-    for label, rows in res["models"].items():
-        for prec, r in rows.items():
-            table.add_row(label, prec, f"{r['forget_score']:.2f}", f"{r['retain_score']:.2f}")
-    out_console.print(table)
-    out_console.print(
-        "recovery of the unlearned model: "
-        + ", ".join(f"{k} {_fmt(v)}" for k, v in res["recovery"].items())
-        + f"; results {out}"
-    )
+    out_console.print(tables.quantize_summary(res, out))
 
 
 @attack_app.command("relearn")
@@ -517,12 +340,7 @@ def attack_relearn(
     res = relearn_run(run, fraction=fraction, lr=lr, epochs=epochs, seed=seed, device=device)
     out = out or RunDir(run).attack_file("relearn")
     out.write_text(json.dumps(res, indent=1))
-    out_console.print(
-        f"relearned on {len(res['relearn_ids'])} docs ({res['steps']} steps, lr {lr}); held-out "
-        f"forget score {res['before']['forget_score']:.2f} -> {res['after']['forget_score']:.2f} "
-        f"(theta0 {_fmt(res['held_out_forget_theta0'], '.2f')}); recovery {_fmt(res['recovery'])}; "
-        f"results {out}"
-    )
+    out_console.print(tables.relearn_summary(res, out))
 
 
 def _quiet_libraries() -> None:
