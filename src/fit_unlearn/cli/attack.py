@@ -1,0 +1,48 @@
+"""``fit-unlearn attack``: quantization and relearning attacks on a run's unlearned model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fit_unlearn.attacks import quantize_run, relearn_run
+from fit_unlearn.cli.options import DEFAULT_RUN, DeviceOpt, RunOpt, out_console
+from fit_unlearn.layout import RunDir
+from fit_unlearn.report import tables
+
+app = typer.Typer(no_args_is_help=True, help="Recovery attacks on an unlearned model.")
+
+
+@app.command("quantize")
+def attack_quantize(
+    run: RunOpt = DEFAULT_RUN,
+    bits: Annotated[list[int], typer.Option(help="bit widths (repeat: --bits 8 --bits 4)")] = [8, 4],  # noqa: B006
+    method: Annotated[str, typer.Option(help="auto (bitsandbytes on CUDA, quanto on CPU), quanto, bnb, rtn")] = "auto",
+    device: DeviceOpt = "cpu",
+    out: Annotated[Path | None, typer.Option(help="results JSON (default: <run>/attack-quantize.json)")] = None,
+):
+    """Reload the unlearned weights in 8/4 bits; recovery = (F_q - F_unl) / (F_0 - F_unl), next to theta_0."""
+    res = quantize_run(run, list(bits), method=method, device=device)
+    out = out or RunDir(run).attack_file("quantize")
+    out.write_text(json.dumps(res, indent=1))
+    out_console.print(tables.quantize_summary(res, out))
+
+
+@app.command("relearn")
+def attack_relearn(
+    run: RunOpt = DEFAULT_RUN,
+    fraction: Annotated[float, typer.Option(help="fraction of the forgotten documents to relearn on")] = 0.1,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-5,
+    epochs: Annotated[int, typer.Option(help="epochs over the relearning documents")] = 3,
+    seed: Annotated[int, typer.Option(help="seed of the relearning subset")] = 0,
+    device: DeviceOpt = "cpu",
+    out: Annotated[Path | None, typer.Option(help="results JSON (default: <run>/attack-relearn.json)")] = None,
+):
+    """Fine-tune on a few forgotten documents; measure recovery on the other forgotten documents."""
+    res = relearn_run(run, fraction=fraction, lr=lr, epochs=epochs, seed=seed, device=device)
+    out = out or RunDir(run).attack_file("relearn")
+    out.write_text(json.dumps(res, indent=1))
+    out_console.print(tables.relearn_summary(res, out))
