@@ -1,4 +1,7 @@
-"""``fit-unlearn demo``: synthetic PCH data -> theta_0 and the retain-only model -> both evaluated."""
+"""``fit-unlearn demo``: synthetic PCH data -> theta_0 and the retain-only model -> both evaluated.
+
+It calls the library with the defaults of ``data synth``, ``prepare`` and ``eval`` and prints what they print.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,13 @@ from typing import Annotated
 
 import typer
 
-from fit_unlearn.cli.data import data_synth
-from fit_unlearn.cli.eval import eval_cmd
-from fit_unlearn.cli.options import DEFAULT_DATA, DEFAULT_PREPARED, DeviceOpt
-from fit_unlearn.cli.prepare import prepare_cmd
-from fit_unlearn.layout import GOLD_MODELS
+from fit_unlearn.cli.options import DEFAULT_DATA, DEFAULT_PREPARED, DeviceOpt, out_console, write_results
+from fit_unlearn.data.documents import load_documents
+from fit_unlearn.data.synth import write_synth
+from fit_unlearn.evaluation import evaluate_prepared
+from fit_unlearn.layout import GOLD_MODELS, PreparedDir
+from fit_unlearn.prepare import PrepareConfig, prepare
+from fit_unlearn.report import tables
 
 
 def demo_cmd(
@@ -22,7 +27,10 @@ def demo_cmd(
     data = workdir / DEFAULT_DATA
     prepared = workdir / DEFAULT_PREPARED
     if not (data / "forget.jsonl").exists():
-        data_synth(out=data)
-    prepare_cmd(data=data, out=prepared, device=device)
+        out_console.print(tables.synth_summary(write_synth(data)))
+    report = prepare(load_documents(data), prepared, PrepareConfig(device=device))
+    out_console.print(tables.prepare_summary(report, prepared))
     for model in GOLD_MODELS:
-        eval_cmd(model=model, prepared=prepared, device=device)
+        res = evaluate_prepared(prepared, model, device=device, progress=True)
+        out = write_results(res, PreparedDir(prepared).eval_file(model))
+        out_console.print(tables.eval_summary(res, out))
