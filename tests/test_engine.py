@@ -321,6 +321,7 @@ def test_a_run_journaled_by_the_older_code_resumes(tiny_prepared, tmp_path):
         "stream.limit": 4,
         "checkpoint.every": 2,
         "eval.every": 4,
+        "loop.enabled": False,  # the older code had no closed loop
     }
     full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
     full.run()
@@ -335,6 +336,7 @@ def test_a_run_journaled_by_the_older_code_resumes(tiny_prepared, tmp_path):
     start = json.loads(lines[0])
     old = {k: v for k, v in start["config"].items()}
     old["strategy"] = {**old["strategy"], "fit": over["strategy.fit"], "objective_params": {}}
+    del old["loop"]
     old["stream"] = {**old["stream"], "limit": 4}
     blob = {k: v for k, v in old.items() if k != "out"}
     blob["update"] = {k: v for k, v in blob["update"].items() if k != "reference_cache_mb"}
@@ -357,6 +359,8 @@ def test_a_run_journaled_by_the_older_code_resumes(tiny_prepared, tmp_path):
     wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
     wb = _weights(tmp_path / "old" / "checkpoints" / "ckpt-000004" / "model")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # FIT now defaults to the closed loop: resuming such a run without saying loop.enabled: false is refused
+    assert "loop.enabled" in _cfg(tiny_prepared, tmp_path / "old", **{**over, "loop.enabled": None}).diff(old)
     # and a setting that changes results is still refused, named
     old_lr = {**old, "update": {**old["update"], "lr": 5e-4}}
     assert cfg.diff(old_lr) == ["update.lr"]

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,8 +115,9 @@ class DataSplits:
         return data_hash([d.training_view() for d in self.forget + self.retain + self.holdout])
 
     def subset(self, n_forget: int | None, n_retain: int | None, seed: int) -> DataSplits:
-        """A seeded subset of the forget and retain splits (holdout is cut to the forget size)."""
-        import random
+        """A seeded subset of the forget and retain splits (holdout is cut to the forget size).  Without a
+        holdout split, the retain documents left out of the subset become the holdout: no model is trained on
+        them, so they are non-members (the closed loop's target and the MIA need them)."""
 
         def pick(docs: list[Document], n: int | None, salt: str) -> list[Document]:
             if n is None or n >= len(docs):
@@ -125,10 +127,15 @@ class DataSplits:
             idx = sorted(random.Random(f"{seed}-{salt}").sample(range(len(docs)), n))
             return [docs[i] for i in idx]
 
+        retain = pick(self.retain, n_retain, "retain")
+        holdout = self.holdout
+        if not holdout:  # e.g. PCH: the retain documents the subset leaves out were never trained on either
+            chosen = {d.id for d in retain}
+            holdout = [d for d in self.retain if d.id not in chosen]
         return DataSplits(
             forget=pick(self.forget, n_forget, "forget"),
-            retain=pick(self.retain, n_retain, "retain"),
-            holdout=pick(self.holdout, n_forget, "holdout"),
+            retain=retain,
+            holdout=pick(holdout, n_forget, "holdout"),
             source=self.source,
         )
 

@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from fit_unlearn.engine.loop import LoopConfig
 from fit_unlearn.engine.update import UpdateConfig
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.objectives import OBJECTIVES, Objective, resolve_objective
@@ -156,16 +157,27 @@ class RunConfig(Section):
     """Evaluation and recovery attacks."""
     checkpoint: CheckpointSection = CheckpointSection()
     """Checkpoint frequency and retention."""
+    loop: LoopConfig = LoopConfig()
+    """Closed-loop unlearning: stop each request at the non-member level, guard utility (engine/loop.py)."""
 
     def canonical(self) -> dict:
         """Everything that changes results, as plain data: not ``out``, not pure speed knobs, and a field
         added later is left out while it has the value that reproduces the behaviour before it."""
         blob = self.model_dump(mode="json", exclude=_NOT_RESULTS)
+        # the closed loop's effective state; its settings matter only when it is on
+        blob["loop"] = {**blob["loop"], "enabled": True} if self.loop_enabled else {"enabled": False}
         for section, fields in _ADDED_LATER.items():
             for k, old in fields.items():
                 if blob[section].get(k) == old:
                     del blob[section][k]
+        if not blob["loop"]:  # off: the configuration hashes as it did before the loop existed
+            del blob["loop"]
         return blob
+
+    @property
+    def loop_enabled(self) -> bool:
+        """``loop.enabled``, or the strategy's default when it is unset (on for FIT)."""
+        return self.loop.enabled if self.loop.enabled is not None else get_strategy(self.strategy.name).closed_loop
 
     def hash(self) -> str:
         """Hash of :meth:`canonical` (journaled with the run)."""
@@ -177,8 +189,8 @@ class RunConfig(Section):
         takes the value that reproduces the behaviour of the code that wrote it."""
         blob = {k: dict(v) if isinstance(v, dict) else v for k, v in blob.items()}
         for section, fields in _ADDED_LATER.items():
-            if isinstance(blob.get(section), dict):
-                blob[section] = {**fields, **blob[section]}
+            if isinstance(blob.get(section, {}), dict):
+                blob[section] = {**fields, **blob.get(section, {})}
         return build_config(blob, "the journal's configuration")
 
     def diff(self, other: dict) -> list[str]:
@@ -201,7 +213,7 @@ _NOT_RESULTS: dict = {
 }
 #: fields added after runs were journaled, with the value that reproduces the behaviour before them: a
 #: journal without the field resumes with that value (and the configuration hash is unchanged by it)
-_ADDED_LATER: dict = {"update": {"retain_match": False}}
+_ADDED_LATER: dict = {"update": {"retain_match": False}, "loop": {"enabled": False}}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

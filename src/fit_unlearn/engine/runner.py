@@ -32,8 +32,9 @@ from fit_unlearn.engine import checkpoint as ckpt
 from fit_unlearn.engine.config import RunConfig
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
+from fit_unlearn.engine.loop import Guard, nonmember_level, stop_rule
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
-from fit_unlearn.engine.update import ReferenceCache, apply_update
+from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
@@ -88,6 +89,12 @@ class Engine:
         self.since_ckpt = 0
         self.evals: list[dict] = []
         self._failed: str | None = None  #: set when an update raised part-way: no more work until resume
+        #: closed loop (engine/loop.py): on for strategies that default to it unless the config says otherwise
+        self.loop_on = cfg.loop_enabled
+        self._stop: StopRule | None = None
+        self.guard: Guard | None = None
+        if self.loop_on and cfg.loop.guard.enabled:
+            self.guard = Guard(cfg.loop.guard, self.data.retain_train, self.tok, cfg.update)
         self.consumed: Counter = Counter()  #: stream items processed, by identity (saved with checkpoints)
         #: items the last checkpoint holds, still to be skipped when the restarted stream delivers them again
         self._redelivered: Counter | None = Counter()
@@ -139,7 +146,8 @@ class Engine:
             )
 
     def _needs_reference(self) -> bool:
-        return any(o.spec.needs_reference for o in self.strategy.objectives)
+        guard_kl = self.loop_on and self.cfg.loop.guard.enabled and self.cfg.loop.guard.loss == "kl"
+        return guard_kl or any(o.spec.needs_reference for o in self.strategy.objectives)
 
     def _reference(self):
         if self.ref_model is None and self._needs_reference():
@@ -261,6 +269,7 @@ class Engine:
         self._evaluate_if_due()
         if self.strategy.needs_calibration:
             self._calibrate()
+        self._calibrate_loop()
         rec = self._process(self.position, request, journal_request=True)
         self.position += 1
         self._after_item()
@@ -353,7 +362,10 @@ class Engine:
                 seed,
                 accelerator=self.acc,
                 ref_cache=self.ref_cache,
+                stop=self._stop,
             )
+            if self.guard is not None:
+                record["guard"] = self.guard.check(self.model, self._reference(), self.tok, seed, self.ref_cache)
             if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
                 record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]
             record.update({"receipt": plan.receipt, "seconds_plan": t_plan})
@@ -415,6 +427,7 @@ class Engine:
         self._evaluate_if_due()  # a resumed run whose last checkpoint's evaluation was lost in a crash
         if self.strategy.needs_calibration:
             self._calibrate()
+        self._calibrate_loop()
         items = stream if stream is not None else self.stream()
         total = None
         if self.cfg.stream.source == "forget":
@@ -451,6 +464,26 @@ class Engine:
         self.attacks = out
         self._log("attacks", summary={k: v.get("recovery") for k, v in out.items()})
         return out
+
+    def _calibrate_loop(self) -> None:
+        """Closed loop: the non-member target and the guard's probe baseline, measured on the initial model
+        (theta_0) before the first request and journaled; a resumed run reads them back."""
+        if not self.loop_on or self._stop is not None:
+            return
+        done = next((e for e in self.journal.events if e["event"] == "loop_calibrated"), None)
+        if done is None:
+            initial = self._reference() or self.model
+            if len(self.forgotten):
+                raise JournalError(f"{self.out}: requests were applied before the closed loop was calibrated")
+            level = nonmember_level(
+                initial, self.tok, self.data.holdout, self.strategy.include_qa, self.cfg.update, self.cfg.loop.quantile
+            )
+            guard = self.guard.calibrate(initial, self.tok) if self.guard else None
+            self._log("loop_calibrated", level=level, guard=guard)
+            done = {"level": level, "guard": guard}
+        elif self.guard is not None:
+            self.guard.baseline = done["guard"]["probe_loss"]
+        self._stop = stop_rule(done["level"], self.cfg.loop)
 
     def _calibrate(self) -> None:
         """Calibrate the strategy before the stream: FIT's importance thresholds on the first requests of

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -20,7 +21,7 @@ from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
 from fit_unlearn.schema import Section
 from fit_unlearn.strategies.base import UpdatePlan
-from fit_unlearn.text import IGNORE, Example, collate, doc_example, encode_text, qa_example, qa_prompt
+from fit_unlearn.text import IGNORE, Example, collate, doc_example, encode_text, qa_example, qa_prompt, token_logprobs
 from fit_unlearn.training import make_scheduler
 
 
@@ -122,6 +123,43 @@ def slices(text: str, size: int) -> list[str]:
     return [s for s in (text[i : i + size] for i in range(0, len(text), size)) if s.strip()]
 
 
+def forget_examples(tok, text: str | None, qa, cfg: UpdateConfig) -> tuple[list[str], list[Example]]:
+    """The sequences one request is unlearned on: its text cut into slices, then its QA pairs (answers
+    scored, questions masked).  Returns (slices, examples)."""
+    texts = slices(text or "", cfg.slice_chars)
+    return texts, [doc_example(tok, s, cfg.max_len) for s in texts] + [qa_example(tok, q, cfg.max_len) for q in qa]
+
+
+@torch.no_grad()
+def examples_loss(model, tok, examples: list[Example], batch_size: int = 8) -> float:
+    """Mean token cross-entropy over all the scored tokens of ``examples`` (the closed loop's measure of how
+    well the model knows a request: the very sequences its update trains on)."""
+    device = next(unwrap(model).parameters()).device
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    try:
+        for i in range(0, len(examples), batch_size):
+            b = collate(examples[i : i + batch_size], tok.pad_token_id, device)
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            lp, mask = token_logprobs(logits, b["labels"])
+            total -= float(lp.sum())
+            n += int(mask.sum())
+    finally:
+        model.train(was_training)
+    return total / max(n, 1)
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Closed loop: train until :func:`examples_loss` of the request reaches ``target`` (the non-member
+    level), checked every ``check_every`` steps, within ``max_steps``."""
+
+    target: float
+    max_steps: int
+    check_every: int = 1
+
+
 def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     with torch.set_grad_enabled(grad):
         out = model(
@@ -196,8 +234,13 @@ def apply_update(
     seed: int,
     accelerator=None,
     ref_cache: ReferenceCache | None = None,
+    stop: StopRule | None = None,
 ) -> dict:
     """Run the plan's update on ``model`` in place; returns the per-request record.
+
+    Open loop (``stop=None``): ``cfg.epochs`` passes over the request's examples.  Closed loop: steps cycle
+    over the examples, the schedule spans ``stop.max_steps``, and the update stops as soon as the request's
+    loss reaches ``stop.target``; the record says the loss before and after, the steps and why it stopped.
 
     ``ref_cache`` (made from ``cfg.reference_cache_mb`` when not given) keeps theta_0's outputs; pass the
     same cache to every request of a stream so that retain documents are run through theta_0 once.
@@ -212,9 +255,7 @@ def apply_update(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
 
-    texts = slices(plan.text or "", cfg.slice_chars)
-    forget_ex = [doc_example(tok, s, cfg.max_len) for s in texts]
-    forget_ex += [qa_example(tok, q, cfg.max_len) for q in plan.qa]
+    texts, forget_ex = forget_examples(tok, plan.text, plan.qa, cfg)
     is_qa = [False] * len(texts) + [True] * len(plan.qa)
     retain_qa = [(d.id, j, q) for d in retain for j, q in enumerate(d.qa)] if cfg.retain_match else []
     if not forget_ex:
@@ -230,7 +271,13 @@ def apply_update(
         if n in names:
             params.append(p)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * len(forget_ex)
+    total = cfg.epochs * len(forget_ex) if stop is None else stop.max_steps
+    order = [i % len(forget_ex) for i in range(total)]  # open loop: epoch after epoch over the examples
+    loop: dict | None = None
+    if stop is not None:
+        loop = {"target": stop.target, "loss_before": examples_loss(model, tok, forget_ex), "stopped": "budget"}
+        if loop["loss_before"] >= stop.target:
+            order, loop["stopped"] = [], "target"  # already at the non-member level: nothing to do
     sched = make_scheduler(opt, total, cfg.warmup_ratio, cfg.min_lr_ratio)
     world = accelerator.num_processes if accelerator is not None else 1
     losses, first_loss = [], None
@@ -240,73 +287,76 @@ def apply_update(
     ce_before = mean_ce(model, tok, [request_text], cfg.max_len)[0] if request_text.strip() else None
     model.train()
     try:
-        for _epoch in range(cfg.epochs):
-            for i, ex in enumerate(forget_ex):
-                forget = _outputs(
+        for step, i in enumerate(order):
+            ex = forget_ex[i]
+            forget = _outputs(
+                model,
+                ref_model,
+                [ex],
+                tok,
+                device,
+                spec.needs_reference and not spec.needs_hidden,
+                hidden_layer,
+                ref_hidden=False,
+                cache=ref_cache,
+                keys=[("forget", i)],
+            )
+            retain_out = alternate = None
+            if spec.uses_retain(obj_cfg) and retain and cfg.retain_batch_size:
+                if is_qa[i] and retain_qa:  # unlearning an answer: anchor answers to retain questions
+                    qa_picked = rng.sample(retain_qa, min(cfg.retain_batch_size, len(retain_qa)))
+                    r_ex = [qa_example(tok, q, cfg.max_len) for _, _, q in qa_picked]
+                    r_keys = [("retain-qa", did, j) for did, j, _ in qa_picked]
+                else:
+                    picked = rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
+                    r_ex = [doc_example(tok, d.text, cfg.max_len) for d in picked]
+                    r_keys = [("retain", d.id) for d in picked]
+                retain_out = _outputs(
                     model,
                     ref_model,
-                    [ex],
+                    r_ex,
                     tok,
                     device,
-                    spec.needs_reference and not spec.needs_hidden,
+                    spec.reference_on_retain,
                     hidden_layer,
+                    ref_hidden=spec.needs_hidden,
+                    cache=ref_cache,
+                    keys=r_keys,
+                )
+            if alt_ex:  # the refusal on forget example i's own prompt
+                alternate = _outputs(
+                    model,
+                    ref_model,
+                    [alt_ex[i]],
+                    tok,
+                    device,
+                    spec.needs_reference,
+                    None,
                     ref_hidden=False,
                     cache=ref_cache,
-                    keys=[("forget", i)],
+                    keys=[("alternate", i)],
                 )
-                retain_out = alternate = None
-                if spec.uses_retain(obj_cfg) and retain and cfg.retain_batch_size:
-                    if is_qa[i] and retain_qa:  # unlearning an answer: anchor answers to retain questions
-                        qa_picked = rng.sample(retain_qa, min(cfg.retain_batch_size, len(retain_qa)))
-                        r_ex = [qa_example(tok, q, cfg.max_len) for _, _, q in qa_picked]
-                        r_keys = [("retain-qa", did, j) for did, j, _ in qa_picked]
-                    else:
-                        picked = rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
-                        r_ex = [doc_example(tok, d.text, cfg.max_len) for d in picked]
-                        r_keys = [("retain", d.id) for d in picked]
-                    retain_out = _outputs(
-                        model,
-                        ref_model,
-                        r_ex,
-                        tok,
-                        device,
-                        spec.reference_on_retain,
-                        hidden_layer,
-                        ref_hidden=spec.needs_hidden,
-                        cache=ref_cache,
-                        keys=r_keys,
-                    )
-                if alt_ex:  # the refusal on forget example i's own prompt
-                    alternate = _outputs(
-                        model,
-                        ref_model,
-                        [alt_ex[i]],
-                        tok,
-                        device,
-                        spec.needs_reference,
-                        None,
-                        ref_hidden=False,
-                        cache=ref_cache,
-                        keys=[("alternate", i)],
-                    )
-                loss = spec.fn(
-                    UnlearnBatch(forget=forget, retain=retain_out, alternate=alternate, generator=gen), obj_cfg
-                )
-                if not torch.isfinite(loss):
-                    losses.append(float("nan"))
-                    opt.zero_grad(set_to_none=True)
-                    continue
-                (accelerator.backward(loss) if accelerator is not None else loss.backward())
-                if world > 1:
-                    _all_reduce_grads(params, world)
-                if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                opt.step()
-                sched.step()
+            loss = spec.fn(UnlearnBatch(forget=forget, retain=retain_out, alternate=alternate, generator=gen), obj_cfg)
+            if not torch.isfinite(loss):
+                losses.append(float("nan"))
                 opt.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
-                if first_loss is None:
-                    first_loss = losses[-1]
+                continue
+            (accelerator.backward(loss) if accelerator is not None else loss.backward())
+            if world > 1:
+                _all_reduce_grads(params, world)
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if first_loss is None:
+                first_loss = losses[-1]
+            if loop is not None and (step + 1) % stop.check_every == 0:
+                loop["loss_after"] = examples_loss(model, tok, forget_ex)
+                if loop["loss_after"] >= stop.target:
+                    loop["stopped"] = "target"
+                    break
     finally:
         model.eval()
         for n, p in base.named_parameters():
@@ -331,6 +381,10 @@ def apply_update(
         "seconds": time.perf_counter() - t0,
         "peak_memory_bytes": _peak_memory(device),
     }
+    if loop is not None:
+        loop.setdefault("loss_after", examples_loss(model, tok, forget_ex) if losses else loop["loss_before"])
+        loop["steps"] = len(losses)
+        record["loop"] = loop
     if ref_cache is not None:
         record["reference_cache"] = {"hits": ref_cache.hits, "misses": ref_cache.misses, "bytes": ref_cache.used}
     return record

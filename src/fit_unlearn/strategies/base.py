@@ -34,6 +34,9 @@ class Strategy:
     name = "base"
     #: the section of the ``strategy`` configuration that holds this strategy's typed options (None: none)
     options_section: str | None = None
+    #: whether the engine's closed loop (stop at the non-member level, utility guard) is on when the run
+    #: configuration leaves ``loop.enabled`` unset
+    closed_loop: bool = False
 
     def __init__(
         self,

@@ -1,0 +1,164 @@
+"""Closed-loop unlearning: forget each request to the non-member level and no further; guard utility.
+
+**Stop at the non-member level.**  What a model scores on a document it never saw is measured once, before
+the stream, on the prepared *holdout* split (documents theta_0 was never trained on): for each holdout
+document, the mean token cross-entropy of theta_0 over the sequences an update would train on (its text
+slices and its QA answers, :func:`~fit_unlearn.engine.update.forget_examples`).  The target is a quantile
+of that distribution (``loop.quantile``, the median by default).  Each request is then unlearned in small
+steps and stops as soon as its own loss reaches the target (``StopRule``), or when ``loop.max_steps`` are
+spent; the receipt records the target, the loss before and after, the steps and why it stopped.  No
+retain-only model is needed: a user computes the target from data the model never saw.
+
+**Guard utility.**  A fixed probe of retain-*train* documents (never retain-eval, which measures utility)
+is scored after every request; when its loss has risen more than ``guard.budget`` (relative) above
+theta_0's, repair steps on the other retain-train documents (KL to theta_0 by default, or CE) bring it
+back below half the budget, within ``guard.max_steps``.  Both are deterministic (seeded by the request's
+position), journaled with the request and part of the configuration hash, so exactly-once and
+bit-identical resume hold.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from fit_unlearn.data.documents import Document
+from fit_unlearn.engine.update import (
+    ReferenceCache,
+    StopRule,
+    UpdateConfig,
+    _outputs,
+    examples_loss,
+    forget_examples,
+)
+from fit_unlearn.errors import ConfigError
+from fit_unlearn.layers import unwrap
+from fit_unlearn.objectives.base import cross_entropy, kl_to_reference
+from fit_unlearn.schema import Section
+from fit_unlearn.text import doc_example
+
+
+class GuardConfig(Section):
+    """The utility guard of the closed loop."""
+
+    enabled: bool = True
+    """Score the probe after every request and repair when it drifts."""
+    probe_size: int = Field(default=4, ge=1)
+    """Retain-train documents in the probe (the first ones in id order; the others are the repair pool)."""
+    budget: float = Field(default=0.05, gt=0)
+    """Relative rise of the probe's loss over theta_0's that triggers a repair."""
+    max_steps: int = Field(default=10, ge=0)
+    """Repair steps at most per request."""
+    loss: Literal["kl", "ce"] = "kl"
+    """Repair objective on retain-train documents: KL(theta_0 || model) or plain cross-entropy."""
+    batch_size: int = Field(default=2, ge=1)
+    """Retain-train documents per repair step."""
+
+
+class LoopConfig(Section):
+    """Closed-loop unlearning (the ``loop`` section of a run configuration); see the module docstring."""
+
+    enabled: bool | None = None
+    """On or off; ``null``: the strategy's default (on for FIT, off for the sequential baselines)."""
+    quantile: float = Field(default=0.5, gt=0, lt=1)
+    """Quantile of theta_0's holdout (non-member) losses that is the stop target."""
+    max_steps: int = Field(default=40, ge=1)
+    """Step budget per request (the learning-rate schedule spans it)."""
+    check_every: int = Field(default=1, ge=1)
+    """Steps between two measurements of the request's loss."""
+    guard: GuardConfig = GuardConfig()
+    """The utility guard."""
+
+
+def nonmember_level(model, tok, holdout: list[Document], include_qa: bool, cfg: UpdateConfig, q: float) -> dict:
+    """The stop target: quantile ``q`` of the model's loss on each holdout document (never trained on)."""
+    if not holdout:
+        raise ConfigError(
+            "loop: the closed loop needs the prepared holdout split (documents the model never saw) to set its "
+            "target; prepare with a holdout file, or set loop.enabled: false"
+        )
+    losses = [
+        examples_loss(model, tok, forget_examples(tok, d.text, d.qa if include_qa else (), cfg)[1]) for d in holdout
+    ]
+    return {"target": float(np.quantile(losses, q)), "quantile": q, "n": len(losses), "losses": losses}
+
+
+class Guard:
+    """Probe + repair (see the module docstring)."""
+
+    def __init__(self, cfg: GuardConfig, retain_train: list[Document], tok, update: UpdateConfig):
+        docs = sorted(retain_train, key=lambda d: d.id)
+        if len(docs) < 2:
+            raise ConfigError("loop.guard needs at least 2 retain-train documents (a probe and a repair pool)")
+        n = min(cfg.probe_size, len(docs) - 1)
+        self.cfg, self.update = cfg, update
+        self.probe = [doc_example(tok, d.text, update.max_len) for d in docs[:n]]
+        self.pool = [doc_example(tok, d.text, update.max_len) for d in docs[n:]]
+        self.pool_ids = [d.id for d in docs[n:]]
+        self.baseline: float | None = None
+
+    def calibrate(self, model, tok) -> dict:
+        self.baseline = examples_loss(model, tok, self.probe)
+        return {"probe_loss": self.baseline, "probe": len(self.probe), "pool": len(self.pool)}
+
+    def drift(self, model, tok) -> float:
+        return examples_loss(model, tok, self.probe) / self.baseline - 1
+
+    def check(self, model, ref_model, tok, seed: int, cache: ReferenceCache | None) -> dict:
+        """Score the probe; repair if it drifted past the budget.  Returns what the receipt records."""
+        t0 = time.perf_counter()
+        before = self.drift(model, tok)
+        rec = {"drift_before": before, "repair_steps": 0}
+        if before > self.cfg.budget and self.cfg.max_steps:
+            rec["repair_steps"], after = self._repair(model, ref_model, tok, seed, cache)
+            rec["drift_after"] = after
+        rec["seconds"] = time.perf_counter() - t0
+        return rec
+
+    def _repair(self, model, ref_model, tok, seed: int, cache: ReferenceCache | None) -> tuple[int, float]:
+        base = unwrap(model)
+        device = next(base.parameters()).device
+        rng = random.Random(seed ^ 0x5EED)
+        params = [p for p in base.parameters()]
+        saved = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(True)
+        u = self.update
+        opt = torch.optim.AdamW(params, lr=u.lr, betas=u.betas, eps=u.eps, weight_decay=0.0)
+        steps, drift = 0, self.drift(model, tok)
+        model.train()
+        try:
+            while steps < self.cfg.max_steps and drift > self.cfg.budget / 2:
+                idx = rng.sample(range(len(self.pool)), min(self.cfg.batch_size, len(self.pool)))
+                out = _outputs(
+                    model,
+                    ref_model,
+                    [self.pool[i] for i in idx],
+                    tok,
+                    device,
+                    with_ref=self.cfg.loss == "kl",
+                    hidden_layer=None,
+                    ref_hidden=False,
+                    cache=cache,
+                    keys=[("retain", self.pool_ids[i]) for i in idx],
+                )
+                loss = kl_to_reference(out) if self.cfg.loss == "kl" else cross_entropy(out)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                steps += 1
+                drift = self.drift(model, tok)
+        finally:
+            model.eval()
+            for p, f in zip(params, saved, strict=True):
+                p.requires_grad_(f)
+        return steps, drift
+
+
+def stop_rule(level: dict, cfg: LoopConfig) -> StopRule:
+    return StopRule(target=level["target"], max_steps=cfg.max_steps, check_every=cfg.check_every)

@@ -1,0 +1,96 @@
+"""The closed loop (engine/loop.py): stop at the non-member level, the utility guard, resume."""
+
+import json
+
+import pytest
+import torch
+from test_engine import _cfg, _crash_after, _weights
+
+from fit_unlearn.engine import Engine, Journal
+from fit_unlearn.engine.loop import nonmember_level
+from fit_unlearn.engine.update import UpdateConfig, examples_loss, forget_examples
+from fit_unlearn.errors import ConfigError
+
+LOOP = {
+    "strategy.objective": "ga",
+    "update": {"lr": 1e-2, "epochs": 1, "retain_batch_size": 1},
+    "loop": {"enabled": True, "max_steps": 12, "guard": {"enabled": False}},
+    "stream.limit": 4,
+    "eval.every": 4,
+}
+
+
+def test_the_target_is_the_holdout_quantile_of_the_initial_model(tiny_model, tiny_data):
+    model, tok = tiny_model
+    cfg = UpdateConfig()
+    level = nonmember_level(model, tok, tiny_data.holdout, True, cfg, 0.5)
+    losses = [examples_loss(model, tok, forget_examples(tok, d.text, d.qa, cfg)[1]) for d in tiny_data.holdout]
+    assert level["losses"] == pytest.approx(losses)
+    assert level["target"] == pytest.approx(float(torch.tensor(losses).quantile(0.5)))
+    with pytest.raises(ConfigError, match="needs the prepared holdout split"):
+        nonmember_level(model, tok, [], True, cfg, 0.5)
+
+
+def test_each_request_stops_once_it_reaches_the_target(tiny_prepared, tmp_path):
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **LOOP), progress=False)
+    res = eng.run()
+    eng.close()
+    events = Journal(tmp_path / "r" / "journal.jsonl", writer=False).events
+    target = next(e for e in events if e["event"] == "loop_calibrated")["level"]["target"]
+    loops = [r["loop"] for r in res["requests"]]
+    assert all(lp["target"] == target for lp in loops)
+    for lp in loops:
+        assert lp["steps"] <= 12
+        if lp["loss_before"] >= target:
+            assert lp["steps"] == 0 and lp["stopped"] == "target"
+        elif lp["stopped"] == "target":
+            assert lp["loss_after"] >= target > lp["loss_before"]
+        else:
+            assert lp["stopped"] == "budget" and lp["steps"] == 12 and lp["loss_after"] < target
+    assert any(lp["stopped"] == "target" and 0 < lp["steps"] < 12 for lp in loops), loops  # stopped early
+
+
+def test_the_loop_is_on_for_fit_and_off_for_baselines_unless_configured(tiny_prepared, tmp_path):
+    assert _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled
+    assert not _cfg(tiny_prepared, tmp_path).loop_enabled
+    assert _cfg(tiny_prepared, tmp_path, **{"loop.enabled": True}).loop_enabled
+    assert not _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit", "loop.enabled": False}).loop_enabled
+
+
+def test_the_guard_repairs_drift_on_retain_train_only(tiny_prepared, tmp_path):
+    over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "guard": {"budget": 0.01, "max_steps": 4}}}
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    train_ids = {d.id for d in eng.data.retain_train}
+    assert set(eng.guard.pool_ids) <= train_ids and not set(eng.guard.pool_ids) & {d.id for d in eng.data.retain_eval}
+    res = eng.run()
+    eng.close()
+    guards = [r["guard"] for r in res["requests"]]
+    repaired = [g for g in guards if g["repair_steps"]]
+    assert repaired, guards
+    assert all(g["drift_before"] > 0.01 for g in repaired)
+    assert all(g["drift_after"] < g["drift_before"] for g in repaired)
+    assert all(g["repair_steps"] == 0 for g in guards if g["drift_before"] <= 0.01)
+
+
+def test_resume_with_the_loop_is_bit_identical(tiny_prepared, tmp_path):
+    over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "guard": {"budget": 0.01, "max_steps": 3}}}
+    over["checkpoint.every"] = 2
+    full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
+    res_full = full.run()
+    full.close()
+    crashed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), progress=False)
+    crashed._calibrate_loop()
+    _crash_after(crashed, 3)
+    del crashed
+    resumed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), resume=True, progress=False)
+    res = resumed.run()
+    resumed.close()
+    assert res["applied_counts"] == res_full["applied_counts"]
+    events = Journal(tmp_path / "c" / "journal.jsonl", writer=False).events
+    assert sum(e["event"] == "loop_calibrated" for e in events) == 1  # read back on resume, not measured again
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
+    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    a = [json.dumps(r["loop"], sort_keys=True) + json.dumps(r["guard"]["repair_steps"]) for r in res_full["requests"]]
+    b = [json.dumps(r["loop"], sort_keys=True) + json.dumps(r["guard"]["repair_steps"]) for r in res["requests"]]
+    assert a == b
