@@ -8,8 +8,12 @@ seed (F.D./R.U. within 1e-6, weights bit for bit).  Each kill is classified by w
 * ``update``: anything else after start-up (planning, training, journaling);
 * ``start-up``: the journal did not grow since the process started (loading, validation, replay).
 
-    python benchmarks/crash_resume.py --config examples/fit.yaml --name fit --kills 20
-    python benchmarks/crash_resume.py --config examples/graddiff.yaml --name graddiff --kills 20
+    python benchmarks/crash_resume.py --config examples/fit.yaml --name fit --kills 20 --targeted 3
+    python benchmarks/crash_resume.py --config examples/graddiff.yaml --name graddiff --kills 20 --targeted 3
+
+Random kills rarely land inside the short windows, so ``--targeted K`` adds K kills aimed at each: the
+process is killed as soon as a temporary checkpoint directory appears (inside checkpoint writing), and as
+soon as a checkpoint at an evaluation step is journaled (inside the evaluation that follows).
 
 Writes benchmarks/results/crash_resume-<name>.json (and prints it).
 """
@@ -70,13 +74,24 @@ def moment(run: Path, before: int, eval_every: int) -> str:
     if any((run / "checkpoints").glob(".ckpt-*")):
         return "checkpoint"
     events = journal(run)
+    ck = next((i for i in range(len(events) - 1, -1, -1) if events[i]["event"] == "checkpoint"), None)
+    if ck is not None and events[ck].get("t") and events[ck]["t"] % eval_every == 0:
+        t = events[ck]["t"]
+        evaluated = any(e["event"] == "eval" and e["t"] == t for e in events)
+        received = any(e["event"] == "received" for e in events[ck + 1 :])
+        if not evaluated and not received and len(events) > before:
+            return "evaluation"  # the evaluation after that checkpoint, or its redo after a resume
     if len(events) <= before:
         return "start-up"
-    last = events[-1]
-    if last["event"] == "checkpoint" and last.get("t") and last["t"] % eval_every == 0:
-        if not any(e["event"] == "eval" and e["t"] == last["t"] for e in events):
-            return "evaluation"
     return "update"
+
+
+def aimed(run: Path, kind: str, before: int, eval_every: int) -> bool:
+    """True at the moment a targeted kill of ``kind`` should strike."""
+    if kind == "checkpoint":
+        return any((run / "checkpoints").glob(".ckpt-*"))
+    events = journal(run)[before:]
+    return bool(events) and moment(run, before, eval_every) == "evaluation"
 
 
 def weights_hash(run: Path) -> str:
@@ -113,6 +128,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=6)
     ap.add_argument("--checkpoint-every", type=int, default=3)
     ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--targeted", type=int, default=3, help="extra kills aimed at each short window")
     ap.add_argument("--min-wait", type=float, default=4)
     ap.add_argument("--max-wait", type=float, default=40)
     ap.add_argument("--seed", type=int, default=0)
@@ -149,6 +165,25 @@ def main() -> None:
         print("finished before the next kill; starting over to reach the number of kills", flush=True)
         kills.append({"after_s": round(wait, 1), "moment": "finished (no kill)"})
         break
+    plan = [k for k in ("checkpoint", "evaluation") for _ in range(args.targeted)]
+    while plan and not (crash / "results.json").exists():
+        kind = plan[0]
+        before = len(journal(crash))
+        p = subprocess.Popen(
+            cmd(args, crash, (crash / "journal.jsonl").exists()),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while p.poll() is None and not aimed(crash, kind, before, args.eval_every):
+            time.sleep(0.02)
+        if p.poll() is not None:  # the run ended before the window opened
+            break
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        kills.append({"after_s": None, "moment": moment(crash, before, args.eval_every), "aimed_at": kind})
+        print(f"kill {len(kills)}: {kills[-1]}", flush=True)
+        plan.pop(0)
     if not (crash / "results.json").exists() or len(journal(crash)) and journal(crash)[-1]["event"] != "eval":
         subprocess.run(cmd(args, crash, True), env=env, check=True)
     events = journal(crash)
