@@ -50,14 +50,30 @@ METHODS = {
 }
 
 
+#: suffixes that modify a method: document-only requests, closed loop forced on / off (engine/loop.py)
+SUFFIXES = {
+    "-doc": lambda spec: {**spec, "strategy": {**spec["strategy"], "include_qa": False}},
+    "-loop": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": True}},
+    "-open": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": False}},
+}
+
+
 def method_spec(name: str) -> dict:
-    """The config of a method name; ``<method>-doc`` is the same method on document-only requests."""
-    if name.endswith("-doc"):
-        base = method_spec(name.removesuffix("-doc"))
-        return {**base, "strategy": {**base["strategy"], "include_qa": False}}
+    """The config of a method name; suffixes (any order) modify it: ``-doc`` sends the document alone,
+    ``-loop`` / ``-open`` force the closed loop on / off (FIT has it on by default, the baselines off)."""
+    for suffix, change in SUFFIXES.items():
+        if name.endswith(suffix):
+            return change(method_spec(name.removesuffix(suffix)))
     if name not in METHODS:
-        raise SystemExit(f"unknown method {name!r}; known: {', '.join(METHODS)} (each also with -doc)")
+        raise SystemExit(f"unknown method {name!r}; known: {', '.join(METHODS)} (each also with {', '.join(SUFFIXES)})")
     return METHODS[name]
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def run_method(name: str, spec: dict, args, source: str | None = None, attacks: list[str] | None = None) -> dict:
@@ -70,19 +86,17 @@ def run_method(name: str, spec: dict, args, source: str | None = None, attacks: 
         if any("forget_degree_strict" not in e for e in res["evals"]):
             raise SystemExit(f"{out} holds a run measured under the old protocol; choose another --runs directory")
         return res
-    cfg = build_config(
-        {
-            "prepared": args.prepared,
-            "out": str(out),
-            "seed": args.seed,
-            "device": args.device,
-            "stream": {"order_seed": args.seed, "limit": args.limit, **({"source": source} if source else {})},
-            "update": {"lr": args.lr},
-            "eval": {"every": args.eval_every, "attacks": attacks or []},
-            "checkpoint": {"every": args.eval_every},
-            **spec,
-        }
-    )
+    base = {
+        "prepared": args.prepared,
+        "out": str(out),
+        "seed": args.seed,
+        "device": args.device,
+        "stream": {"order_seed": args.seed, "limit": args.limit, **({"source": source} if source else {})},
+        "update": {"lr": args.lr},
+        "eval": {"every": args.eval_every, "attacks": attacks or []},
+        "checkpoint": {"every": args.eval_every},
+    }
+    cfg = build_config(deep_merge(deep_merge(base, spec), json.loads(args.set or "{}")))
     resume = (out / "journal.jsonl").exists()
     t0 = time.perf_counter()
     eng = Engine(cfg, resume=resume, progress=True)
@@ -134,9 +148,20 @@ def summarise(name: str, res: dict) -> dict:
                 "probe_theta0": (e.get("capital_probe") or {}).get("theta0"),
             }
         )
+    loops = [r["loop"] for r in reqs if r.get("loop")]
+    guards = [r["guard"] for r in reqs if r.get("guard")]
+    loop = None
+    if loops:
+        loop = {
+            "reached_target": sum(lp["stopped"] == "target" for lp in loops),
+            "requests": len(loops),
+            "mean_steps": sum(lp["steps"] for lp in loops) / len(loops),
+            "mean_repair_steps": sum(g["repair_steps"] for g in guards) / len(guards) if guards else None,
+        }
     return {
         "method": name,
         "requests": len(reqs),
+        "loop": loop,
         "seconds_per_request": sum(per_req) / max(1, len(per_req)),
         "objectives": objectives,
         "evals": evals,
@@ -151,15 +176,20 @@ def _f(v, spec: str = ".3f") -> str:
 def table(rows: list[dict]) -> str:
     """Strict F.D. / R.U. per checkpoint (the headline), then every measured value per method and t."""
     ts = sorted({e["t"] for r in rows for e in r["evals"]})
-    head = "| method | s/request | " + " | ".join(f"t={t} strict F.D. / R.U." for t in ts) + " |"
-    lines = [head, "|" + "---|" * (2 + len(ts))]
+    head = "| method | s/request | " + " | ".join(f"t={t} strict F.D. / R.U." for t in ts) + " | closed loop |"
+    lines = [head, "|" + "---|" * (3 + len(ts))]
     for r in rows:
         by_t = {e["t"]: e for e in r["evals"]}
         cells = []
         for t in ts:
             e = by_t.get(t)
             cells.append("-" if not e else f"{_f(e['forget_degree_strict'])} / {_f(e['retain_utility'])}")
-        lines.append(f"| {r['method']} | {r['seconds_per_request']:.1f} | " + " | ".join(cells) + " |")
+        lp = r.get("loop")
+        loop = "off"
+        if lp:
+            repair = "" if lp["mean_repair_steps"] is None else f", {lp['mean_repair_steps']:.1f} repair steps"
+            loop = f"target reached {lp['reached_target']}/{lp['requests']}, {lp['mean_steps']:.1f} steps{repair}"
+        lines.append(f"| {r['method']} | {r['seconds_per_request']:.1f} | " + " | ".join(cells) + f" | {loop} |")
     lines += [
         "",
         "| method | t | F (gold, theta0) | F paraphrased (gold, theta0) | strict F.D. (paraphrased) | paper F.D. "
@@ -229,6 +259,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--eval-every", type=int, default=20)
     ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--set", default="", help="JSON merged into every method's config, e.g. '{\"loop\": {}}'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--malicious", default="", help="kind of malicious stream to run for FIT and GA (e.g. mixed)")

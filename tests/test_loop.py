@@ -14,7 +14,7 @@ from fit_unlearn.errors import ConfigError
 LOOP = {
     "strategy.objective": "ga",
     "update": {"lr": 1e-2, "epochs": 1, "retain_batch_size": 1},
-    "loop": {"enabled": True, "max_steps": 12, "guard": {"enabled": False}},
+    "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"enabled": False}},
     "stream.limit": 4,
     "eval.every": 4,
 }
@@ -58,7 +58,7 @@ def test_the_loop_is_on_for_fit_and_off_for_baselines_unless_configured(tiny_pre
 
 
 def test_the_guard_repairs_drift_on_retain_train_only(tiny_prepared, tmp_path):
-    over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "guard": {"budget": 0.01, "max_steps": 4}}}
+    over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"budget": 0.01, "max_steps": 4}}}
     eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
     train_ids = {d.id for d in eng.data.retain_train}
     assert set(eng.guard.pool_ids) <= train_ids and not set(eng.guard.pool_ids) & {d.id for d in eng.data.retain_eval}
@@ -73,7 +73,7 @@ def test_the_guard_repairs_drift_on_retain_train_only(tiny_prepared, tmp_path):
 
 
 def test_resume_with_the_loop_is_bit_identical(tiny_prepared, tmp_path):
-    over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "guard": {"budget": 0.01, "max_steps": 3}}}
+    over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"budget": 0.01, "max_steps": 3}}}
     over["checkpoint.every"] = 2
     full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
     res_full = full.run()

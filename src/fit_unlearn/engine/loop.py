@@ -67,6 +67,10 @@ class LoopConfig(Section):
     """On or off; ``null``: the strategy's default (on for FIT, off for the sequential baselines)."""
     quantile: float = Field(default=0.5, gt=0, lt=1)
     """Quantile of theta_0's holdout (non-member) losses that is the stop target."""
+    lr: float | None = Field(default=1e-4, gt=0)
+    """Learning rate of closed-loop updates (``null``: ``update.lr``).  1e-4 reaches the target of the
+    default model (SmolLM2-135M, fp32) in 3-16 steps with NPO; 3e-5 (the open-loop recipe) does not within
+    40 (benchmarks/README.md, closed loop)."""
     max_steps: int = Field(default=40, ge=1)
     """Step budget per request (the learning-rate schedule spans it)."""
     check_every: int = Field(default=1, ge=1)
@@ -91,12 +95,14 @@ def nonmember_level(model, tok, holdout: list[Document], include_qa: bool, cfg: 
 class Guard:
     """Probe + repair (see the module docstring)."""
 
-    def __init__(self, cfg: GuardConfig, retain_train: list[Document], tok, update: UpdateConfig):
+    def __init__(
+        self, cfg: GuardConfig, retain_train: list[Document], tok, update: UpdateConfig, lr: float | None = None
+    ):
         docs = sorted(retain_train, key=lambda d: d.id)
         if len(docs) < 2:
             raise ConfigError("loop.guard needs at least 2 retain-train documents (a probe and a repair pool)")
         n = min(cfg.probe_size, len(docs) - 1)
-        self.cfg, self.update = cfg, update
+        self.cfg, self.update, self.lr = cfg, update, lr
         self.probe = [doc_example(tok, d.text, update.max_len) for d in docs[:n]]
         self.pool = [doc_example(tok, d.text, update.max_len) for d in docs[n:]]
         self.pool_ids = [d.id for d in docs[n:]]
@@ -129,7 +135,7 @@ class Guard:
         for p in params:
             p.requires_grad_(True)
         u = self.update
-        opt = torch.optim.AdamW(params, lr=u.lr, betas=u.betas, eps=u.eps, weight_decay=0.0)
+        opt = torch.optim.AdamW(params, lr=self.lr or u.lr, betas=u.betas, eps=u.eps, weight_decay=0.0)
         steps, drift = 0, self.drift(model, tok)
         model.train()
         try:
@@ -161,4 +167,4 @@ class Guard:
 
 
 def stop_rule(level: dict, cfg: LoopConfig) -> StopRule:
-    return StopRule(target=level["target"], max_steps=cfg.max_steps, check_every=cfg.check_every)
+    return StopRule(target=level["target"], max_steps=cfg.max_steps, check_every=cfg.check_every, lr=cfg.lr)

@@ -94,7 +94,7 @@ class Engine:
         self._stop: StopRule | None = None
         self.guard: Guard | None = None
         if self.loop_on and cfg.loop.guard.enabled:
-            self.guard = Guard(cfg.loop.guard, self.data.retain_train, self.tok, cfg.update)
+            self.guard = Guard(cfg.loop.guard, self.data.retain_train, self.tok, cfg.update, cfg.loop.lr)
         self.consumed: Counter = Counter()  #: stream items processed, by identity (saved with checkpoints)
         #: items the last checkpoint holds, still to be skipped when the restarted stream delivers them again
         self._redelivered: Counter | None = Counter()

@@ -158,6 +158,7 @@ class StopRule:
     target: float
     max_steps: int
     check_every: int = 1
+    lr: float | None = None  #: the closed loop's learning rate (None: the update's)
 
 
 def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -270,7 +271,8 @@ def apply_update(
         p.requires_grad_(n in names)
         if n in names:
             params.append(p)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    lr = stop.lr if stop is not None and stop.lr is not None else cfg.lr
+    opt = torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     total = cfg.epochs * len(forget_ex) if stop is None else stop.max_steps
     order = [i % len(forget_ex) for i in range(total)]  # open loop: epoch after epoch over the examples
     loop: dict | None = None
