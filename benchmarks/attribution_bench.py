@@ -30,7 +30,7 @@ def main() -> None:
 
     from fit_unlearn.models import load_model
     from fit_unlearn.prepare import prepared_data
-    from fit_unlearn.strategies.fit.layers import LayerAttribution, LayerConfig
+    from fit_unlearn.strategies.fit.attribution import LayerAttribution, LayerConfig
 
     model, tok = load_model(Path(args.prepared) / "theta0", device=args.device)
     model.eval()

@@ -6,9 +6,9 @@ from pydantic import ValidationError
 
 from fit_unlearn.errors import ConfigError, ModelError
 from fit_unlearn.layers import decoder_layers, layer_param_names
+from fit_unlearn.strategies.fit.attribution import LayerAttribution, LayerConfig
 from fit_unlearn.strategies.fit.filter import FilterConfig, RedundancyFilter, chunk
 from fit_unlearn.strategies.fit.importance import ImportanceConfig, ImportanceSelector, importance
-from fit_unlearn.strategies.fit.layers import LayerAttribution, LayerConfig
 from fit_unlearn.strategies.fit.strategy import FitStrategy
 
 TEXT = "Name: Ada Q. Vell\n\nAge: 33\n\nDescription: Ada repairs clocks. She also sings."

@@ -37,7 +37,7 @@ class FilterConfig(Section):
 
 
 class LayerConfig(Section):
-    """T: targeted layer attribution (``strategies/fit/layers.py``)."""
+    """T: targeted layer attribution (``strategies/fit/attribution.py``)."""
 
     k: int | None = Field(default=None, gt=0)
     """Number of decoder layers trained per request (reference: 8 of 32); ``null`` uses ``fraction``."""

@@ -14,10 +14,10 @@ from fit_unlearn.errors import ConfigError
 from fit_unlearn.objectives import Objective
 from fit_unlearn.schema import format_validation_error
 from fit_unlearn.strategies.base import UpdatePlan, register_strategy
+from fit_unlearn.strategies.fit.attribution import LayerAttribution
 from fit_unlearn.strategies.fit.config import FitOptions
 from fit_unlearn.strategies.fit.filter import RedundancyFilter
 from fit_unlearn.strategies.fit.importance import ImportanceSelector
-from fit_unlearn.strategies.fit.layers import LayerAttribution
 from fit_unlearn.strategies.sequential import SequentialStrategy
 
 
