@@ -224,3 +224,35 @@ def test_one_step_raises_forget_loss(tiny_model, tiny_data, name, params):
     assert after_f > before_f + 1e-4
     if name in ("graddiff", "npo_kl", "npo_rt"):  # retain term keeps retain CE close
         assert abs(after_r - before_r) < (after_f - before_f)
+
+
+def test_a_new_objective_is_one_file(tiny_prepared, tmp_path):
+    """docs/engine.md's worked example: one file registers an objective; configs validate it at load."""
+    import re
+    from pathlib import Path
+
+    from fit_unlearn.engine import Engine
+    from fit_unlearn.engine.config import build_config
+
+    doc = (Path(__file__).parents[1] / "docs" / "engine.md").read_text()
+    code = re.search(r"## Writing an objective.*?```python\n(.*?)```", doc, re.S).group(1)
+    try:
+        exec(compile(code, "docs/engine.md", "exec"), {})  # noqa: S102  (the documented example, as written)
+        base = {
+            "prepared": str(tiny_prepared),
+            "out": str(tmp_path / "run"),
+            "stream": {"limit": 1},
+            "update": {"lr": 1e-3, "epochs": 1},
+            "eval": {"every": None, "at_end": False},
+        }
+        with pytest.raises(ConfigError, match="objective 'capped_ga': cap must be > 0"):
+            build_config({**base, "strategy": {"objective": "capped_ga", "objective_params": {"cap": -1}}})
+        cfg = build_config({**base, "strategy": {"objective": "capped_ga", "objective_params": {"cap": 4}}})
+        eng = Engine(cfg, progress=False)
+        res = eng.run()
+        eng.close()
+        rec = res["requests"][0]
+        assert rec["objective"] == "capped_ga" and rec["objective_params"] == {"cap": 4.0}
+        assert rec["loss_first"] < 0  # ascent: the negated forget loss
+    finally:
+        OBJECTIVES.pop("capped_ga", None)
