@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fit_unlearn.data.documents import DataSplits, Document
+from fit_unlearn.data.prepared import prepared_data
 from fit_unlearn.data.streams import stream_order
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.layout import GOLD_MODELS as GOLD
@@ -31,7 +32,6 @@ from fit_unlearn.metrics.probes import capital_probes, probe_accuracy
 from fit_unlearn.metrics.reference import ReferencePoints, closeness, reference_at, retain_utility
 from fit_unlearn.metrics.scores import doc_score, doc_token_stats, evaluate_split, scores_from_items
 from fit_unlearn.models import load_model, model_hash
-from fit_unlearn.prepare import prepared_data
 from fit_unlearn.provenance import provenance
 
 #: bump when reference.json gains fields or its values are scored differently: an older file is rebuilt (the

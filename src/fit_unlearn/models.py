@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -62,7 +63,6 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 
 def _smollm2_gguf() -> Path:
-    import importlib.util
 
     spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)  # locate only: importing it pulls missing deps
     if spec is None or not spec.submodule_search_locations:

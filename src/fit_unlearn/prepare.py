@@ -27,11 +27,14 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fit_unlearn.data.documents import DataSplits, load_pch_dir, write_jsonl
+from fit_unlearn.data.documents import DataSplits, write_jsonl
+from fit_unlearn.data.prepared import load_split, prepared_data
 from fit_unlearn.data.splits import DEFAULT_EVAL_FRACTION, RetainSplit, split_from_ids, split_retain
-from fit_unlearn.errors import ConfigError, DataError
+from fit_unlearn.errors import ConfigError
+from fit_unlearn.evaluation import build_reference
 from fit_unlearn.layout import PreparedDir
 from fit_unlearn.metrics.probes import capital_probes, probe_accuracy, replay_facts
+from fit_unlearn.metrics.scores import doc_token_stats
 from fit_unlearn.models import load_model, model_hash, resolve_model_path, save_model
 from fit_unlearn.provenance import provenance
 from fit_unlearn.schema import Section
@@ -85,51 +88,6 @@ class PrepareConfig(Section):
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def prepared_data(out: str | Path | PreparedDir) -> DataSplits:
-    """The documents of a prepared directory, with its recorded retain-train / retain-eval split."""
-    out = PreparedDir.of(out)
-    data = load_pch_dir(out.data)
-    split = load_split(out)
-    check_split(split, data, out.split)
-    return data.with_retain_eval(split.eval_ids)
-
-
-def load_split(out: str | Path | PreparedDir) -> RetainSplit:
-    path = PreparedDir.of(out).split
-    if not path.exists():
-        raise DataError(
-            f"{path}: no retain-train / retain-eval split recorded (prepared by an older fit-unlearn); run "
-            "`fit-unlearn prepare` with the same arguments again: it records the split without retraining"
-        )
-    try:
-        return RetainSplit.from_json(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as e:
-        raise DataError(
-            f"{path}: not a valid split file ({type(e).__name__}: {e}); it needs 'train_ids' and 'eval_ids' lists, "
-            "or run `fit-unlearn prepare` again (with --retain-eval-ids FILE for your own split)"
-        ) from None
-
-
-def check_split(split: RetainSplit, data: DataSplits, where) -> None:
-    """The split must divide exactly the retain split: disjoint, complete, both parts non-empty."""
-    retain = {d.id for d in data.retain}
-    train, ev = set(split.train_ids), set(split.eval_ids)
-    problems = []
-    if train & ev:
-        problems.append(f"{len(train & ev)} id(s) in both parts, e.g. {sorted(train & ev)[0]!r}")
-    if (train | ev) - retain:
-        problems.append(f"unknown id(s) such as {sorted((train | ev) - retain)[0]!r}")
-    if retain - (train | ev):
-        problems.append(f"{len(retain - (train | ev))} retain document(s) in neither part")
-    if not train or not ev:
-        problems.append("an empty part")
-    if problems:
-        raise DataError(
-            f"{where}: the retain split does not divide the retain documents ({'; '.join(problems)}); run "
-            "`fit-unlearn prepare` again (with --retain-eval-ids FILE for your own split)"
-        )
 
 
 def make_split(data: DataSplits, cfg: PrepareConfig) -> RetainSplit:
@@ -209,7 +167,6 @@ def prepare(
         save_model(model, tok, layout.model(name), extra={"fit_unlearn_recipe.json": recipe})
         stage_file.write_text(json.dumps(stages))
         del model
-    from fit_unlearn.evaluation import build_reference
 
     ref = build_reference(
         layout,
@@ -252,7 +209,6 @@ def prepare(
 
 @torch.no_grad()
 def _token_acc(model, tok, docs) -> float:
-    from fit_unlearn.metrics.scores import doc_token_stats
 
     stats = doc_token_stats(model, tok, docs)
     return sum(s["token_acc"] for s in stats) / len(stats)

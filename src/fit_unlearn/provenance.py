@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata as md
 import platform
 import sys
 
 
 def versions() -> dict[str, str]:
-    import importlib.metadata as md
 
     out = {"python": sys.version.split()[0]}
     for pkg in ("fit-unlearn", "torch", "transformers", "accelerate", "sentence-transformers", "rouge-score"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fit_unlearn.data.documents import Document
+from fit_unlearn.data.documents import Document, load_pch_dir
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
 
@@ -35,7 +35,6 @@ def run_model_and_forgotten(run: Path) -> tuple[Path, list[Document], Path]:
 
 
 def _prepared_forget(prepared: Path) -> dict[str, Document]:
-    from fit_unlearn.data.documents import load_pch_dir
 
     try:
         return {d.id: d for d in load_pch_dir(PreparedDir(prepared).data).forget}

@@ -8,17 +8,19 @@ not use that same grid: quanto's int4 uses groups of 128 and int8 is per-channel
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
 import torch
 
 from fit_unlearn.attacks.common import recovery, run_model_and_forgotten
+from fit_unlearn.data.prepared import prepared_data
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.evaluation import Reference, evaluate_model
 from fit_unlearn.layout import GOLD_MODELS, PreparedDir
-from fit_unlearn.models import load_model
-from fit_unlearn.prepare import prepared_data
+from fit_unlearn.models import load_model, model_hash, prepare_tokenizer
 
 log = logging.getLogger(__name__)
 METHODS = ("auto", "quanto", "bnb", "rtn")
@@ -46,8 +48,6 @@ def quantize_model(path: str | Path, bits: int, method: str = "auto", device: st
         if not device.startswith("cuda"):
             raise ConfigError("bitsandbytes quantization needs --device cuda; on CPU use --method quanto")
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-        from fit_unlearn.models import prepare_tokenizer
 
         q = (
             BitsAndBytesConfig(load_in_8bit=True)
@@ -160,17 +160,12 @@ class _Cache:
     """Attack results of an unchanging model (theta_0, retain-only), kept next to its weights."""
 
     def __init__(self, path: Path, forget, retain, method: str, t, T):
-        import hashlib
-        import json
-
-        from fit_unlearn.models import model_hash
 
         ids = json.dumps(["v2", [d.id for d in forget], [d.id for d in retain], method, t, T, model_hash(path)])
         self.key = hashlib.sha256(ids.encode()).hexdigest()[:16]
         self.file = path / ".fit_unlearn_attack_cache.json"
 
     def _load(self) -> dict:
-        import json
 
         try:
             return json.loads(self.file.read_text())
@@ -181,7 +176,6 @@ class _Cache:
         return self._load().get(f"{self.key}-{'-'.join(map(str, bits_list))}")
 
     def put(self, bits_list, value) -> None:
-        import json
 
         data = self._load()
         data[f"{self.key}-{'-'.join(map(str, bits_list))}"] = value

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from fit_unlearn.attacks.common import recovery, run_model_and_forgotten
 from fit_unlearn.data.documents import Document
+from fit_unlearn.data.prepared import prepared_data
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.evaluation import Reference, evaluate_model
 from fit_unlearn.models import load_model
-from fit_unlearn.prepare import prepared_data
 from fit_unlearn.text import training_examples
 from fit_unlearn.training import FinetuneConfig, finetune
 

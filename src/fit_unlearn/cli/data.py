@@ -10,11 +10,11 @@ import typer
 from fit_unlearn.cli.options import DEFAULT_DATA, DEFAULT_PREPARED, MaxCharsOpt, out_console
 from fit_unlearn.data.documents import write_jsonl
 from fit_unlearn.data.malicious import malicious_requests
+from fit_unlearn.data.prepared import prepared_data
 from fit_unlearn.data.stats import data_stats
 from fit_unlearn.data.synth import SynthConfig, write_synth
 from fit_unlearn.errors import FitUnlearnError
 from fit_unlearn.layout import PreparedDir
-from fit_unlearn.prepare import prepared_data
 from fit_unlearn.report import tables
 
 app = typer.Typer(no_args_is_help=True, help="Create and inspect forget / retain data.")

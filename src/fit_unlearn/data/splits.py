@@ -16,6 +16,7 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from fit_unlearn.data.documents import Document
 from fit_unlearn.errors import DataError
@@ -102,7 +103,6 @@ def split_from_ids(retain: Sequence[Document], eval_ids: Sequence[str], where: s
 
 def read_ids(path) -> list[str]:
     """Ids from a file: a JSON list of strings, or one id per line."""
-    from pathlib import Path
 
     path = Path(path)
     if not path.is_file():

@@ -12,9 +12,13 @@ import json
 import os
 from collections.abc import Sequence
 
+from fit_unlearn.attacks.quantize import quantize_attack
+from fit_unlearn.attacks.relearn import relearn_attack
 from fit_unlearn.data.documents import DataSplits, Document
 from fit_unlearn.engine.config import EvalSection
+from fit_unlearn.evaluation import Reference, evaluate_model
 from fit_unlearn.layout import GOLD_MODELS, PreparedDir, RunDir
+from fit_unlearn.metrics.downstream import run_downstream
 from fit_unlearn.models import load_model
 
 
@@ -37,7 +41,6 @@ class Evaluation:
 
     def evaluate(self, model, tok, forgotten: Sequence[Document], applied_ids) -> tuple[dict, dict]:
         """(journal summary, full result) at t = len(forgotten); the full result goes to ``evals/``."""
-        from fit_unlearn.evaluation import Reference, evaluate_model
 
         t = len(forgotten)
         res = evaluate_model(
@@ -53,8 +56,6 @@ class Evaluation:
             batch_size=self.cfg.batch_size,
         )
         if self.cfg.downstream:
-            from fit_unlearn.metrics.downstream import run_downstream
-
             res["downstream"] = run_downstream(
                 model,
                 tok,
@@ -72,9 +73,6 @@ class Evaluation:
 
     def attacks(self, final_model, forgotten: Sequence[Document], *, dtype: str, seed: int, progress: bool) -> dict:
         """The configured recovery attacks on the final model."""
-        from fit_unlearn.attacks.quantize import quantize_attack
-        from fit_unlearn.attacks.relearn import relearn_attack
-        from fit_unlearn.evaluation import Reference
 
         ref = Reference.load(self.prepared)
         docs = [self.as_prepared(d) for d in forgotten]

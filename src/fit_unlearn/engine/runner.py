@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fit_unlearn.data.documents import Document
+from fit_unlearn.data.prepared import load_split, prepared_data
 from fit_unlearn.engine import checkpoint as ckpt
 from fit_unlearn.engine.config import RunConfig
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
@@ -39,7 +40,6 @@ from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, Reque
 from fit_unlearn.layers import unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
 from fit_unlearn.models import load_model
-from fit_unlearn.prepare import load_split, prepared_data
 from fit_unlearn.provenance import provenance
 
 log = logging.getLogger(__name__)

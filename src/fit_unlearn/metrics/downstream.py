@@ -14,6 +14,8 @@ import random
 from pathlib import Path
 
 from fit_unlearn.errors import ConfigError
+from fit_unlearn.metrics.probes import capital_probes
+from fit_unlearn.models import cache_dir
 
 log = logging.getLogger(__name__)
 OWN_TASKS = ("fit_capitals", "fit_arithmetic")
@@ -71,7 +73,6 @@ metadata:
 
 def write_own_tasks(directory: Path, n: int = 40, seed: int = 0) -> Path:
     """Write the project's own offline tasks (YAML + JSONL) into ``directory``; returns it."""
-    from fit_unlearn.metrics.probes import capital_probes
 
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -115,8 +116,6 @@ def run_downstream(
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
-
-    from fit_unlearn.models import cache_dir
 
     paths = [str(write_own_tasks((workdir or cache_dir()) / "lm_eval_tasks"))]
     if include_path:
