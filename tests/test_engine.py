@@ -359,8 +359,8 @@ def test_a_run_journaled_by_the_older_code_resumes(tiny_prepared, tmp_path):
     wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
     wb = _weights(tmp_path / "old" / "checkpoints" / "ckpt-000004" / "model")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    # FIT now defaults to the closed loop: resuming such a run without saying loop.enabled: false is refused
-    assert "loop.enabled" in _cfg(tiny_prepared, tmp_path / "old", **{**over, "loop.enabled": None}).diff(old)
+    # with the closed loop on, the same run is another computation: refused, named
+    assert "loop.enabled" in _cfg(tiny_prepared, tmp_path / "old", **{**over, "loop.enabled": True}).diff(old)
     # and a setting that changes results is still refused, named
     old_lr = {**old, "update": {**old["update"], "lr": 5e-4}}
     assert cfg.diff(old_lr) == ["update.lr"]

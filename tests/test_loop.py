@@ -50,7 +50,11 @@ def test_each_request_stops_once_it_reaches_the_target(tiny_prepared, tmp_path):
     assert any(lp["stopped"] == "target" and 0 < lp["steps"] < 12 for lp in loops), loops  # stopped early
 
 
-def test_the_loop_is_on_for_fit_and_off_for_baselines_unless_configured(tiny_prepared, tmp_path):
+def test_the_loop_follows_the_strategy_default_unless_configured(tiny_prepared, tmp_path, monkeypatch):
+    from fit_unlearn.strategies.fit.strategy import FitStrategy
+
+    assert not _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled  # opt-in for now
+    monkeypatch.setattr(FitStrategy, "closed_loop", True)
     assert _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled
     assert not _cfg(tiny_prepared, tmp_path).loop_enabled
     assert _cfg(tiny_prepared, tmp_path, **{"loop.enabled": True}).loop_enabled

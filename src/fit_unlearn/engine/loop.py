@@ -64,7 +64,8 @@ class LoopConfig(Section):
     """Closed-loop unlearning (the ``loop`` section of a run configuration); see the module docstring."""
 
     enabled: bool | None = None
-    """On or off; ``null``: the strategy's default (on for FIT, off for the sequential baselines)."""
+    """On or off; ``null``: the strategy's default (off for every built-in strategy today, see
+    benchmarks/README.md)."""
     quantile: float = Field(default=0.5, gt=0, lt=1)
     """Quantile of theta_0's holdout (non-member) losses that is the stop target."""
     lr: float | None = Field(default=1e-4, gt=0)
