@@ -1,0 +1,136 @@
+"""Closed-loop probe: where does the damage of "forget to the non-member level" come from?
+
+A few forget documents of a prepared directory are unlearned one after another with the closed loop's stop
+rule (engine/loop.py: stop once the request's loss reaches the median loss of theta_0 on holdout documents),
+for several variants (objective, learning rate, trainable layers).  After the requests, the mean loss
+(the closed loop's measure: text slices and QA answers) of (a) documents of the forget set not requested
+and (b) retain-eval documents is compared with theta_0's: the collateral damage that the full stream would
+accumulate.  Cheap (no generation, no full evaluation): a minute or two per variant on 2 CPU cores.
+
+    python benchmarks/loop_probe.py --prepared fit_runs/prepared --requests 3 --name synth
+Writes benchmarks/results/loop_probe-<name>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from fit_unlearn.data.prepared import prepared_data  # noqa: E402
+from fit_unlearn.engine.loop import nonmember_level  # noqa: E402
+from fit_unlearn.engine.update import StopRule, UpdateConfig, apply_update, examples_loss, forget_examples  # noqa: E402
+from fit_unlearn.layers import num_layers  # noqa: E402
+from fit_unlearn.layout import PreparedDir  # noqa: E402
+from fit_unlearn.models import load_model  # noqa: E402
+from fit_unlearn.objectives import resolve_objective  # noqa: E402
+from fit_unlearn.strategies.base import UpdatePlan  # noqa: E402
+
+#: name -> (objective, lr, trainable: "all", or that fraction of the decoder layers, the last ones)
+VARIANTS = {
+    "npo lr1e-4": ("npo", 1e-4, "all"),
+    "npo lr3e-5": ("npo", 3e-5, "all"),
+    "ga lr1e-4": ("ga", 1e-4, "all"),
+    "graddiff lr1e-4": ("graddiff", 1e-4, "all"),
+    "npo_kl lr1e-4": ("npo_kl", 1e-4, "all"),
+    "npo lr1e-4 last 25% of layers": ("npo", 1e-4, 0.25),
+    "npo lr3e-4 last 25% of layers": ("npo", 3e-4, 0.25),
+}
+
+
+def mean_loss(model, tok, docs, cfg) -> float:
+    return sum(examples_loss(model, tok, forget_examples(tok, d.text, d.qa, cfg)[1]) for d in docs) / len(docs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prepared", default="fit_runs/prepared")
+    ap.add_argument("--requests", type=int, default=3)
+    ap.add_argument("--max-steps", type=int, default=40)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--name", default="synth")
+    args = ap.parse_args()
+    prep = PreparedDir(args.prepared)
+    data = prepared_data(prep)
+    theta0, tok = load_model(prep.resolve_model("theta0"))
+    ref = copy.deepcopy(theta0).eval()
+    cfg = UpdateConfig()
+    level = nonmember_level(ref, tok, data.holdout, True, cfg, 0.5)
+    requests = data.forget[: args.requests]
+    pending = data.forget[args.requests : args.requests + 8]
+    retain_eval = data.retain_eval[:8]
+    base = {"pending": mean_loss(theta0, tok, pending, cfg), "retain_eval": mean_loss(theta0, tok, retain_eval, cfg)}
+    rows = []
+    for name in args.variants.split(","):
+        objective, lr, trainable = VARIANTS[name]
+        model = copy.deepcopy(theta0)
+        if trainable != "all":
+            n = num_layers(model)
+            trainable = list(range(n - max(1, round(trainable * n)), n))
+        t0 = time.perf_counter()
+        loops = []
+        for i, d in enumerate(requests):
+            plan = UpdatePlan(text=d.text, objective=resolve_objective(objective), trainable=trainable, qa=d.qa)
+            rec = apply_update(
+                model,
+                ref,
+                tok,
+                plan,
+                data.retain_train,
+                UpdateConfig(lr=lr),
+                seed=i,
+                stop=StopRule(level["target"], args.max_steps),
+            )
+            loops.append(rec["loop"])
+        row = {
+            "variant": name,
+            "reached": sum(lp["stopped"] == "target" for lp in loops),
+            "steps": [lp["steps"] for lp in loops],
+            "loss_after": [round(lp["loss_after"], 2) for lp in loops],
+            "pending": mean_loss(model, tok, pending, cfg),
+            "retain_eval": mean_loss(model, tok, retain_eval, cfg),
+            "seconds": time.perf_counter() - t0,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = {
+        "command": "python " + " ".join(sys.argv),
+        "target": level["target"],
+        "theta0": base,
+        "requests": [d.id for d in requests],
+        "rows": rows,
+    }
+    res = Path(__file__).parent / "results"
+    res.mkdir(exist_ok=True)
+    (res / f"loop_probe-{args.name}.json").write_text(json.dumps(out, indent=1))
+    lines = [
+        f"Command: `{out['command']}`",
+        "",
+        f"Target (median holdout loss of theta_0): {level['target']:.2f} nats. theta_0: pending forget documents "
+        f"{base['pending']:.3f}, retain-eval {base['retain_eval']:.3f}.",
+        "",
+        "| variant | target reached | steps per request | loss after | pending forget loss (x theta_0) "
+        "| retain-eval loss (x theta_0) | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['reached']}/{len(requests)} | {r['steps']} | {r['loss_after']} | "
+            f"{r['pending']:.3f} ({r['pending'] / base['pending']:.1f}x) | "
+            f"{r['retain_eval']:.3f} ({r['retain_eval'] / base['retain_eval']:.1f}x) | {r['seconds']:.0f} |"
+        )
+    (res / f"loop_probe-{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main()
