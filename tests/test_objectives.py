@@ -256,3 +256,15 @@ def test_a_new_objective_is_one_file(tiny_prepared, tmp_path):
         assert rec["loss_first"] < 0  # ascent: the negated forget loss
     finally:
         OBJECTIVES.pop("capped_ga", None)
+
+
+def test_every_built_in_objective_parameter_is_documented():
+    import dataclasses
+
+    missing = [
+        f"{name}.{f.name}"
+        for name, spec in OBJECTIVES.items()
+        for f in dataclasses.fields(spec.config_cls)
+        if not f.metadata.get("help")
+    ]
+    assert missing == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -262,11 +263,19 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> RunCo
 def config_reference() -> str:
     """docs/config.md: every setting of a run, of ``prepare`` and of each objective, from their one typed
     definition (a test keeps the file equal to this)."""
-    objectives = ["| objective | parameters (defaults) | what it minimises |", "|---|---|---|"]
+    objectives = ["| objective | what it minimises | parameter | default | meaning |", "|---|---|---|---|---|"]
     for name in sorted(OBJECTIVES):
         spec = OBJECTIVES[name]
-        params = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in resolve_objective(name).params().items())
-        objectives.append(f"| `{name}` | {params or '(none)'} | {spec.doc.replace('|', chr(92) + '|')} |")
+        params = resolve_objective(name).params()
+        doc = spec.doc.replace("|", chr(92) + "|")
+        fields = dataclasses.fields(spec.config_cls) or [None]
+        for i, f in enumerate(fields):
+            head = f"| `{name}` | {doc} " if i == 0 else "| | "
+            if f is None:
+                objectives.append(head + "| (none) | | |")
+                continue
+            meaning = f.metadata.get("help", "").replace("|", chr(92) + "|")
+            objectives.append(head + f"| `{f.name}` | `{json.dumps(params[f.name])}` | {meaning} |")
     return "\n".join(
         [
             "# Configuration reference",

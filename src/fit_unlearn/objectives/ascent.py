@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ def ga(batch: UnlearnBatch, cfg: GAConfig) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class GradDiffConfig:
-    retain_weight: float = 1.0  #: weight of CE(retain)
+    retain_weight: float = field(default=1.0, metadata={"help": "weight of CE(retain)"})
 
     def __post_init__(self):
         _check_weight(self.retain_weight)
@@ -45,9 +45,11 @@ def graddiff(batch: UnlearnBatch, cfg: GradDiffConfig) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class KLRetainConfig:
-    retain_weight: float = 1.0
-    #: "kl" = true KL(p_ref || p_theta) (default); "ce_ref" = the reference code's H(p_theta, p_ref)
-    retain_loss: str = "kl"
+    retain_weight: float = field(default=1.0, metadata={"help": "weight of the retain term"})
+    retain_loss: str = field(
+        default="kl",
+        metadata={"help": "'kl': true KL(p_ref || p_theta); 'ce_ref': the reference code's H(p_theta, p_ref)"},
+    )
 
     def __post_init__(self):
         _check_weight(self.retain_weight)
@@ -63,7 +65,7 @@ def ga_kl(batch: UnlearnBatch, cfg: KLRetainConfig) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class RandomLabelConfig:
-    retain_weight: float = 0.0  #: optional CE(retain) term
+    retain_weight: float = field(default=0.0, metadata={"help": "weight of an optional CE(retain) term (0: none)"})
 
     def __post_init__(self):
         _check_weight(self.retain_weight)
@@ -91,9 +93,11 @@ def rl(batch: UnlearnBatch, cfg: RandomLabelConfig) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class IdkConfig:
-    retain_weight: float = 1.0
-    #: refusal targets; one is picked per forget sequence (seeded)
-    refusals: tuple[str, ...] = ("I don't know.", "I'm not able to help with that.", "I have no information on that.")
+    retain_weight: float = field(default=1.0, metadata={"help": "weight of CE(retain)"})
+    refusals: tuple[str, ...] = field(
+        default=("I don't know.", "I'm not able to help with that.", "I have no information on that."),
+        metadata={"help": "refusal targets; one is picked per forget sequence (seeded)"},
+    )
 
     def __post_init__(self):
         _check_weight(self.retain_weight)

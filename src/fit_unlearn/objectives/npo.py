@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ def npo_loss(out: Outputs, beta: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class NPOConfig:
-    beta: float = 0.1  #: inverse temperature
+    beta: float = field(default=0.1, metadata={"help": "inverse temperature of the preference term"})
 
     def __post_init__(self):
         if self.beta <= 0:
@@ -35,7 +35,7 @@ def npo(batch: UnlearnBatch, cfg: NPOConfig) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class NPOKLConfig(KLRetainConfig):
-    beta: float = 0.1
+    beta: float = field(default=0.1, metadata={"help": "inverse temperature of the preference term"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -51,7 +51,7 @@ def npo_kl(batch: UnlearnBatch, cfg: NPOKLConfig) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class NPORTConfig(NPOConfig):
-    retain_weight: float = 1.0  #: weight of CE(retain)
+    retain_weight: float = field(default=1.0, metadata={"help": "weight of CE(retain)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -66,9 +66,9 @@ def npo_rt(batch: UnlearnBatch, cfg: NPORTConfig) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SimNPOConfig:
-    beta: float = 2.5
-    gamma: float = 0.0  #: reward margin
-    retain_weight: float = 0.0  #: optional CE(retain) term
+    beta: float = field(default=2.5, metadata={"help": "inverse temperature (length-normalised)"})
+    gamma: float = field(default=0.0, metadata={"help": "reward margin"})
+    retain_weight: float = field(default=0.0, metadata={"help": "weight of an optional CE(retain) term (0: none)"})
 
     def __post_init__(self):
         if self.beta <= 0:

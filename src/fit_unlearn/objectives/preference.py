@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from fit_unlearn.objectives.registry import register_objective
 
 @dataclass(frozen=True)
 class IdkDPOConfig(IdkConfig):
-    beta: float = 0.1
+    beta: float = field(default=0.1, metadata={"help": "inverse temperature of the DPO term"})
 
     def __post_init__(self):
         super().__post_init__()

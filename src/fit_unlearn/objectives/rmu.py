@@ -3,7 +3,7 @@ keep retain activations equal to the frozen model's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -13,10 +13,14 @@ from fit_unlearn.objectives.registry import register_objective
 
 @dataclass(frozen=True)
 class RMUConfig:
-    layer: int = -1  #: decoder layer whose output is steered; -1 = one third of the depth
-    steering_coeff: float = 20.0  #: c, the norm of the target activation (scale with the model's activations)
-    alpha: float = 100.0  #: retain weight
-    seed: int = 0  #: seed of the fixed random direction u
+    layer: int = field(
+        default=-1, metadata={"help": "decoder layer whose output is steered; -1: one third of the depth"}
+    )
+    steering_coeff: float = field(
+        default=20.0, metadata={"help": "c, the norm of the target activation (scale with the model's activations)"}
+    )
+    alpha: float = field(default=100.0, metadata={"help": "weight of the retain activation-matching term"})
+    seed: int = field(default=0, metadata={"help": "seed of the fixed random direction u"})
 
     def __post_init__(self):
         if self.steering_coeff <= 0:
