@@ -123,11 +123,27 @@ def slices(text: str, size: int) -> list[str]:
     return [s for s in (text[i : i + size] for i in range(0, len(text), size)) if s.strip()]
 
 
-def forget_examples(tok, text: str | None, qa, cfg: UpdateConfig) -> tuple[list[str], list[Example]]:
+def forget_examples(
+    tok, text: str | None, qa, cfg: UpdateConfig, common: frozenset[int] | None = None
+) -> tuple[list[str], list[Example]]:
     """The sequences one request is unlearned on: its text cut into slices, then its QA pairs (answers
-    scored, questions masked).  Returns (slices, examples)."""
+    scored, questions masked).  Returns (slices, examples).  Token ids in ``common`` (the template every
+    document shares, :func:`common_tokens`) are not scored in the text slices."""
     texts = slices(text or "", cfg.slice_chars)
-    return texts, [doc_example(tok, s, cfg.max_len) for s in texts] + [qa_example(tok, q, cfg.max_len) for q in qa]
+    docs = [doc_example(tok, s, cfg.max_len) for s in texts]
+    if common:
+        docs = [Example(e.ids, [IGNORE if t in common else t for t in e.labels]) for e in docs]
+    return texts, docs + [qa_example(tok, q, cfg.max_len) for q in qa]
+
+
+def common_tokens(tok, docs: list[Document], max_df: float) -> frozenset[int]:
+    """Token ids that occur in more than ``max_df`` of ``docs`` (documents that are not forget requests):
+    the template and function words every document shares, as opposed to the facts of one document."""
+    df: dict[int, int] = {}
+    for d in docs:
+        for t in set(encode_text(tok, d.text, max_len=None, eos=True)):
+            df[t] = df.get(t, 0) + 1
+    return frozenset(t for t, n in df.items() if n > max_df * len(docs))
 
 
 @torch.no_grad()
@@ -236,6 +252,7 @@ def apply_update(
     accelerator=None,
     ref_cache: ReferenceCache | None = None,
     stop: StopRule | None = None,
+    common: frozenset[int] | None = None,
 ) -> dict:
     """Run the plan's update on ``model`` in place; returns the per-request record.
 
@@ -256,7 +273,7 @@ def apply_update(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
 
-    texts, forget_ex = forget_examples(tok, plan.text, plan.qa, cfg)
+    texts, forget_ex = forget_examples(tok, plan.text, plan.qa, cfg, common)
     is_qa = [False] * len(texts) + [True] * len(plan.qa)
     retain_qa = [(d.id, j, q) for d in retain for j, q in enumerate(d.qa)] if cfg.retain_match else []
     if not forget_ex:
