@@ -46,6 +46,9 @@ from fit_unlearn.strategies.base import UpdatePlan  # noqa: E402
 #: trained on nor measured; the target is measured the same way on the holdout
 VARIANTS = {
     "npo lr1e-4 facts only": ("npo", 1e-4, "all", "facts"),
+    "npo sgd lr1e-2": ("npo", 1e-2, "all", "", "sgd"),
+    "npo sgd lr1e-1": ("npo", 1e-1, "all", "", "sgd"),
+    "npo sgd lr1e-1 facts only": ("npo", 1e-1, "all", "facts", "sgd"),
     "npo_kl lr1e-4 facts only": ("npo_kl", 1e-4, "all", "facts"),
     "npo lr1e-4": ("npo", 1e-4, "all"),
     "npo lr3e-5": ("npo", 3e-5, "all"),
@@ -87,7 +90,9 @@ def main() -> None:
     base = {"pending": mean_loss(theta0, tok, pending, cfg), "retain_eval": mean_loss(theta0, tok, retain_eval, cfg)}
     rows = []
     for name in args.variants.split(","):
-        objective, lr, trainable, *facts = VARIANTS[name]
+        objective, lr, trainable, *extra = VARIANTS[name]
+        facts = bool(extra) and extra[0] == "facts"
+        optimizer = extra[1] if len(extra) > 1 else "adamw"
         mask = common if facts else None
         target = facts_target if facts else level["target"]
         model = copy.deepcopy(theta0)
@@ -104,7 +109,7 @@ def main() -> None:
                 tok,
                 plan,
                 data.retain_train,
-                UpdateConfig(lr=lr),
+                UpdateConfig(lr=lr, optimizer=optimizer),
                 seed=i,
                 stop=StopRule(target, args.max_steps),
                 common=mask,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -55,6 +56,9 @@ class UpdateConfig(Section):
     """MiB of frozen theta_0 outputs kept between steps and requests (0: recompute every step); speed only."""
     retain_match: bool = True
     """Retain QA pairs anchor the steps that unlearn QA pairs (false: retain documents on every step)."""
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    """``adamw`` (the reference recipe) or plain ``sgd`` (steps along the gradient itself, no per-parameter
+    normalisation; ``betas``/``eps`` unused)."""
 
 
 class ReferenceCache:
@@ -289,7 +293,10 @@ def apply_update(
         if n in names:
             params.append(p)
     lr = stop.lr if stop is not None and stop.lr is not None else cfg.lr
-    opt = torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     total = cfg.epochs * len(forget_ex) if stop is None else stop.max_steps
     order = [i % len(forget_ex) for i in range(total)]  # open loop: epoch after epoch over the examples
     loop: dict | None = None
