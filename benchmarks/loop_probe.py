@@ -46,6 +46,9 @@ from fit_unlearn.strategies.base import UpdatePlan  # noqa: E402
 #: trained on nor measured; the target is measured the same way on the holdout
 VARIANTS = {
     "npo lr1e-4 facts only": ("npo", 1e-4, "all", "facts"),
+    "npo_kl lr1e-4 last 25% of layers facts only": ("npo_kl", 1e-4, 0.25, "facts"),
+    "graddiff lr1e-4 last 25% of layers facts only": ("graddiff", 1e-4, 0.25, "facts"),
+    "npo_kl lr3e-4 last 25% of layers facts only": ("npo_kl", 3e-4, 0.25, "facts"),
     "npo sgd lr1e-2": ("npo", 1e-2, "all", "", "sgd"),
     "npo sgd lr1e-1": ("npo", 1e-1, "all", "", "sgd"),
     "npo sgd lr1e-1 facts only": ("npo", 1e-1, "all", "facts", "sgd"),
