@@ -32,7 +32,7 @@ from fit_unlearn.data.prepared import load_split, prepared_data
 from fit_unlearn.data.splits import DEFAULT_EVAL_FRACTION, RetainSplit, split_from_ids, split_retain
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.evaluation import build_reference
-from fit_unlearn.layout import PreparedDir
+from fit_unlearn.layout import GOLD_MODELS, PreparedDir
 from fit_unlearn.metrics.probes import capital_probes, probe_accuracy, replay_facts
 from fit_unlearn.metrics.scores import doc_token_stats
 from fit_unlearn.models import load_model, model_hash, resolve_model_path, save_model
@@ -43,7 +43,7 @@ from fit_unlearn.training import FinetuneConfig, finetune
 
 log = logging.getLogger(__name__)
 
-THETA0, RETAIN_ONLY = "theta0", "retain_only"
+THETA0, RETAIN_ONLY = GOLD_MODELS  # the names layout.py gives the two gold models
 
 
 class PrepareConfig(Section):
