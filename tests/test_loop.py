@@ -98,3 +98,31 @@ def test_resume_with_the_loop_is_bit_identical(tiny_prepared, tmp_path):
     a = [json.dumps(r["loop"], sort_keys=True) + json.dumps(r["guard"]["repair_steps"]) for r in res_full["requests"]]
     b = [json.dumps(r["loop"], sort_keys=True) + json.dumps(r["guard"]["repair_steps"]) for r in res["requests"]]
     assert a == b
+
+
+def test_template_tokens_are_left_out_of_training_and_of_the_target(
+    tiny_prepared, tmp_path, tiny_data, tiny_model, monkeypatch
+):
+    import fit_unlearn.engine.runner as runner
+    from fit_unlearn.engine.update import IGNORE, common_tokens
+
+    _, tok = tiny_model
+    common = common_tokens(tok, tiny_data.retain + tiny_data.holdout, 0.5)
+    assert tok.eos_token_id in common  # every document ends with it
+    ex = forget_examples(tok, tiny_data.forget[0].text, (), UpdateConfig(), common)[1][0]
+    scored = [t for t, lab in zip(ex.ids, ex.labels, strict=True) if lab != IGNORE]
+    assert scored and not set(scored) & common and len(scored) < len(ex.ids)
+
+    over = {**LOOP, "update": {**LOOP["update"], "template_max_df": 0.5}}
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    assert eng.common == common_tokens(tok, eng.data.retain_train + eng.data.holdout, 0.5)
+    eng._calibrate_loop()  # before any request: the engine's model is theta_0
+    cfg = eng.cfg.update
+    assert eng._stop.target == nonmember_level(eng.model, tok, eng.data.holdout, True, cfg, 0.5, eng.common)["target"]
+    assert eng._stop.target != nonmember_level(eng.model, tok, eng.data.holdout, True, cfg, 0.5)["target"]
+    seen = []
+    real = runner.apply_update
+    monkeypatch.setattr(runner, "apply_update", lambda *a, **k: seen.append(k["common"]) or real(*a, **k))
+    res = eng.run()
+    eng.close()
+    assert len(seen) == len(res["requests"]) and all(c is eng.common for c in seen)  # every update skips them

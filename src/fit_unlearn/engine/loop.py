@@ -80,15 +80,25 @@ class LoopConfig(Section):
     """The utility guard."""
 
 
-def nonmember_level(model, tok, holdout: list[Document], include_qa: bool, cfg: UpdateConfig, q: float) -> dict:
-    """The stop target: quantile ``q`` of the model's loss on each holdout document (never trained on)."""
+def nonmember_level(
+    model,
+    tok,
+    holdout: list[Document],
+    include_qa: bool,
+    cfg: UpdateConfig,
+    q: float,
+    common: frozenset[int] | None = None,
+) -> dict:
+    """The stop target: quantile ``q`` of the model's loss on each holdout document (never trained on),
+    measured as requests are (``common``: the template tokens left unscored)."""
     if not holdout:
         raise ConfigError(
             "loop: the closed loop needs the prepared holdout split (documents the model never saw) to set its "
             "target; prepare with a holdout file, or set loop.enabled: false"
         )
     losses = [
-        examples_loss(model, tok, forget_examples(tok, d.text, d.qa if include_qa else (), cfg)[1]) for d in holdout
+        examples_loss(model, tok, forget_examples(tok, d.text, d.qa if include_qa else (), cfg, common)[1])
+        for d in holdout
     ]
     return {"target": float(np.quantile(losses, q)), "quantile": q, "n": len(losses), "losses": losses}
 

@@ -35,7 +35,7 @@ from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, nonmember_level, stop_rule
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
-from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update
+from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
@@ -91,6 +91,12 @@ class Engine:
         self._failed: str | None = None  #: set when an update raised part-way: no more work until resume
         #: closed loop (engine/loop.py): on for strategies that default to it unless the config says otherwise
         self.loop_on = cfg.loop_enabled
+        #: the template tokens left unscored (update.template_max_df), from the non-forget documents
+        self.common = (
+            common_tokens(self.tok, self.data.retain_train + self.data.holdout, cfg.update.template_max_df)
+            if cfg.update.template_max_df is not None
+            else None
+        )
         self._stop: StopRule | None = None
         self.guard: Guard | None = None
         if self.loop_on and cfg.loop.guard.enabled:
@@ -363,6 +369,7 @@ class Engine:
                 accelerator=self.acc,
                 ref_cache=self.ref_cache,
                 stop=self._stop,
+                common=self.common,
             )
             if self.guard is not None:
                 record["guard"] = self.guard.check(self.model, self._reference(), self.tok, seed, self.ref_cache)
@@ -476,7 +483,13 @@ class Engine:
             if len(self.forgotten):
                 raise JournalError(f"{self.out}: requests were applied before the closed loop was calibrated")
             level = nonmember_level(
-                initial, self.tok, self.data.holdout, self.strategy.include_qa, self.cfg.update, self.cfg.loop.quantile
+                initial,
+                self.tok,
+                self.data.holdout,
+                self.strategy.include_qa,
+                self.cfg.update,
+                self.cfg.loop.quantile,
+                self.common,
             )
             guard = self.guard.calibrate(initial, self.tok) if self.guard else None
             self._log("loop_calibrated", level=level, guard=guard)

@@ -56,6 +56,10 @@ class UpdateConfig(Section):
     """MiB of frozen theta_0 outputs kept between steps and requests (0: recompute every step); speed only."""
     retain_match: bool = True
     """Retain QA pairs anchor the steps that unlearn QA pairs (false: retain documents on every step)."""
+    template_max_df: float | None = Field(default=None, gt=0, le=1)
+    """Text tokens whose id occurs in more than this fraction of the non-forget documents (retain-train and
+    holdout: the template every document shares) are neither trained on nor measured, only the facts of the
+    request are (``null``: every token).  See benchmarks/README.md, "Closed loop"."""
     optimizer: Literal["adamw", "sgd"] = "adamw"
     """``adamw`` (the reference recipe) or plain ``sgd`` (steps along the gradient itself, no per-parameter
     normalisation; ``betas``/``eps`` unused)."""
