@@ -33,6 +33,17 @@ METHODS = {
             "fit": {"importance": {"calibrate": True, "calibration_size": 10}, "layers": {"relative": True}},
         }
     },
+    # closed-loop candidates (benchmarks/README.md, "Closed loop"): GradDiff on the last 8 of the default
+    # model's 30 layers, the template left out (tokens in > 20% of the non-forget documents); use with -loop
+    "graddiff-late-facts": {
+        "strategy": {"name": "sequential", "objective": "graddiff", "trainable": list(range(22, 30))},
+        "update": {"template_max_df": 0.2},
+    },
+    "graddiff-late-facts-noguard": {
+        "strategy": {"name": "sequential", "objective": "graddiff", "trainable": list(range(22, 30))},
+        "update": {"template_max_df": 0.2},
+        "loop": {"guard": {"enabled": False}},
+    },
     # variant: every importance bucket keeps a retain CE anchor (NPO-RT / RL + CE(retain)) instead of KL
     "fit-rt": {
         "strategy": {
