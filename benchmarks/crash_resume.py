@@ -69,9 +69,14 @@ def journal(run: Path) -> list[dict]:
     return out
 
 
-def moment(run: Path, before: int, eval_every: int) -> str:
-    """What the killed process was doing (see the module docstring)."""
-    if any((run / "checkpoints").glob(".ckpt-*")):
+def temp_dirs(run: Path) -> set[str]:
+    return {p.name for p in (run / "checkpoints").glob(".ckpt-*")}
+
+
+def moment(run: Path, before: int, eval_every: int, stale: set[str] = frozenset()) -> str:
+    """What the killed process was doing (see the module docstring).  ``stale``: temporary checkpoint
+    directories an earlier kill left behind (the next checkpoint removes them): they say nothing."""
+    if temp_dirs(run) - stale:
         return "checkpoint"
     events = journal(run)
     ck = next((i for i in range(len(events) - 1, -1, -1) if events[i]["event"] == "checkpoint"), None)
@@ -86,12 +91,12 @@ def moment(run: Path, before: int, eval_every: int) -> str:
     return "update"
 
 
-def aimed(run: Path, kind: str, before: int, eval_every: int) -> bool:
+def aimed(run: Path, kind: str, before: int, eval_every: int, stale: set[str]) -> bool:
     """True at the moment a targeted kill of ``kind`` should strike."""
     if kind == "checkpoint":
-        return any((run / "checkpoints").glob(".ckpt-*"))
+        return bool(temp_dirs(run) - stale)
     events = journal(run)[before:]
-    return bool(events) and moment(run, before, eval_every) == "evaluation"
+    return bool(events) and moment(run, before, eval_every, stale) == "evaluation"
 
 
 def weights_hash(run: Path) -> str:
@@ -144,7 +149,7 @@ def main() -> None:
         subprocess.run(cmd(args, full, (full / "journal.jsonl").exists()), env=env, check=True)
     kills = []
     while len(kills) < args.kills:
-        before = len(journal(crash))
+        before, stale = len(journal(crash)), temp_dirs(crash)
         p = subprocess.Popen(
             cmd(args, crash, (crash / "journal.jsonl").exists()),
             env=env,
@@ -157,7 +162,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             p.wait()
-            kills.append({"after_s": round(wait, 1), "moment": moment(crash, before, args.eval_every)})
+            kills.append({"after_s": round(wait, 1), "moment": moment(crash, before, args.eval_every, stale)})
             print(f"kill {len(kills)}: {kills[-1]}", flush=True)
             continue
         if p.returncode != 0:
@@ -168,20 +173,20 @@ def main() -> None:
     plan = [k for k in ("checkpoint", "evaluation") for _ in range(args.targeted)]
     while plan and not (crash / "results.json").exists():
         kind = plan[0]
-        before = len(journal(crash))
+        before, stale = len(journal(crash)), temp_dirs(crash)
         p = subprocess.Popen(
             cmd(args, crash, (crash / "journal.jsonl").exists()),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        while p.poll() is None and not aimed(crash, kind, before, args.eval_every):
+        while p.poll() is None and not aimed(crash, kind, before, args.eval_every, stale):
             time.sleep(0.02)
         if p.poll() is not None:  # the run ended before the window opened
             break
         p.send_signal(signal.SIGKILL)
         p.wait()
-        kills.append({"after_s": None, "moment": moment(crash, before, args.eval_every), "aimed_at": kind})
+        kills.append({"after_s": None, "moment": moment(crash, before, args.eval_every, stale), "aimed_at": kind})
         print(f"kill {len(kills)}: {kills[-1]}", flush=True)
         plan.pop(0)
     if not (crash / "results.json").exists() or len(journal(crash)) and journal(crash)[-1]["event"] != "eval":
