@@ -195,3 +195,12 @@ def test_prepare_with_user_retain_eval_ids_records_the_split(tiny_prepared, tiny
     args = ["prepare", "--data", prepared / "data", "--out", tmp_path / "p2", "--model", tiny_model_dir]
     code, _, err = run([*args, "--retain-eval-ids", ids_file], capsys)
     assert code == 2 and "not ids of the retain split" in err and not (tmp_path / "p2" / "theta0").exists()
+
+
+def test_no_command_prints_help_and_a_bad_option_one_line(capsys):
+    assert main([]) == 2  # click's convention: usage shown, exit 2
+    out = capsys.readouterr()
+    assert "prepare" in out.out + out.err and "internal error" not in out.out + out.err
+    assert main(["run", "--bogus"]) == 2
+    out = capsys.readouterr()
+    assert "No such option: --bogus" in out.out + out.err and "internal error" not in out.out + out.err

@@ -50,6 +50,16 @@ def _quiet_libraries() -> None:
         pass
 
 
+#: typer raises the exceptions of its own bundled click (typer._click) as well as click's
+_CLICK_ERRORS: tuple[type[Exception], ...] = (click.ClickException,)
+try:
+    from typer._click.exceptions import ClickException as _TyperClickException
+
+    _CLICK_ERRORS += (_TyperClickException,)
+except ImportError:  # a typer that does not bundle click
+    pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -65,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
+    except _CLICK_ERRORS as e:
+        if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            e.show()
         return e.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         console.print("aborted")

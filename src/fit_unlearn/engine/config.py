@@ -45,8 +45,8 @@ class StrategyConfig(Section):
     name: str = "sequential"
     """A registered strategy: ``sequential`` (one fixed objective) or ``fit``."""
     objective: str = "npo"
-    """A registered objective (``fit-unlearn objectives`` lists them); FIT's fixed objective when its
-    importance part is off."""
+    """A registered objective (docs/config.md lists them with their parameters); FIT's fixed objective when
+    its importance part is off."""
     objective_params: dict = Field(default_factory=dict)
     """Parameters of ``objective`` (see its config class), validated at load."""
     trainable: Literal["all"] | list[int] = "all"
