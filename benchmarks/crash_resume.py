@@ -147,8 +147,9 @@ def main() -> None:
     t0 = time.time()
     if not (full / "results.json").exists():
         subprocess.run(cmd(args, full, (full / "journal.jsonl").exists()), env=env, check=True)
-    kills = []
-    while len(kills) < args.kills:
+
+    def start() -> tuple[subprocess.Popen, int, set[str]]:
+        """Start (or resume) the crashed run; returns it with what the run directory held before it."""
         before, stale = len(journal(crash)), temp_dirs(crash)
         p = subprocess.Popen(
             cmd(args, crash, (crash / "journal.jsonl").exists()),
@@ -156,6 +157,11 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        return p, before, stale
+
+    kills = []
+    while len(kills) < args.kills:
+        p, before, stale = start()
         wait = rng.uniform(args.min_wait, args.max_wait)
         try:
             p.wait(timeout=wait)
@@ -173,13 +179,7 @@ def main() -> None:
     plan = [k for k in ("checkpoint", "evaluation") for _ in range(args.targeted)]
     while plan and not (crash / "results.json").exists():
         kind = plan[0]
-        before, stale = len(journal(crash)), temp_dirs(crash)
-        p = subprocess.Popen(
-            cmd(args, crash, (crash / "journal.jsonl").exists()),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        p, before, stale = start()
         while p.poll() is None and not aimed(crash, kind, before, args.eval_every, stale):
             time.sleep(0.02)
         if p.poll() is not None:  # the run ended before the window opened
@@ -189,7 +189,7 @@ def main() -> None:
         kills.append({"after_s": None, "moment": moment(crash, before, args.eval_every, stale), "aimed_at": kind})
         print(f"kill {len(kills)}: {kills[-1]}", flush=True)
         plan.pop(0)
-    if not (crash / "results.json").exists() or len(journal(crash)) and journal(crash)[-1]["event"] != "eval":
+    if not (crash / "results.json").exists():  # written last, once the run has ended
         subprocess.run(cmd(args, crash, True), env=env, check=True)
     events = journal(crash)
     a, b = summary(full), summary(crash)

@@ -132,22 +132,24 @@ class Guard:
         before = self.drift(model, tok)
         rec = {"drift_before": before, "repair_steps": 0}
         if before > self.cfg.budget and self.cfg.max_steps:
-            rec["repair_steps"], after = self._repair(model, ref_model, tok, seed, cache)
+            rec["repair_steps"], after = self._repair(model, ref_model, tok, seed, cache, before)
             rec["drift_after"] = after
         rec["seconds"] = time.perf_counter() - t0
         return rec
 
-    def _repair(self, model, ref_model, tok, seed: int, cache: ReferenceCache | None) -> tuple[int, float]:
+    def _repair(
+        self, model, ref_model, tok, seed: int, cache: ReferenceCache | None, drift: float
+    ) -> tuple[int, float]:
         base = unwrap(model)
         device = next(base.parameters()).device
         rng = random.Random(seed ^ 0x5EED)
-        params = [p for p in base.parameters()]
+        params = list(base.parameters())
         saved = [p.requires_grad for p in params]
         for p in params:
             p.requires_grad_(True)
         u = self.update
         opt = torch.optim.AdamW(params, lr=self.lr or u.lr, betas=u.betas, eps=u.eps, weight_decay=0.0)
-        steps, drift = 0, self.drift(model, tok)
+        steps = 0
         model.train()
         try:
             while steps < self.cfg.max_steps and drift > self.cfg.budget / 2:

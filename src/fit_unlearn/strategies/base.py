@@ -35,7 +35,8 @@ class Strategy:
     #: the section of the ``strategy`` configuration that holds this strategy's typed options (None: none)
     options_section: str | None = None
     #: whether the engine's closed loop (stop at the non-member level, utility guard) is on when the run
-    #: configuration leaves ``loop.enabled`` unset
+    #: configuration leaves ``loop.enabled`` unset.  Off for every built-in strategy, FIT included, until the
+    #: loop beats the open-loop recipe (benchmarks/README.md, "Closed loop: first measurements")
     closed_loop: bool = False
 
     def __init__(

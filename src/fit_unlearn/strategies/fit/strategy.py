@@ -26,10 +26,6 @@ class FitStrategy(SequentialStrategy):
     """FIT.  ``objective`` is the fixed objective used when importance selection is switched off."""
 
     options_section = "fit"
-    #: the closed loop stays opt-in (loop.enabled: true) until it beats the open-loop recipe: on the synthetic
-    #: set its first requests reached the target only with a utility drift the guard could not repair
-    #: (benchmarks/README.md, "Closed loop: first measurement")
-    closed_loop = False
 
     def __init__(
         self,
