@@ -176,6 +176,38 @@ def test_rmu_by_hand():
     assert val == pytest.approx(forget_mse + alpha * retain_mse, rel=1e-6)  # 1.125 + 6.25
 
 
+def test_me_by_hand():
+    from fit_unlearn.objectives.distribution import entropy_gap
+
+    gap = sum(math.log(2) + sum(q * math.log(q) for q in _probs(LOGITS[0][t])) for t in range(2)) / 2
+    assert entropy_gap(out()).item() == pytest.approx(gap, rel=1e-6)
+    spec = get_objective("me")
+    retain = out(logits=REF)
+    got = spec.fn(UnlearnBatch(out(), retain=retain), spec.make_config({"retain_weight": 0.5})).item()
+    assert got == pytest.approx(gap + 0.5 * cross_entropy(retain).item(), rel=1e-6)
+    # uniform predictions have no gap left
+    assert entropy_gap(out(logits=[[[0.0, 0.0], [3.0, 3.0], [1.0, 1.0]]])).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_next_best_by_hand():
+    """Over 3 tokens: the target is the reference without the label token, renormalised."""
+    from fit_unlearn.objectives.distribution import next_best_kl
+
+    logits = [[[2.0, 0.0, 1.0], [0.0, 1.0, -1.0], [0.0, 0.0, 0.0]]]
+    ref = [[[1.0, 3.0, 0.0], [2.0, 1.0, 0.5], [0.0, 0.0, 0.0]]]
+    labels = [[0, 1, 0]]  # targets [1, 0]
+    kl = 0.0
+    for t, label in enumerate((1, 0)):
+        pr, p = _probs(ref[0][t]), _probs(logits[0][t])
+        z = sum(v for k, v in enumerate(pr) if k != label)
+        kl += sum(pr[k] / z * math.log(pr[k] / z / p[k]) for k in range(3) if k != label)
+    o = out(logits=logits, ref=ref, labels=labels)
+    assert next_best_kl(o).item() == pytest.approx(kl / 2, rel=1e-5)
+    spec = get_objective("next_best")
+    got = spec.fn(UnlearnBatch(o, retain=out()), spec.make_config({"retain_weight": 2.0})).item()
+    assert got == pytest.approx(kl / 2 + 2 * kl_to_reference(out()).item(), rel=1e-5)
+
+
 def test_registry_errors_name_the_choices():
     with pytest.raises(ConfigError, match="did you mean 'npo'"):
         get_objective("nop")
@@ -209,8 +241,16 @@ def _step(model, tok, name, forget_text, retain_text, params=None, lr=1e-2):
 
 @pytest.mark.parametrize(
     "name,params",
-    [("ga", None), ("npo", None), ("graddiff", None), ("npo_kl", None), ("npo_rt", None), ("simnpo", {"beta": 0.1})],
-)  # beta 2.5 saturates on a random model
+    [
+        ("ga", None),
+        ("npo", None),
+        ("graddiff", None),
+        ("npo_kl", None),
+        ("npo_rt", None),
+        ("simnpo", {"beta": 0.1}),
+        ("next_best", None),
+    ],
+)  # beta 2.5 saturates on a random model; "me" is left out: a random model is already near-uniform
 def test_one_step_raises_forget_loss(tiny_model, tiny_data, name, params):
     from fit_unlearn.text import collate, doc_example
 
@@ -222,7 +262,7 @@ def test_one_step_raises_forget_loss(tiny_model, tiny_data, name, params):
     _step(model, tok, name, ftext, rtext, params, lr=0.05)
     after_f, after_r = _ce(model, fb), _ce(model, rb)
     assert after_f > before_f + 1e-4
-    if name in ("graddiff", "npo_kl", "npo_rt"):  # retain term keeps retain CE close
+    if name in ("graddiff", "npo_kl", "npo_rt", "next_best"):  # retain term keeps retain CE close
         assert abs(after_r - before_r) < (after_f - before_f)
 
 

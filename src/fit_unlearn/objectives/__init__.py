@@ -3,7 +3,7 @@
 Import this package to register all built-in objectives; look them up with :func:`get_objective`.
 """
 
-from fit_unlearn.objectives import ascent, npo, preference, rmu  # noqa: F401  (registration)
+from fit_unlearn.objectives import ascent, distribution, npo, preference, rmu  # noqa: F401  (registration)
 from fit_unlearn.objectives.base import Outputs, UnlearnBatch
 from fit_unlearn.objectives.registry import (
     OBJECTIVES,
