@@ -143,3 +143,32 @@ def test_alternate_shares_the_prompt_of_its_forget_example(tiny_model, tiny_data
         else:  # a slice step: the slice's first 32 tokens
             assert n_prompt == min(32, len(forget.ids) - 1)
         assert tok.decode(alt.ids[n_prompt:], skip_special_tokens=True).strip() in refusals
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_saliency_changes_only_the_salient_weights(tiny_model, tiny_data, weight_decay):
+    """update.saliency: the weights outside the mask stay bit-identical (weight decay included), the
+    mask holds the requested fraction, and the salient weights did move."""
+    from fit_unlearn.engine.update import forget_examples, saliency_masks
+
+    model, tok = tiny_model
+    ref = copy.deepcopy(model).eval()
+    doc = tiny_data.forget[0]
+    cfg = UpdateConfig(lr=1e-3, epochs=2, saliency=0.05, weight_decay=weight_decay)
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    masks = saliency_masks(model, tok, params, forget_examples(tok, doc.text, doc.qa[:2], cfg)[1], 0.05)
+    n = sum(p.numel() for p in params)
+    assert sum(int(m.sum()) for m in masks) == pytest.approx(0.05 * n, rel=0.01)
+    assert all(p.grad is None for p in params)  # the measurement leaves no gradient behind
+    before = copy.deepcopy(model)
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("graddiff"), qa=doc.qa[:2])
+    rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5)
+    assert rec["weights_salient"] == sum(int(m.sum()) for m in masks)
+    moved = unmoved = 0
+    for p, q, m in zip(model.parameters(), before.parameters(), masks, strict=True):
+        assert torch.equal(p[~m], q[~m])
+        moved += int((p[m] != q[m]).sum())
+        unmoved += int((~m).sum())
+    assert moved > 0.5 * rec["weights_salient"] and unmoved > 0

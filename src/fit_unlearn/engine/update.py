@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from pydantic import Field
 
 from fit_unlearn.data.documents import QA, Document
@@ -63,6 +64,10 @@ class UpdateConfig(Section):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     """``adamw`` (the reference recipe) or plain ``sgd`` (steps along the gradient itself, no per-parameter
     normalisation; ``betas``/``eps`` unused)."""
+    saliency: float | None = Field(default=None, gt=0, le=1)
+    """Weight saliency (SalUn, Fan et al. 2024): only this fraction of the trainable weights, those with the
+    largest gradient of the request's cross-entropy, measured once before its first step, may change
+    (``null``: all of them).  Weight decay then applies to those weights only."""
 
 
 class ReferenceCache:
@@ -142,6 +147,35 @@ def forget_examples(
     if common:
         docs = [Example(e.ids, [IGNORE if t in common else t for t in e.labels]) for e in docs]
     return texts, docs + [qa_example(tok, q, cfg.max_len) for q in qa]
+
+
+def saliency_masks(model, tok, params: list[torch.Tensor], examples: list[Example], fraction: float, batch_size=8):
+    """Boolean masks, one per parameter, of the ``fraction`` of the weights with the largest |d CE / d w| on
+    ``examples`` (one pass, accumulated over batches of ``batch_size``)."""
+    device = params[0].device
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(examples), batch_size):
+            b = collate(examples[i : i + batch_size], tok.pad_token_id, device)
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float()
+            F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), b["labels"][:, 1:].reshape(-1), ignore_index=IGNORE
+            ).backward()
+    finally:
+        model.train(was_training)
+    grads = [p.grad.abs() if p.grad is not None else torch.zeros_like(p) for p in params]
+    for p in params:
+        p.grad = None
+    total = sum(g.numel() for g in grads)
+    k = max(1, int(fraction * total))
+    # the k-th largest |grad| over all trainable weights, from a sample when there are too many to sort
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    if flat.numel() > 2**24:
+        flat = flat[torch.randint(0, flat.numel(), (2**24,), generator=torch.Generator().manual_seed(0))]
+        k = max(1, int(fraction * flat.numel()))
+    threshold = torch.topk(flat, k, sorted=False).values.min()
+    return [g >= threshold for g in grads]
 
 
 def common_tokens(tok, docs: list[Document], max_df: float) -> frozenset[int]:
@@ -297,10 +331,12 @@ def apply_update(
         if n in names:
             params.append(p)
     lr = stop.lr if stop is not None and stop.lr is not None else cfg.lr
+    masks = saliency_masks(model, tok, params, forget_ex, cfg.saliency) if cfg.saliency else None
+    decay = 0.0 if masks is not None else cfg.weight_decay  # masked: decayed by hand, salient weights only
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(params, lr=lr, weight_decay=decay)
     else:
-        opt = torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=decay)
     total = cfg.epochs * len(forget_ex) if stop is None else stop.max_steps
     order = [i % len(forget_ex) for i in range(total)]  # open loop: epoch after epoch over the examples
     loop: dict | None = None
@@ -374,8 +410,17 @@ def apply_update(
             (accelerator.backward(loss) if accelerator is not None else loss.backward())
             if world > 1:
                 _all_reduce_grads(params, world)
+            if masks is not None:
+                for p, m in zip(params, masks, strict=True):
+                    if p.grad is not None:
+                        p.grad.mul_(m)
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if masks is not None and cfg.weight_decay:  # decoupled decay of the salient weights only
+                with torch.no_grad():
+                    step_lr = opt.param_groups[0]["lr"]
+                    for p, m in zip(params, masks, strict=True):
+                        p.mul_(1 - step_lr * cfg.weight_decay * m)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -408,6 +453,7 @@ def apply_update(
         "losses": losses,
         "params_touched": sum(p.numel() for p in params),
         "tensors_touched": len(params),
+        **({"weights_salient": int(sum(int(m.sum()) for m in masks))} if masks is not None else {}),
         "seconds": time.perf_counter() - t0,
         "peak_memory_bytes": _peak_memory(device),
     }
