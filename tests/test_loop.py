@@ -76,6 +76,26 @@ def test_the_guard_repairs_drift_on_retain_train_only(tiny_prepared, tmp_path):
     assert all(g["repair_steps"] == 0 for g in guards if g["drift_before"] <= 0.01)
 
 
+def test_the_guard_probe_is_never_an_anchor(tiny_prepared, tmp_path, monkeypatch):
+    """An update that trained on the probe would hide its own damage from the guard."""
+    import fit_unlearn.engine.runner as runner
+
+    seen = []
+    real = runner.apply_update
+
+    def spy(model, ref, tok, plan, retain, *a, **kw):
+        seen.append({d.id for d in retain})
+        return real(model, ref, tok, plan, retain, *a, **kw)
+
+    monkeypatch.setattr(runner, "apply_update", spy)
+    over = {**LOOP, "strategy.objective": "graddiff", "loop": {**LOOP["loop"], "guard": {"probe_size": 1}}}
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    eng.run()
+    eng.close()
+    assert seen and all(ids == set(eng.guard.pool_ids) for ids in seen)
+    assert not set(eng.guard.pool_ids) & eng.guard.probe_ids
+
+
 def test_resume_with_the_loop_is_bit_identical(tiny_prepared, tmp_path):
     over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"budget": 0.01, "max_steps": 3}}}
     over["checkpoint.every"] = 2

@@ -9,8 +9,9 @@ steps and stops as soon as its own loss reaches the target (``StopRule``), or wh
 spent; the receipt records the target, the loss before and after, the steps and why it stopped.  No
 retain-only model is needed: a user computes the target from data the model never saw.
 
-**Guard utility.**  A fixed probe of retain-*train* documents (never retain-eval, which measures utility)
-is scored after every request; when its loss has risen more than ``guard.budget`` (relative) above
+**Guard utility.**  A fixed probe of retain-*train* documents (never retain-eval, which measures utility,
+and never an anchor of the updates: the probe must see what an update does to documents it does not train
+on) is scored after every request; when its loss has risen more than ``guard.budget`` (relative) above
 theta_0's, repair steps on the other retain-train documents (KL to theta_0 by default, or CE) bring it
 back below half the budget, within ``guard.max_steps``.  Both are deterministic (seeded by the request's
 position), journaled with the request and part of the configuration hash, so exactly-once and
@@ -115,6 +116,7 @@ class Guard:
         n = min(cfg.probe_size, len(docs) - 1)
         self.cfg, self.update, self.lr = cfg, update, lr
         self.probe = [doc_example(tok, d.text, update.max_len) for d in docs[:n]]
+        self.probe_ids = frozenset(d.id for d in docs[:n])
         self.pool = [doc_example(tok, d.text, update.max_len) for d in docs[n:]]
         self.pool_ids = [d.id for d in docs[n:]]
         self.baseline: float | None = None

@@ -99,8 +99,11 @@ class Engine:
         )
         self._stop: StopRule | None = None
         self.guard: Guard | None = None
+        self.anchors = self.data.retain_train
         if self.loop_on and cfg.loop.guard.enabled:
             self.guard = Guard(cfg.loop.guard, self.data.retain_train, self.tok, cfg.update, cfg.loop.lr)
+            # the probe must see what the update does to documents it never trains on: not an anchor
+            self.anchors = [d for d in self.data.retain_train if d.id not in self.guard.probe_ids]
         self.consumed: Counter = Counter()  #: stream items processed, by identity (saved with checkpoints)
         #: items the last checkpoint holds, still to be skipped when the restarted stream delivers them again
         self._redelivered: Counter | None = Counter()
@@ -363,7 +366,7 @@ class Engine:
                 self._reference(),
                 self.tok,
                 plan,
-                self.data.retain_train,  # anchors come from retain-train only; R is scored on retain-eval
+                self.anchors,  # retain-train only (R is scored on retain-eval), less the guard's probe
                 self.update_cfg,
                 seed,
                 accelerator=self.acc,
