@@ -43,8 +43,41 @@ from fit_unlearn.strategies.base import UpdatePlan  # noqa: E402
 
 #: name -> (objective, lr, trainable: "all", or that fraction of the decoder layers, the last ones[, "facts"])
 #: "facts": the text's template tokens (ids in more than 20% of the retain-train + holdout documents) are not
-#: trained on nor measured; the target is measured the same way on the holdout
+#: trained on nor measured; the target is measured the same way on the holdout; then the optimizer ("adamw" or
+#: "sgd") and a dict of further UpdateConfig settings
 VARIANTS = {
+    "npo sgd clip 1 lr1e-1 last 25% of layers facts only": ("npo", 1e-1, 0.25, "facts", "sgd", {"max_grad_norm": 1.0}),
+    "graddiff lr1e-4 facts only saliency 1%": ("graddiff", 1e-4, "all", "facts", "adamw", {"saliency": 0.01}),
+    "graddiff lr1e-4 last 25% of layers facts only saliency 1%": (
+        "graddiff",
+        1e-4,
+        0.25,
+        "facts",
+        "adamw",
+        {"saliency": 0.01},
+    ),
+    "graddiff lr1e-4 last 25% of layers facts only wd 0": (
+        "graddiff",
+        1e-4,
+        0.25,
+        "facts",
+        "adamw",
+        {"weight_decay": 0.0},
+    ),
+    "npo lr1e-4 facts only saliency 1%": ("npo", 1e-4, "all", "facts", "adamw", {"saliency": 0.01}),
+    "graddiff lr1e-4 facts only saliency 0.1%": ("graddiff", 1e-4, "all", "facts", "adamw", {"saliency": 0.001}),
+    "me lr1e-4 last 25% of layers facts only": ("me", 1e-4, 0.25, "facts"),
+    "next_best lr1e-4 last 25% of layers facts only": ("next_best", 1e-4, 0.25, "facts"),
+    "next_best lr1e-4 facts only": ("next_best", 1e-4, "all", "facts"),
+    "npo sgd clip 1 lr1e-2 last 25% of layers facts only": ("npo", 1e-2, 0.25, "facts", "sgd", {"max_grad_norm": 1.0}),
+    "graddiff sgd clip 1 lr1e-2 last 25% of layers facts only": (
+        "graddiff",
+        1e-2,
+        0.25,
+        "facts",
+        "sgd",
+        {"max_grad_norm": 1.0},
+    ),
     "npo lr1e-4 facts only": ("npo", 1e-4, "all", "facts"),
     "npo_kl lr1e-4 last 25% of layers facts only": ("npo_kl", 1e-4, 0.25, "facts"),
     "graddiff lr1e-4 last 25% of layers facts only": ("graddiff", 1e-4, 0.25, "facts"),
@@ -96,6 +129,7 @@ def main() -> None:
         objective, lr, trainable, *extra = VARIANTS[name]
         facts = bool(extra) and extra[0] == "facts"
         optimizer = extra[1] if len(extra) > 1 else "adamw"
+        more = extra[2] if len(extra) > 2 else {}
         mask = common if facts else None
         target = facts_target if facts else level["target"]
         model = copy.deepcopy(theta0)
@@ -112,7 +146,7 @@ def main() -> None:
                 tok,
                 plan,
                 data.retain_train,
-                UpdateConfig(lr=lr, optimizer=optimizer),
+                UpdateConfig(lr=lr, optimizer=optimizer, **more),
                 seed=i,
                 stop=StopRule(target, args.max_steps),
                 common=mask,
