@@ -44,6 +44,11 @@ METHODS = {
         "update": {"template_max_df": 0.2},
         "loop": {"guard": {"enabled": False}},
     },
+    # the same with NPO: no retain anchor, so the guard's repair pool is damaged like the documents it guards
+    "npo-late-facts": {
+        "strategy": {"name": "sequential", "objective": "npo", "trainable": list(range(22, 30))},
+        "update": {"template_max_df": 0.2},
+    },
     # variant: every importance bucket keeps a retain CE anchor (NPO-RT / RL + CE(retain)) instead of KL
     "fit-rt": {
         "strategy": {
@@ -61,8 +66,25 @@ METHODS = {
 }
 
 
-#: suffixes that modify a method: document-only requests, closed loop forced on / off (engine/loop.py)
+def _fit_part_off(part: str):
+    def change(spec: dict) -> dict:
+        if spec["strategy"].get("name") != "fit":
+            raise SystemExit(f"-no{part[0].upper()} ablates a part of FIT; the method is not FIT")
+        fit = {**spec["strategy"].get("fit", {}), part: False}
+        return {**spec, "strategy": {**spec["strategy"], "fit": fit}}
+
+    return change
+
+
+#: suffixes that modify a method: document-only requests, closed loop forced on / off (engine/loop.py), and
+#: the ablations: FIT without its filter (F), importance (I), layer attribution (T), the loop without its
+#: stop at the non-member level (the open-loop recipe, guard kept) or without its guard
 SUFFIXES = {
+    "-noF": _fit_part_off("filter"),
+    "-noI": _fit_part_off("importance"),
+    "-noT": _fit_part_off("layers"),
+    "-nostop": lambda spec: deep_merge(spec, {"loop": {"enabled": True, "stop": False}}),
+    "-noguard": lambda spec: deep_merge(spec, {"loop": {"guard": {"enabled": False}}}),
     "-doc": lambda spec: {**spec, "strategy": {**spec["strategy"], "include_qa": False}},
     "-loop": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": True}},
     "-open": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": False}},

@@ -62,7 +62,7 @@ def test_the_loop_follows_the_strategy_default_unless_configured(tiny_prepared, 
 
 
 def test_the_guard_repairs_drift_on_retain_train_only(tiny_prepared, tmp_path):
-    over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"budget": 0.01, "max_steps": 4}}}
+    over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"budget": 0.01, "max_steps": 4, "lr": 1e-3}}}
     eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
     train_ids = {d.id for d in eng.data.retain_train}
     assert set(eng.guard.pool_ids) <= train_ids and not set(eng.guard.pool_ids) & {d.id for d in eng.data.retain_eval}
@@ -73,6 +73,8 @@ def test_the_guard_repairs_drift_on_retain_train_only(tiny_prepared, tmp_path):
     assert repaired, guards
     assert all(g["drift_before"] > 0.01 for g in repaired)
     assert all(g["drift_after"] < g["drift_before"] for g in repaired)
+    # a step that made the probe worse was undone: the guard never leaves it worse than it found it
+    assert all(g["drift_after"] <= g["drift_before"] for g in guards if "drift_after" in g)
     assert all(g["repair_steps"] == 0 for g in guards if g["drift_before"] <= 0.01)
 
 
@@ -146,3 +148,14 @@ def test_template_tokens_are_left_out_of_training_and_of_the_target(
     res = eng.run()
     eng.close()
     assert len(seen) == len(res["requests"]) and all(c is eng.common for c in seen)  # every update skips them
+
+
+def test_without_the_stop_the_guard_still_runs(tiny_prepared, tmp_path):
+    """loop.stop: false (an ablation): the open-loop recipe (update.epochs), the guard after each request."""
+    over = {**LOOP, "loop": {**LOOP["loop"], "stop": False, "guard": {"budget": 0.01, "max_steps": 2}}}
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    res = eng.run()
+    eng.close()
+    reqs = res["requests"]
+    assert all("loop" not in r and "guard" in r for r in reqs)
+    assert all(r["steps"] == r["slices"] + r["qa_items"] for r in reqs)  # one epoch of the open recipe

@@ -59,6 +59,9 @@ class GuardConfig(Section):
     """Repair objective on retain-train documents: KL(theta_0 || model) or plain cross-entropy."""
     batch_size: int = Field(default=2, ge=1)
     """Retain-train documents per repair step."""
+    lr: float | None = Field(default=1e-5, gt=0)
+    """Learning rate of the repair (``null``: ``loop.lr``).  A repair step that does not lower the probe's
+    loss is undone and ends the repair, so the guard never leaves the probe worse than it found it."""
 
 
 class LoopConfig(Section):
@@ -67,6 +70,9 @@ class LoopConfig(Section):
     enabled: bool | None = None
     """On or off; ``null``: the strategy's default (off for every built-in strategy today, see
     benchmarks/README.md)."""
+    stop: bool = True
+    """Stop each request at the non-member level (``false``: the open-loop recipe of ``update``, with the
+    guard alone; an ablation)."""
     quantile: float = Field(default=0.5, gt=0, lt=1)
     """Quantile of theta_0's holdout (non-member) losses that is the stop target."""
     lr: float | None = Field(default=1e-4, gt=0)
@@ -114,7 +120,7 @@ class Guard:
         if len(docs) < 2:
             raise ConfigError("loop.guard needs at least 2 retain-train documents (a probe and a repair pool)")
         n = min(cfg.probe_size, len(docs) - 1)
-        self.cfg, self.update, self.lr = cfg, update, lr
+        self.cfg, self.update, self.lr = cfg, update, cfg.lr if cfg.lr is not None else lr
         self.probe = [doc_example(tok, d.text, update.max_len) for d in docs[:n]]
         self.probe_ids = frozenset(d.id for d in docs[:n])
         self.pool = [doc_example(tok, d.text, update.max_len) for d in docs[n:]]
@@ -134,14 +140,15 @@ class Guard:
         before = self.drift(model, tok)
         rec = {"drift_before": before, "repair_steps": 0}
         if before > self.cfg.budget and self.cfg.max_steps:
-            rec["repair_steps"], after = self._repair(model, ref_model, tok, seed, cache, before)
+            rec["repair_steps"], after, rec["repair_undone"] = self._repair(model, ref_model, tok, seed, cache, before)
             rec["drift_after"] = after
         rec["seconds"] = time.perf_counter() - t0
         return rec
 
     def _repair(
         self, model, ref_model, tok, seed: int, cache: ReferenceCache | None, drift: float
-    ) -> tuple[int, float]:
+    ) -> tuple[int, float, int]:
+        """Repair steps until the drift is below half the budget; returns (steps kept, drift, steps undone)."""
         base = unwrap(model)
         device = next(base.parameters()).device
         rng = random.Random(seed ^ 0x5EED)
@@ -151,10 +158,11 @@ class Guard:
             p.requires_grad_(True)
         u = self.update
         opt = torch.optim.AdamW(params, lr=self.lr or u.lr, betas=u.betas, eps=u.eps, weight_decay=0.0)
-        steps = 0
+        steps = undone = 0
         model.train()
         try:
             while steps < self.cfg.max_steps and drift > self.cfg.budget / 2:
+                saved_w = [p.detach().clone() for p in params]
                 idx = rng.sample(range(len(self.pool)), min(self.cfg.batch_size, len(self.pool)))
                 out = _outputs(
                     model,
@@ -172,13 +180,20 @@ class Guard:
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                new = self.drift(model, tok)
+                if new >= drift:  # no better: undo the step and stop
+                    with torch.no_grad():
+                        for p, w in zip(params, saved_w, strict=True):
+                            p.copy_(w)
+                    undone = 1
+                    break
                 steps += 1
-                drift = self.drift(model, tok)
+                drift = new
         finally:
             model.eval()
             for p, f in zip(params, saved, strict=True):
                 p.requires_grad_(f)
-        return steps, drift
+        return steps, drift, undone
 
 
 def stop_rule(level: dict, cfg: LoopConfig) -> StopRule:

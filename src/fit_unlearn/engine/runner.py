@@ -371,7 +371,7 @@ class Engine:
                 seed,
                 accelerator=self.acc,
                 ref_cache=self.ref_cache,
-                stop=self._stop,
+                stop=self._stop if self.cfg.loop.stop else None,
                 common=self.common,
             )
             if self.guard is not None:
