@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -647,3 +648,15 @@ def test_on_bad_request_can_change_on_resume(tiny_prepared, tmp_path):
     eng.close()
     assert res["applied_counts"] == {"w0": 1, "w1": 1}
     assert [e["id"] for e in res["rejected"]] == [None, None]  # stopped on it, then skipped it
+
+
+@pytest.mark.parametrize("name", ["fit", "ga", "graddiff", "npo"])
+def test_the_example_configs_load_and_only_fit_closes_the_loop(name):
+    """examples/*.yaml validate; FIT runs the closed loop, the baselines their published open-loop recipe."""
+    import yaml
+
+    from fit_unlearn.engine.config import build_config
+
+    path = Path(__file__).parent.parent / "examples" / f"{name}.yaml"
+    cfg = build_config(yaml.safe_load(path.read_text()))
+    assert cfg.loop_enabled == (name == "fit")

@@ -53,16 +53,20 @@ def test_each_request_stops_once_it_reaches_the_target(tiny_prepared, tmp_path):
 def test_the_loop_follows_the_strategy_default_unless_configured(tiny_prepared, tmp_path, monkeypatch):
     from fit_unlearn.strategies.fit.strategy import FitStrategy
 
-    assert not _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled  # opt-in for now
+    assert _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled  # FIT: on by default
+    monkeypatch.setattr(FitStrategy, "closed_loop", False)
+    assert not _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled
     monkeypatch.setattr(FitStrategy, "closed_loop", True)
-    assert _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled
     assert not _cfg(tiny_prepared, tmp_path).loop_enabled
     assert _cfg(tiny_prepared, tmp_path, **{"loop.enabled": True}).loop_enabled
     assert not _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit", "loop.enabled": False}).loop_enabled
 
 
 def test_the_guard_repairs_drift_on_retain_train_only(tiny_prepared, tmp_path):
-    over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"budget": 0.01, "max_steps": 4, "lr": 1e-3}}}
+    over = {
+        **LOOP,
+        "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"budget": 0.01, "max_steps": 4, "lr": 1e-3}},
+    }
     eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
     train_ids = {d.id for d in eng.data.retain_train}
     assert set(eng.guard.pool_ids) <= train_ids and not set(eng.guard.pool_ids) & {d.id for d in eng.data.retain_eval}

@@ -26,6 +26,7 @@ class FitStrategy(SequentialStrategy):
     """FIT.  ``objective`` is the fixed objective used when importance selection is switched off."""
 
     options_section = "fit"
+    closed_loop = True
 
     def __init__(
         self,
