@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The closed-loop benchmark of issue 13: FIT (closed loop on, its default) against the baselines with and
+# The closed-loop benchmark of issue 13: FIT with the closed loop (and without, its default) against the baselines with and
 # without the same loop, on synthetic 60 and 120 requests and real PCH 60, evaluated every 20 requests
 # under the honest protocol, with the int4 quantization attack on FIT; then the ablation of FIT's parts.
 #
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: closed_loop.sh synth60|synth120|pch60|ablation}
 shift || true
-METHODS="fit,fit-open,graddiff,graddiff-loop,npo,npo-loop,ga,ga-loop"
+METHODS="fit-loop,fit,graddiff,graddiff-loop,npo,npo-loop,ga,ga-loop"  # fit: open loop (its default)
 SET='{"update": {"template_max_df": 0.2}}'  # facts-only text for every method, as FIT's example config
 
 prepare_synth() {  # $1 forget, $2 retain, $3 holdout, $4 suffix of the data and prepared directories
@@ -29,21 +29,21 @@ case "$what" in
     prepare_synth 60 20 20 ""
     python benchmarks/stream_bench.py --prepared fit_runs/prepared --name synth60-loop \
       --runs fit_runs/bench-synth60-loop --methods "$METHODS" --limit 60 --eval-every 20 --set "$SET" \
-      --attacks quantize4 --attack-methods fit "$@" ;;
+      --attacks quantize4 --attack-methods fit-loop "$@" ;;
   synth120)
     prepare_synth 120 40 40 "120"
     python benchmarks/stream_bench.py --prepared fit_runs/prepared120 --name synth120-loop \
       --runs fit_runs/bench-synth120-loop --methods "$METHODS" --limit 120 --eval-every 20 --set "$SET" \
-      --attacks quantize4 --attack-methods fit "$@" ;;
+      --attacks quantize4 --attack-methods fit-loop "$@" ;;
   pch60)
     : "${FIT_UNLEARN_PCH_DIR:=../shared/data/pch}"
     fit-unlearn prepare --data "$FIT_UNLEARN_PCH_DIR" --n-forget 60 --n-retain 20 --epochs 3 --out fit_runs/pch60
     python benchmarks/stream_bench.py --prepared fit_runs/pch60 --name pch60-loop --runs fit_runs/bench-pch60-loop \
-      --methods "$METHODS" --limit 60 --eval-every 20 --set "$SET" --attacks quantize4 --attack-methods fit "$@" ;;
+      --methods "$METHODS" --limit 60 --eval-every 20 --set "$SET" --attacks quantize4 --attack-methods fit-loop "$@" ;;
   ablation)
     prepare_synth 60 20 20 ""
     python benchmarks/stream_bench.py --prepared fit_runs/prepared --name synth20-ablation \
-      --runs fit_runs/bench-synth20-ablation --methods fit,fit-noF,fit-noI,fit-noT,fit-nostop,fit-noguard \
+      --runs fit_runs/bench-synth20-ablation --methods fit-loop,fit-loop-noF,fit-loop-noI,fit-loop-noT,fit-loop-nostop,fit-loop-noguard \
       --limit 20 --eval-every 20 --set "$SET" "$@" ;;
   *) echo "unknown stage '$what': choose synth60, synth120, pch60 or ablation" >&2; exit 2 ;;
 esac

@@ -328,7 +328,10 @@ def _write(results_dir: Path, args, rows) -> None:
     (results_dir / f"{args.name}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in ("", None))
     (results_dir / f"{args.name}.md").write_text(
-        f"Command: `python benchmarks/stream_bench.py {flags}`\n\n" + table(rows) + "\n"
+        f"Command: `python benchmarks/stream_bench.py {flags}`\n\n"
+        + table(rows)
+        + "\n"
+        + (f"\nRecovery attacks (forget score):\n\n{attacks}\n" if (attacks := attack_table(rows)) else "")
     )
     print(table(rows), flush=True)
 

@@ -68,8 +68,8 @@ class LoopConfig(Section):
     """Closed-loop unlearning (the ``loop`` section of a run configuration); see the module docstring."""
 
     enabled: bool | None = None
-    """On or off; ``null``: the strategy's default (on for FIT, off for the baselines, whose published
-    recipes are open-loop; benchmarks/README.md reports them both ways)."""
+    """On or off; ``null``: the strategy's default (off for every built-in strategy today: with the loop
+    FIT still loses utility, benchmarks/README.md "Closed loop, session 6")."""
     stop: bool = True
     """Stop each request at the non-member level (``false``: the open-loop recipe of ``update``, with the
     guard alone; an ablation)."""

@@ -35,8 +35,9 @@ class Strategy:
     #: the section of the ``strategy`` configuration that holds this strategy's typed options (None: none)
     options_section: str | None = None
     #: whether the engine's closed loop (stop at the non-member level, utility guard) is on when the run
-    #: configuration leaves ``loop.enabled`` unset: on for FIT, off for the baselines (published open-loop
-    #: recipes; ``loop.enabled: true`` gives them the same loop for a fair comparison)
+    #: configuration leaves ``loop.enabled`` unset.  Off for every built-in strategy, FIT included: with the
+    #: loop FIT still destroys utility on 20 synthetic requests (R.U. 0.11; benchmarks/README.md, "Closed
+    #: loop, session 6"); ``loop.enabled: true`` switches it on for any strategy
     closed_loop: bool = False
 
     def __init__(

@@ -26,7 +26,6 @@ class FitStrategy(SequentialStrategy):
     """FIT.  ``objective`` is the fixed objective used when importance selection is switched off."""
 
     options_section = "fit"
-    closed_loop = True
 
     def __init__(
         self,
