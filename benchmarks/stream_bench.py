@@ -155,7 +155,10 @@ EVAL_KEYS = (
 
 def summarise(name: str, res: dict) -> dict:
     reqs = res["requests"]
-    per_req = [r.get("seconds", 0.0) + r.get("seconds_plan", 0.0) for r in reqs]
+    # the whole cost of a request: planning, the update, and the closed loop's guard (probe and repair)
+    per_req = [
+        r.get("seconds", 0.0) + r.get("seconds_plan", 0.0) + (r.get("guard") or {}).get("seconds", 0.0) for r in reqs
+    ]
     objectives: dict[str, int] = {}
     for r in reqs:
         key = r.get("objective", "none (redundant)")
