@@ -67,7 +67,8 @@ class UpdateConfig(Section):
     saliency: float | None = Field(default=None, gt=0, le=1)
     """Weight saliency (SalUn, Fan et al. 2024): only this fraction of the trainable weights, those with the
     largest gradient of the request's cross-entropy, measured once before its first step, may change
-    (``null``: all of them).  Weight decay then applies to those weights only."""
+    (``null``: all of them).  Weight decay then applies to those weights only.  Costs a gradient pass and,
+    while the mask is chosen, one float copy of the trainable weights' gradients (a bool per weight after)."""
 
 
 class ReferenceCache:
