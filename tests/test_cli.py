@@ -277,3 +277,17 @@ def test_bench_command_errors(tmp_path, capsys):
     assert code == 2 and "--seeds: expected a comma-separated list" in err
     code, _, err = run(["bench", "--out", tmp_path / "b", "--set", "{oops"], capsys)
     assert code == 2 and "--set: not valid JSON" in err
+
+
+def test_bench_command_runs_and_renders_its_report(tiny_prepared, tmp_path, capsys):
+    from conftest import TINY_RUN
+
+    out = tmp_path / "b"
+    args = ["bench", "--out", out, "--prepared", tiny_prepared, "--methods", "npo", "--requests", 2]
+    code, stdout, _ = run([*args, "--eval-every", 2, "--set", json.dumps(TINY_RUN)], capsys)
+    assert code == 0 and "[1/1] npo seed 0: starting (runs/npo-s0)" in stdout
+    assert "strict F.D. / R.U. per checkpoint" in stdout and (out / "report" / "report.html").is_file()
+    manifest = json.loads((out / "bench.json").read_text())
+    assert manifest["sessions"][-1]["command"].startswith(f"fit-unlearn bench --out {out} --prepared {tiny_prepared}")
+    code, stdout, _ = run([*args, "--eval-every", 2, "--set", json.dumps(TINY_RUN), "--no-report"], capsys)
+    assert code == 0 and "finished already, skipped" in stdout and "report:" not in stdout

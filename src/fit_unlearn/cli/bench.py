@@ -16,6 +16,7 @@ from fit_unlearn.errors import FitUnlearnError
 from fit_unlearn.layout import BenchDir, ReportDir
 from fit_unlearn.prepare import PrepareConfig
 from fit_unlearn.report import render_report, tables
+from fit_unlearn.training import FinetuneConfig
 
 BENCH = BenchConfig()
 
@@ -38,6 +39,10 @@ def bench_cmd(
     base_model: Annotated[
         str, typer.Option(help="with --data: the base model to prepare (a HF directory or 'default')")
     ] = PREP.model,
+    prepare_lr: Annotated[float, typer.Option(help="with --data: learning rate of preparation")] = PREP.recipe.lr,
+    prepare_epochs: Annotated[
+        int, typer.Option(help="with --data: maximum epochs of preparation")
+    ] = PREP.recipe.epochs,
     methods: Annotated[str, typer.Option(help="comma-separated methods (fit, graddiff, npo, ga, ...)")] = ",".join(
         BENCH.methods
     ),
@@ -63,13 +68,8 @@ def bench_cmd(
         overrides = json.loads(set_) if set_ else {}
     except ValueError as e:
         raise FitUnlearnError(f"--set: not valid JSON ({e})") from None
-    if data is not None:
-        prep_cfg = PrepareConfig(model=base_model, device=device, dtype=dtype)
-        rep = prepare_bench_data(data, out, prep_cfg, n_forget=n_forget, n_retain=n_retain)
-        prepared = BenchDir(out).prepared
-        out_console.print(tables.prepare_summary(rep, prepared))
     cfg = bench_config(
-        **({"prepared": prepared} if prepared is not None else {}),
+        **({"prepared": BenchDir(out).prepared if data is not None else prepared} if prepared or data else {}),
         methods=_list(methods, "methods"),
         seeds=_list(seeds, "seeds", int),
         requests=requests or None,
@@ -84,7 +84,20 @@ def bench_cmd(
         shlex.quote(str(a))
         for a in (
             *("fit-unlearn", "bench", "--out", out),
-            *(("--data", data, "--base-model", base_model) if data is not None else ("--prepared", cfg.prepared)),
+            *(
+                (
+                    "--data",
+                    data,
+                    "--base-model",
+                    base_model,
+                    "--prepare-lr",
+                    prepare_lr,
+                    "--prepare-epochs",
+                    prepare_epochs,
+                )
+                if data is not None
+                else ("--prepared", cfg.prepared)
+            ),
             *(("--n-forget", n_forget) if n_forget else ()),
             *(("--n-retain", n_retain) if n_retain else ()),
             *("--methods", ",".join(cfg.methods), "--seeds", ",".join(map(str, cfg.seeds))),
@@ -95,6 +108,12 @@ def bench_cmd(
             *(("--set", set_) if set_ else ()),
         )
     )
+    if data is not None:
+        recipe = FinetuneConfig(**{**PREP.recipe.model_dump(), "lr": prepare_lr, "epochs": prepare_epochs})
+        prep_cfg = PrepareConfig(model=base_model, device=device, dtype=dtype, recipe=recipe)
+        rep = prepare_bench_data(data, out, prep_cfg, n_forget=n_forget, n_retain=n_retain)
+        prepared = BenchDir(out).prepared
+        out_console.print(tables.prepare_summary(rep, prepared))
     run_bench(cfg, out, command=command, on_run=lambda info: out_console.print(tables.bench_run_line(info)))
     if report:
         path = render_report([out], BenchDir(out).report)
