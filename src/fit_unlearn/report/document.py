@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fit_unlearn.layout import ReportDir
+from fit_unlearn.provenance import describe_machine
 from fit_unlearn.report.plots import PLOTS, draw_all
 
 
@@ -102,7 +103,8 @@ def _intro(summary: dict) -> list[Block]:
                 f"Bench `{b['dir']}`: methods {', '.join(methods)}; seeds {', '.join(map(str, seeds))}; "
                 f"{s['requests'] or 'all'} requests per run from `{s['prepared']}`, evaluated every "
                 f"{s['eval_every']}; device {s['device']}, {s['dtype']}. Command: `{last.get('command') or 'n/a'}` "
-                f"({last.get('created', 'n/a')}, host {last.get('host', 'n/a')}, {last.get('platform', 'n/a')})."
+                f"({last.get('created', 'n/a')}; machine: {describe_machine(last.get('machine'))}, host "
+                f"{last.get('host', 'n/a')}, {last.get('platform', 'n/a')})."
             )
         )
     partial = [r for r in summary["runs"] if not r["finished"]]
@@ -256,7 +258,7 @@ def _cost(summary: dict, plots: dict) -> list[Block]:
             )
         )
     machines = sorted(
-        {(r["provenance"].get("host"), r["provenance"].get("platform")) for r in summary["runs"]}, key=str
+        {f"{r['provenance'].get('host')} ({describe_machine(r['provenance'].get('machine'))})" for r in summary["runs"]}
     )
     blocks: list[Block] = [
         Heading("Cost"),
@@ -267,7 +269,7 @@ def _cost(summary: dict, plots: dict) -> list[Block]:
             "by NPO's (n/a without an NPO run). Peak memory: CUDA's peak allocation during an update, or on CPU the "
             "process's peak resident memory so far (runs made in one process share it). Wall: each run's time in "
             "its bench, evaluations and checkpoints included. The methods ran one after another on: "
-            + "; ".join(f"{h} ({p})" for h, p in machines)
+            + "; ".join(machines)
             + "."
         ),
         Table(
@@ -356,7 +358,7 @@ def _provenance(summary: dict) -> list[Block]:
                 str(len(r["requests"])),
                 r["config_hash"] or "n/a",
                 p.get("created", "n/a"),
-                p.get("host", "n/a"),
+                f"{p.get('host', 'n/a')}" + (f" ({describe_machine(p['machine'])})" if p.get("machine") else ""),
                 ", ".join(f"{k} {v[k]}" for k in ("fit-unlearn", "torch", "transformers", "python") if k in v),
                 f"`{p.get('model', 'n/a')}`",
                 p.get("data_hash", "n/a"),
@@ -375,7 +377,7 @@ def _provenance(summary: dict) -> list[Block]:
                 "requests",
                 "config hash",
                 "started",
-                "host",
+                "machine",
                 "versions",
                 "model",
                 "data hash",
