@@ -117,8 +117,10 @@ def run_demo(
     from fit_unlearn.report import render_report, tables
 
     say = say or (lambda _: None)
-    data, prepared = cfg.workdir / DEMO_DATA, cfg.workdir / DEMO_PREPARED
-    bench = BenchDir(cfg.out or cfg.workdir / DEMO_BENCH)
+    # absolute: the runs record the prepared directory's path, and a resume must find the same one from any cwd
+    workdir = cfg.workdir.resolve()
+    data, prepared = workdir / DEMO_DATA, workdir / DEMO_PREPARED
+    bench = BenchDir((cfg.out or workdir / DEMO_BENCH).resolve())
     if not (data / "forget.jsonl").exists():
         say(tables.line("[bold]1/4 data[/bold]: synthetic PCH documents"))
         say(tables.synth_summary(write_synth(data, synth or SynthConfig())))
