@@ -206,6 +206,7 @@ def test_no_command_prints_help_and_a_bad_option_one_line(capsys):
     assert "No such option: --bogus" in out.out + out.err and "internal error" not in out.out + out.err
 
 
+@pytest.mark.slow  # ~15 s: two tiny streams, their attack and the report
 def test_demo_wiring_on_a_tiny_model(tiny_data, tiny_model_dir, tiny_prepared, tmp_path):
     """data -> prepare (cached: the tiny prepared directory, nothing trained again) -> FIT and GradDiff on the
     same requests, evaluated, int4 attack on both -> the report; then the three-line summary."""

@@ -212,6 +212,7 @@ def runs_json(bench):
     return out
 
 
+@pytest.mark.slow  # the tiny bench: ~20 s once per session
 def test_report_draws_every_plot_and_its_tables_equal_the_runs_json(tiny_bench, tmp_path):
     from fit_unlearn.layout import ReportDir
     from fit_unlearn.report import render_report
@@ -280,6 +281,7 @@ def test_report_draws_every_plot_and_its_tables_equal_the_runs_json(tiny_bench, 
     assert "tests/conftest.py tiny_bench" in md  # the bench's command
 
 
+@pytest.mark.slow  # the tiny bench: ~20 s once per session
 def test_report_of_one_run_and_of_an_unfinished_run(tiny_bench, tmp_path, capsys):
     import json
     import shutil
