@@ -93,10 +93,11 @@ def plot_degrees(summary: dict, path: Path) -> Path | None:
     )
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharex=True)
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for name, m in methods.items():
+        for i, (name, m) in enumerate(methods.items()):
             ts, mean, std = _series(m, key)
-            if ts:
-                _line(ax, ts, mean, std, color=colors[name], label=name)
+            if ts:  # one marker and size per method: lines that coincide stay visible
+                _line(ax, ts, mean, std, color=colors[name], label=name, marker=_MARKERS[i % len(_MARKERS)])
+                ax.lines[-1].set_markersize(9 - 1.5 * (i % 3))
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("requests applied (t)")
         ax.set_ylabel("degree (1 = as the reference)")
