@@ -21,92 +21,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-METHODS = {
-    "ga": {"strategy": {"name": "sequential", "objective": "ga"}},
-    "graddiff": {"strategy": {"name": "sequential", "objective": "graddiff"}},
-    "npo": {"strategy": {"name": "sequential", "objective": "npo"}},
-    "fit": {"strategy": {"name": "fit", "fit": {"importance": {"calibrate": True, "calibration_size": 10}}}},
-    # extension: layers ranked relative to their retain profile (see docs/fit.md)
-    "fit-relative": {
-        "strategy": {
-            "name": "fit",
-            "fit": {"importance": {"calibrate": True, "calibration_size": 10}, "layers": {"relative": True}},
-        }
-    },
-    # closed-loop candidates (benchmarks/README.md, "Closed loop"): GradDiff on the last 8 of the default
-    # model's 30 layers, the template left out (tokens in > 20% of the non-forget documents); use with -loop
-    "graddiff-late-facts": {
-        "strategy": {"name": "sequential", "objective": "graddiff", "trainable": list(range(22, 30))},
-        "update": {"template_max_df": 0.2},
-    },
-    "graddiff-late-facts-noguard": {
-        "strategy": {"name": "sequential", "objective": "graddiff", "trainable": list(range(22, 30))},
-        "update": {"template_max_df": 0.2},
-        "loop": {"guard": {"enabled": False}},
-    },
-    # the same with NPO: no retain anchor, so the guard's repair pool is damaged like the documents it guards
-    "npo-late-facts": {
-        "strategy": {"name": "sequential", "objective": "npo", "trainable": list(range(22, 30))},
-        "update": {"template_max_df": 0.2},
-    },
-    # variant: every importance bucket keeps a retain CE anchor (NPO-RT / RL + CE(retain)) instead of KL
-    "fit-rt": {
-        "strategy": {
-            "name": "fit",
-            "fit": {
-                "importance": {
-                    "calibrate": True,
-                    "calibration_size": 10,
-                    "objectives": ["npo_rt", "npo_rt", "rl"],
-                    "objective_params": {"rl": {"retain_weight": 1.0}},
-                }
-            },
-        }
-    },
-}
+# the method table (names, suffixes such as -doc / -noF / -loop) is the library's, shared with `fit-unlearn bench`
+from fit_unlearn.bench import METHODS, SUFFIXES, deep_merge, method_spec  # noqa: E402
+from fit_unlearn.errors import FitUnlearnError  # noqa: E402
+from fit_unlearn.summary import request_seconds  # noqa: E402
 
-
-def _fit_part_off(part: str):
-    def change(spec: dict) -> dict:
-        if spec["strategy"].get("name") != "fit":
-            raise SystemExit(f"-no{part[0].upper()} ablates a part of FIT; the method is not FIT")
-        fit = {**spec["strategy"].get("fit", {}), part: False}
-        return {**spec, "strategy": {**spec["strategy"], "fit": fit}}
-
-    return change
-
-
-#: suffixes that modify a method: document-only requests, closed loop forced on / off (engine/loop.py), and
-#: the ablations: FIT without its filter (F), importance (I), layer attribution (T), the loop without its
-#: stop at the non-member level (the open-loop recipe, guard kept) or without its guard
-SUFFIXES = {
-    "-noF": _fit_part_off("filter"),
-    "-noI": _fit_part_off("importance"),
-    "-noT": _fit_part_off("layers"),
-    "-nostop": lambda spec: deep_merge(spec, {"loop": {"enabled": True, "stop": False}}),
-    "-noguard": lambda spec: deep_merge(spec, {"loop": {"guard": {"enabled": False}}}),
-    "-doc": lambda spec: {**spec, "strategy": {**spec["strategy"], "include_qa": False}},
-    "-loop": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": True}},
-    "-open": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": False}},
-}
-
-
-def method_spec(name: str) -> dict:
-    """The config of a method name; suffixes (any order) modify it: ``-doc`` sends the document alone,
-    ``-loop`` / ``-open`` force the closed loop on / off (FIT has it on by default, the baselines off)."""
-    for suffix, change in SUFFIXES.items():
-        if name.endswith(suffix):
-            return change(method_spec(name.removesuffix(suffix)))
-    if name not in METHODS:
-        raise SystemExit(f"unknown method {name!r}; known: {', '.join(METHODS)} (each also with {', '.join(SUFFIXES)})")
-    return METHODS[name]
-
-
-def deep_merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+__all__ = ["METHODS", "SUFFIXES", "deep_merge", "method_spec"]
 
 
 def run_method(name: str, spec: dict, args, source: str | None = None, attacks: list[str] | None = None) -> dict:
@@ -156,9 +76,7 @@ EVAL_KEYS = (
 def summarise(name: str, res: dict) -> dict:
     reqs = res["requests"]
     # the whole cost of a request: planning, the update, and the closed loop's guard (probe and repair)
-    per_req = [
-        r.get("seconds", 0.0) + r.get("seconds_plan", 0.0) + (r.get("guard") or {}).get("seconds", 0.0) for r in reqs
-    ]
+    per_req = [request_seconds(r) for r in reqs]
     objectives: dict[str, int] = {}
     for r in reqs:
         key = r.get("objective", "none (redundant)")
@@ -340,4 +258,7 @@ def _write(results_dir: Path, args, rows) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FitUnlearnError as e:  # an unknown method name, a bad --set: one line, as before
+        raise SystemExit(str(e)) from None

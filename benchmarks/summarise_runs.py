@@ -12,17 +12,19 @@ import json
 import statistics
 from pathlib import Path
 
+from fit_unlearn.summary import journal_results
+
 
 def summarise(run: Path) -> dict:
-    events = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines() if line.strip()]
-    start = next(e for e in events if e["event"] == "start")
-    # after a crash the engine restores the last checkpoint and re-applies the requests after it: the
-    # journal then holds two "applied" events for one position; the later one is the one that counts
-    applied = list({e["position"]: e["record"] for e in events if e["event"] == "applied"}.values())
+    # the library reads the journal as `fit-unlearn report` does: after a crash the engine restores the last
+    # checkpoint and re-applies the requests after it, and the later "applied" event of a position counts; a
+    # replayed evaluation overwrites (same values)
+    start, res = journal_results(run)
+    applied = [r for r in res["requests"] if r["event"] == "applied"]
     objectives: dict[str, int] = {}
     for r in applied:
         objectives[r["objective"]] = objectives.get(r["objective"], 0) + 1
-    evals = {e["t"]: e for e in events if e["event"] == "eval"}  # a replayed eval overwrites: same values
+    evals = {e["t"]: e for e in res["evals"]}
     return {
         "run": str(run),
         "strategy": start["config"]["strategy"],

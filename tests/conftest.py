@@ -64,3 +64,31 @@ def pch_dir() -> Path:
     if not p or not Path(p).is_dir():
         pytest.skip(f"real PCH data not available: set {PCH_ENV} to the directory holding forget.json/retain.json")
     return Path(p)
+
+
+#: the short recipe of tiny runs: one epoch at a large lr, small batches; the rtn quantization (plain fp
+#: forwards) keeps the attack cheap on CPU
+TINY_RUN = {
+    "update": {"lr": 1e-3, "epochs": 1, "retain_batch_size": 1},
+    "eval": {"batch_size": 8, "quantize_method": "rtn"},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bench(tmp_path_factory, tiny_prepared):
+    """A bench directory of tiny runs: FIT and NPO, seeds 0 and 1, 4 requests evaluated every 2, an int4
+    attack on each final model (~20 s)."""
+    from fit_unlearn.bench import BenchConfig, run_bench
+
+    out = tmp_path_factory.mktemp("bench") / "bench"
+    cfg = BenchConfig(
+        prepared=tiny_prepared,
+        methods=("fit", "npo"),
+        seeds=(0, 1),
+        requests=4,
+        eval_every=2,
+        attacks=("quantize4",),
+        overrides=TINY_RUN,
+    )
+    run_bench(cfg, out, command="tests/conftest.py tiny_bench", progress=False)
+    return out

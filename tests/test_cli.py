@@ -204,3 +204,91 @@ def test_no_command_prints_help_and_a_bad_option_one_line(capsys):
     assert main(["run", "--bogus"]) == 2
     out = capsys.readouterr()
     assert "No such option: --bogus" in out.out + out.err and "internal error" not in out.out + out.err
+
+
+@pytest.mark.slow  # ~15 s: two tiny streams, their attack and the report
+def test_demo_wiring_on_a_tiny_model(tiny_data, tiny_model_dir, tiny_prepared, tmp_path):
+    """data -> prepare (cached: the tiny prepared directory, nothing trained again) -> FIT and GradDiff on the
+    same requests, evaluated, int4 attack on both -> the report; then the three-line summary."""
+    import io
+    import shutil
+
+    from conftest import TINY_RUN
+    from rich.console import Console
+
+    from fit_unlearn.data.documents import write_jsonl
+    from fit_unlearn.demo import DEMO_DATA, DEMO_PREPARED, DemoConfig, run_demo
+    from fit_unlearn.prepare import PrepareConfig
+    from fit_unlearn.report import tables
+    from fit_unlearn.training import FinetuneConfig
+
+    for split in ("forget", "retain", "holdout"):
+        write_jsonl(getattr(tiny_data, split), tmp_path / DEMO_DATA / f"{split}.jsonl")
+    shutil.copytree(tiny_prepared, tmp_path / DEMO_PREPARED)
+    said = []
+    prep = PrepareConfig(model=str(tiny_model_dir), recipe=FinetuneConfig(lr=1e-2, epochs=40, batch_size=4), probe_n=4)
+    cfg = DemoConfig(workdir=tmp_path, requests=2, eval_every=1)
+    res = run_demo(cfg, prepare_cfg=prep, overrides=TINY_RUN, progress=False, say=said.append)
+    assert res["report"] == tmp_path / "fit_runs" / "demo" / "report" / "report.html" and res["report"].is_file()
+    s = res["summary"]
+    assert list(s["methods"]) == ["fit", "graddiff"]
+    for m in s["methods"].values():
+        assert [e["t"] for e in m["evals"]] == [1, 2] and m["attacks"]["quantize"]["int4"]["recovery"] is not None
+    fit, graddiff = s["runs"]
+    assert [q["id"] for q in fit["requests"]] == [q["id"] for q in graddiff["requests"]]  # the same stream
+    assert fit["requests"][0]["layers"] is not None and graddiff["strategy"] == "sequential"
+    console = Console(record=True, width=400, file=io.StringIO())
+    console.print(tables.demo_summary(s, res["report"], cfg.methods))
+    lines = console.export_text().splitlines()
+    assert lines[0].startswith(f"report: {res['report']}") and len(lines) == 4
+    assert lines[1].startswith("strict F.D. (t=2, t=2;") and "fit " in lines[1] and "graddiff " in lines[1]
+    assert lines[2].startswith("R.U. (1 = utility kept): fit ")
+    last = {m: s["methods"][m]["attacks"]["quantize"]["int4"]["recovery"]["mean"] for m in cfg.methods}
+    assert lines[3] == f"int4 quantization recovery (0 = nothing comes back, 1 = all): fit {last['fit']:.3f}, " + (
+        f"graddiff {last['graddiff']:.3f}"
+    )
+    stages = [t.plain for t in said if hasattr(t, "plain") and t.plain[:2] in ("2/", "3/", "4/")]
+    assert [x[:3] for x in stages] == ["2/4", "3/4", "4/4"]  # the data existed: no "1/4"
+    # a second demo trains nothing and runs nothing: both runs are finished, the report is rendered again
+    again = run_demo(cfg, prepare_cfg=prep, overrides=TINY_RUN, progress=False, say=said.append)
+    assert again["summary"]["methods"]["fit"]["evals"] == s["methods"]["fit"]["evals"]
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--baseline", "fit"], "the baseline must be another method than fit"),
+        (["--baseline", "npoo"], "did you mean 'npo'"),
+        (["--requests", "0"], "requests: Input should be greater than or equal to 1"),
+        (["--attack-bits", "3"], "attack_bits: must be 4, 8 or null"),
+    ],
+)
+def test_demo_refuses_bad_settings_in_one_line(args, msg, tmp_path, capsys):
+    code, _, err = run(["demo", "--workdir", tmp_path, *args], capsys)
+    assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "fit_data").exists()  # refused before anything was written
+
+
+def test_bench_command_errors(tmp_path, capsys):
+    code, _, err = run(["bench", "--out", tmp_path / "b", "--prepared", tmp_path / "none"], capsys)
+    assert code == 2 and "is not a prepared directory" in err
+    code, _, err = run(["bench", "--out", tmp_path / "b", "--methods", "fit,fitt", "--prepared", tmp_path], capsys)
+    assert code == 2 and "unknown method 'fitt'" in err
+    code, _, err = run(["bench", "--out", tmp_path / "b", "--seeds", "0,x"], capsys)
+    assert code == 2 and "--seeds: expected a comma-separated list" in err
+    code, _, err = run(["bench", "--out", tmp_path / "b", "--set", "{oops"], capsys)
+    assert code == 2 and "--set: not valid JSON" in err
+
+
+def test_bench_command_runs_and_renders_its_report(tiny_prepared, tmp_path, capsys):
+    from conftest import TINY_RUN
+
+    out = tmp_path / "b"
+    args = ["bench", "--out", out, "--prepared", tiny_prepared, "--methods", "npo", "--requests", 2]
+    code, stdout, _ = run([*args, "--eval-every", 2, "--set", json.dumps(TINY_RUN)], capsys)
+    assert code == 0 and "[1/1] npo seed 0: starting (runs/npo-s0)" in stdout
+    assert "strict F.D. / R.U. per checkpoint" in stdout and (out / "report" / "report.html").is_file()
+    manifest = json.loads((out / "bench.json").read_text())
+    assert manifest["sessions"][-1]["command"].startswith(f"fit-unlearn bench --out {out} --prepared {tiny_prepared}")
+    code, stdout, _ = run([*args, "--eval-every", 2, "--set", json.dumps(TINY_RUN), "--no-report"], capsys)
+    assert code == 0 and "finished already, skipped" in stdout and "report:" not in stdout

@@ -45,10 +45,12 @@ def test_filter_keeps_all_with_empty_memory_then_drops_repeats(encoder_filter, t
     f._encoder = encoder_filter.encoder
     kept, rec = f.filter(TEXT, model, tok)
     assert kept == TEXT and rec["candidates"] == 0 and rec["kept_fraction"] == 1.0
+    assert rec["chars"] == rec["kept_chars"] == len(TEXT.strip())
     f.commit()
     assert f.size == rec["chunks"]
     kept, rec = f.filter(TEXT, model, tok)  # the same request again: every chunk has s* = 1
     assert rec["candidates"] == rec["chunks"] and kept == "" and len(rec["dropped"]) == rec["chunks"]
+    assert (rec["chars"], rec["kept_chars"]) == (len(TEXT.strip()), 0)  # the whole text dropped
     assert all(d["s_star"] == pytest.approx(1.0, abs=1e-5) for d in rec["dropped"])
 
 

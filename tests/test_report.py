@@ -172,3 +172,188 @@ def test_data_stats_table_and_synth_line():
     assert text(tables.synth_summary(synth)).strip() == (
         "wrote 8 forget, 4 retain, 0 holdout documents to d (max 3-gram Jaccard 0.102, data hash abc)"
     )
+
+
+# ---- the report of run and bench directories ------------------------------------------------------------
+
+
+def md_table(md: str, first_column: str) -> list[list[str]]:
+    """The body rows of the markdown table whose header starts with ``| first_column |``."""
+    lines = md.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"| {first_column} |"))
+    rows = []
+    for ln in lines[start + 2 :]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip("|").split(" | ")])
+    return [[c.strip() for c in lines[start].strip("|").split(" | ")]] + rows
+
+
+def parse(cell: str) -> tuple[float, float | None]:
+    """``mean ± std`` (or a single value) back into numbers."""
+    mean, _, std = cell.partition(" ± ")
+    return float(mean), float(std) if std else None
+
+
+def agg(values):
+    import statistics
+
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def runs_json(bench):
+    import json
+
+    from fit_unlearn.bench import read_manifest
+
+    out = {}
+    for r in read_manifest(bench)["runs"]:
+        out.setdefault(r["method"], []).append(json.loads((bench / r["dir"] / "results.json").read_text()))
+    return out
+
+
+@pytest.mark.slow  # the tiny bench: ~20 s once per session
+def test_report_draws_every_plot_and_its_tables_equal_the_runs_json(tiny_bench, tmp_path):
+    from fit_unlearn.layout import ReportDir
+    from fit_unlearn.report import render_report
+    from fit_unlearn.report.plots import PLOTS
+
+    out = render_report([tiny_bench], tmp_path / "rep")
+    rd = ReportDir(tmp_path / "rep")
+    assert out == rd.html and rd.markdown.is_file() and rd.data.is_file()
+    md, page = rd.markdown.read_text(), rd.html.read_text()
+    for stem in PLOTS:
+        png = rd.plot(stem)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, stem
+        assert f"]({stem}.png)" in md and f"src='{stem}.png'" in page
+    assert "Plots not drawn" not in md
+
+    results = runs_json(tiny_bench)
+    head, *rows = md_table(md, "method | t/T")
+    col = {name: i for i, name in enumerate(head)}
+    assert len(rows) == 4  # fit and npo at t = 2 and 4
+    for row in rows:
+        method, t = row[0], int(row[1].split("/")[0])
+        evals = [next(e for e in res["evals"] if e["t"] == t) for res in results[method]]
+        assert row[col["seeds"]] == "2"
+        for column, key in (
+            ("strict F.D.", "forget_degree_strict"),
+            ("R.U.", "retain_utility"),
+            ("paper F.D.", "forget_degree_paper"),
+            ("MIA AUC", "mia_auc_forget_vs_holdout"),
+        ):
+            mean, std = parse(row[col[column]])
+            want_mean, want_std = agg([e[key] for e in evals])
+            assert mean == pytest.approx(want_mean, abs=5e-4) and std == pytest.approx(want_std, abs=5e-4), column
+
+    head, *rows = md_table(md, "method | t | F forgotten")
+    for row in rows:
+        evals = [next(e for e in res["evals"] if e["t"] == int(row[1])) for res in results[row[0]]]
+        assert parse(row[2])[0] == pytest.approx(agg([e["forget"]["score"] for e in evals])[0], abs=5e-3)
+        assert parse(row[5])[0] == pytest.approx(agg([e["pending"]["score"] for e in evals])[0], abs=5e-3)
+
+    head, *rows = md_table(md, "method | seeds | s/request")
+    by_method = {r[0]: dict(zip(head, r, strict=True)) for r in rows}
+    for method, ress in results.items():
+        per_run = [agg([q.get("seconds", 0.0) + q["seconds_plan"] for q in res["requests"]])[0] for res in ress]
+        assert parse(by_method[method]["s/request"])[0] == pytest.approx(agg(per_run)[0], abs=5e-3)
+    ratios = []
+    for fit, npo in zip(results["fit"], results["npo"], strict=True):
+        cost = {
+            m: {q["id"]: q.get("seconds", 0.0) + q["seconds_plan"] for q in r["requests"]}
+            for m, r in (("f", fit), ("n", npo))
+        }
+        assert cost["f"].keys() == cost["n"].keys()  # the same requests for one seed
+        ratios.append(sum(cost["f"].values()) / sum(cost["n"].values()))
+    assert parse(by_method["fit"]["ratio to NPO"]) == pytest.approx(agg(ratios), abs=5e-3)
+    assert by_method["npo"]["ratio to NPO"] == "1"
+
+    head, *rows = md_table(md, "method | attack")
+    for row in rows:
+        recs = [res["attacks"]["quantize"]["recovery"]["int4"] for res in results[row[0]]]
+        assert row[1] == "int4" and parse(row[-1])[0] == pytest.approx(agg(recs)[0], abs=5e-4)
+
+    head, *rows = md_table(md, "method | requests (all seeds)")
+    objectives = {r[0]: r[2] for r in rows}
+    assert objectives["npo"] == "npo 8"
+    fit_objectives = [q["objective"] for res in results["fit"] for q in res["requests"]]
+    assert objectives["fit"] == ", ".join(f"{o} {fit_objectives.count(o)}" for o in sorted(set(fit_objectives)))
+    assert "tests/conftest.py tiny_bench" in md  # the bench's command
+
+
+@pytest.mark.slow  # the tiny bench: ~20 s once per session
+def test_report_of_one_run_and_of_an_unfinished_run(tiny_bench, tmp_path, capsys):
+    import json
+    import shutil
+
+    from fit_unlearn.cli import main
+    from fit_unlearn.summary import summarise
+
+    run = tmp_path / "fit-s0"
+    shutil.copytree(tiny_bench / "runs" / "fit-s0", run)
+    res = json.loads((run / "results.json").read_text())
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out.replace("\n", "")  # long paths wrap at the console's width
+    assert f"report: {run / 'report' / 'report.html'}" in out and "strict F.D. / R.U. per checkpoint" in out
+    md = (run / "report" / "report.md").read_text()
+    head, *rows = md_table(md, "method | t/T")
+    assert [parse(r[3]) for r in rows] == [
+        (pytest.approx(e["forget_degree_strict"], abs=5e-4), None) for e in res["evals"]
+    ]
+    # a stopped run (no results.json) is read from its journal: the same evaluations, marked unfinished
+    (run / "results.json").unlink()
+    s = summarise([run])
+    (r,) = s["runs"]
+    assert not r["finished"] and [e["t"] for e in r["evals"]] == [2, 4]
+    for got, want in zip(r["evals"], res["evals"], strict=True):
+        assert {k: got[k] for k in ("forget_degree_strict", "retain_utility")} == {
+            k: want[k] for k in ("forget_degree_strict", "retain_utility")
+        }
+    assert [q["id"] for q in r["requests"]] == [q["id"] for q in res["requests"]]
+    assert s["methods"]["fit-s0"]["evals"][0]["eval_seconds"]["mean"] > 0
+
+
+def test_report_refuses_what_is_not_a_run_or_a_bench(tmp_path, capsys):
+    from fit_unlearn.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "neither a run directory (no journal.jsonl) nor a bench directory (no bench.json)" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["report", str(tmp_path / "none")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "pass --out DIR" in capsys.readouterr().err
+
+
+def test_request_rows_phases_and_filtered_fraction():
+    from fit_unlearn.summary import aggregate, request_row
+
+    rec = {
+        "id": "a",
+        "position": 3,
+        "objective": "npo_kl",
+        "seconds": 2.0,
+        "seconds_plan": 0.75,
+        "guard": {"seconds": 0.25},
+        "peak_memory_bytes": 2**20,
+        "receipt": {
+            "filter": {"chars": 200, "kept_chars": 150, "kept_fraction": 0.5},
+            "layers": {"layers": [1, 3], "layer_scores": [0.1, 0.2, 0.3, 0.4]},
+            "importance": {"importance": 7.5, "thresholds": [9.0, 6.0], "objective": "npo"},
+            "seconds": {"filter": 0.5, "attribution": 0.125, "importance": 0.125},
+        },
+    }
+    row = request_row(rec)
+    assert row["phases"] == {"filter": 0.5, "attribution": 0.125, "importance": 0.125, "update": 2.0, "guard": 0.25}
+    assert row["seconds"] == 3.0 and row["filtered_fraction"] == 0.25  # characters, not chunks
+    assert (row["layers"], row["n_layers"], row["importance"]) == ([1, 3], 4, 7.5)
+    redundant = request_row(
+        {"redundant": True, "seconds_plan": 0.5, "receipt": {"filter": {"chars": 9, "kept_chars": 0}}}
+    )
+    assert redundant["phases"] == {"plan": 0.5} and redundant["filtered_fraction"] == 1.0 and redundant["redundant"]
+    older = request_row({"seconds": 1.0, "receipt": {"filter": {"kept_fraction": 0.75}}})  # before chars were kept
+    assert older["filtered_fraction"] == 0.25
+    assert aggregate([1.0, None, 3.0]) == {"mean": 2.0, "std": pytest.approx(2**0.5), "n": 2, "values": [1.0, 3.0]}
+    assert aggregate([None]) is None and aggregate([4.0])["std"] is None

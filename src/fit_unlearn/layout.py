@@ -13,6 +13,19 @@ A **run directory** (``fit-unlearn run --out``)::
     checkpoints/ckpt-NNNNNN/{model/,strategy/,state.json,rng.pt}
     evals/eval-tNNNNN.json               per-item values of each evaluation
     results.json  attack-<kind>.json
+
+A **bench directory** (``fit-unlearn bench --out``)::
+
+    bench.json                           settings, the runs (method, seed, directory), command, machine
+    prepared/                            the prepared data, when the bench prepared it (``--data``)
+    runs/<method>-s<seed>/               one run directory per method and seed
+    report/                              the report ``fit-unlearn bench`` renders at its end
+
+A **report directory** (``fit-unlearn report --out``)::
+
+    report.md  report.html               the report (the PNG plots beside it)
+    report.json                          the data it was rendered from
+    <plot>.png
 """
 
 from __future__ import annotations
@@ -116,6 +129,9 @@ class RunDir:
     def attack_file(self, kind: str) -> Path:
         return self.root / f"attack-{kind}.json"
 
+    def is_run(self) -> bool:
+        return self.journal.is_file()
+
 
 class CheckpointDir:
     """One checkpoint: ``model/`` (weights + tokenizer), ``strategy/``, ``state.json``, ``rng.pt``."""
@@ -146,3 +162,64 @@ class CheckpointDir:
     @property
     def rng(self) -> Path:
         return self.root / "rng.pt"
+
+
+class BenchDir:
+    """Methods x seeds, one run directory each (``fit_unlearn.bench``)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"BenchDir({str(self.root)!r})"
+
+    @classmethod
+    def of(cls, where: str | Path | BenchDir) -> BenchDir:
+        return where if isinstance(where, BenchDir) else cls(where)
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "bench.json"
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def run(self, method: str, seed: int) -> RunDir:
+        return RunDir(self.runs / f"{method}-s{seed}")
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    def is_bench(self) -> bool:
+        return self.manifest.is_file()
+
+
+class ReportDir:
+    """What ``fit_unlearn.report.render_report`` writes."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"ReportDir({str(self.root)!r})"
+
+    @property
+    def markdown(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "report.json"
+
+    def plot(self, name: str) -> Path:
+        return self.root / f"{name}.png"

@@ -1,8 +1,9 @@
 """The ``fit-unlearn`` command line: parse, call the library, print one-line errors.
 
-One module per command group (``data``, ``prepare``, ``eval``, ``run`` / ``receipt``, ``demo``, ``attack``),
-shared options in ``options``; tables and summaries come from :mod:`fit_unlearn.report`.  Errors the user can
-fix print ``error: <message>`` and exit 2 (no traceback unless ``--debug``).
+One module per command group (``data``, ``prepare``, ``eval``, ``run`` / ``receipt``, ``demo``, ``bench``,
+``report``, ``attack``), shared options in ``options``; tables and summaries come from
+:mod:`fit_unlearn.report`.  Errors the user can fix print ``error: <message>`` and exit 2 (no traceback unless
+``--debug``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import typer
 from rich.console import Console
 
 from fit_unlearn.cli import attack, data
+from fit_unlearn.cli.bench import bench_cmd
 from fit_unlearn.cli.demo import demo_cmd
 from fit_unlearn.cli.eval import eval_cmd
 from fit_unlearn.cli.prepare import prepare_cmd
+from fit_unlearn.cli.report import report_cmd
 from fit_unlearn.cli.run import receipt_cmd, run_cmd
 from fit_unlearn.errors import FitUnlearnError
 
@@ -33,6 +36,8 @@ app.command("prepare")(prepare_cmd)
 app.command("eval")(eval_cmd)
 app.command("run")(run_cmd)
 app.command("demo")(demo_cmd)
+app.command("bench")(bench_cmd)
+app.command("report")(report_cmd)
 app.add_typer(attack.app, name="attack")
 console = Console(stderr=True)
 

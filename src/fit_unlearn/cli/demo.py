@@ -1,7 +1,5 @@
-"""``fit-unlearn demo``: synthetic PCH data -> theta_0 and the retain-only model -> both evaluated.
-
-It calls the library with the defaults of ``data synth``, ``prepare`` and ``eval`` and prints what they print.
-"""
+"""``fit-unlearn demo``: synthetic PCH -> theta_0 and the retain-only model (cached) -> a stream unlearned with
+FIT and a baseline, evaluated as it goes, an int4 quantization attack -> the report (``fit_unlearn.demo``)."""
 
 from __future__ import annotations
 
@@ -10,27 +8,33 @@ from typing import Annotated
 
 import typer
 
-from fit_unlearn.cli.options import DEFAULT_DATA, DEFAULT_PREPARED, DeviceOpt, out_console, write_results
-from fit_unlearn.data.documents import load_documents
-from fit_unlearn.data.synth import write_synth
-from fit_unlearn.evaluation import evaluate_prepared
-from fit_unlearn.layout import GOLD_MODELS, PreparedDir
-from fit_unlearn.prepare import PrepareConfig, prepare
+from fit_unlearn.cli.options import DeviceOpt, out_console
+from fit_unlearn.demo import DemoConfig, demo_config, run_demo
 from fit_unlearn.report import tables
+
+DEMO = DemoConfig()
 
 
 def demo_cmd(
-    device: DeviceOpt = "cpu",
-    workdir: Annotated[Path, typer.Option(help="where data and runs are written")] = Path("."),
+    device: DeviceOpt = DEMO.device,
+    workdir: Annotated[Path, typer.Option(help="where data, prepared models and runs are written")] = DEMO.workdir,
+    requests: Annotated[int, typer.Option(help="deletion requests unlearned by each method")] = DEMO.requests,
+    eval_every: Annotated[int, typer.Option(help="evaluate every N requests (and after the last)")] = DEMO.eval_every,
+    baseline: Annotated[str, typer.Option(help="method FIT is compared with (graddiff, npo...)")] = DEMO.baseline,
+    seed: Annotated[int, typer.Option(help="orders the stream and seeds the updates")] = DEMO.seed,
+    attack_bits: Annotated[int, typer.Option(help="quantization attack bit width (4 or 8; 0 = none)")] = 4,
+    out: Annotated[Path | None, typer.Option(help="runs and report (default <workdir>/fit_runs/demo)")] = None,
 ):
-    """The main job on the embedded default: synthetic PCH -> prepare theta_0 / retain-only -> evaluate both."""
-    data = workdir / DEFAULT_DATA
-    prepared = workdir / DEFAULT_PREPARED
-    if not (data / "forget.jsonl").exists():
-        out_console.print(tables.synth_summary(write_synth(data)))
-    report = prepare(load_documents(data), prepared, PrepareConfig(device=device))
-    out_console.print(tables.prepare_summary(report, prepared))
-    for model in GOLD_MODELS:
-        res = evaluate_prepared(prepared, model, device=device, progress=True)
-        out = write_results(res, PreparedDir(prepared).eval_file(model))
-        out_console.print(tables.eval_summary(res, out))
+    """The main job on the embedded default model: unlearn a stream with FIT and a baseline, write a report."""
+    cfg = demo_config(
+        device=device,
+        workdir=workdir,
+        requests=requests,
+        eval_every=eval_every,
+        baseline=baseline,
+        seed=seed,
+        attack_bits=attack_bits or None,
+        out=out,
+    )
+    res = run_demo(cfg, say=out_console.print)
+    out_console.print(tables.demo_summary(res["summary"], res["report"], cfg.methods))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 
 from fit_unlearn.attacks.quantize import quantize_attack
@@ -43,6 +44,7 @@ class Evaluation:
         """(journal summary, full result) at t = len(forgotten); the full result goes to ``evals/``."""
 
         t = len(forgotten)
+        t0 = time.perf_counter()
         res = evaluate_model(
             model,
             tok,
@@ -64,6 +66,7 @@ class Evaluation:
                 limit=self.cfg.downstream_limit,
                 workdir=self.run_dir.root,
             )
+        res["seconds"] = time.perf_counter() - t0  # wall time of this evaluation, downstream tasks included
         items = res.pop("items")
         per_doc = res.pop("per_document", None)
         self.run_dir.evals.mkdir(exist_ok=True)

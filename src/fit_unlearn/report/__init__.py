@@ -1,9 +1,14 @@
-"""Reports of results: rich tables and summary lines rendered from the results dicts (no computation).
+"""Reports of results, rendered from the results dicts and files (no computation).
 
-The CLI prints them; notebooks and scripts can print them with any rich ``Console``.
+``tables``: rich tables and summary lines that the CLI prints (any rich ``Console`` can print them).
+``plots`` and ``document``: :func:`render_report` renders run and bench directories into a report (markdown
+and HTML, PNG plots beside them) from a summary that ``fit_unlearn.summary`` reads from the runs' JSON files.
 """
 
+from fit_unlearn.report.document import render_report
 from fit_unlearn.report.tables import (
+    bench_summary,
+    demo_summary,
     eval_summary,
     eval_table,
     fmt,
@@ -21,6 +26,8 @@ from fit_unlearn.report.tables import (
 )
 
 __all__ = [
+    "bench_summary",
+    "demo_summary",
     "eval_summary",
     "eval_table",
     "fmt",
@@ -31,6 +38,7 @@ __all__ = [
     "quantize_table",
     "receipt",
     "relearn_summary",
+    "render_report",
     "run_summary",
     "run_table",
     "stats_table",

@@ -317,3 +317,66 @@ def relearn_summary(res: dict, out: str | Path) -> Text:
         f"(theta0 {fmt(res['held_out_forget_theta0'], '.2f')}); recovery {fmt(res['recovery'])}; "
         f"results {out}"
     )
+
+
+# bench, report, demo
+
+
+def bench_run_line(info: dict) -> Text:
+    """One run of a bench about to start (``bench.run_bench``'s ``on_run``)."""
+    what = {"finished": "finished already, skipped", "resumed": "resuming", "started": "starting"}[info["status"]]
+    return line(f"[{info['index'] + 1}/{info['of']}] {info['method']} seed {info['seed']}: {what} ({info['dir']})")
+
+
+def _agg(a: dict | None, spec: str = ".3f") -> str:
+    from fit_unlearn.report.document import fmt_agg
+
+    return fmt_agg(a, spec)
+
+
+def bench_table(summary: dict) -> Table:
+    """Strict F.D. / R.U. per method and checkpoint (mean +- std over seeds), cost and ratio to NPO (a
+    summary of ``fit_unlearn.summary.summarise``)."""
+    ts = sorted({e["t"] for m in summary["methods"].values() for e in m["evals"]})
+    table = _table(
+        "strict F.D. / R.U. per checkpoint", ("method", "seeds", *(f"t={t}" for t in ts), "s/request", "ratio to NPO")
+    )
+    for name, m in summary["methods"].items():
+        by_t = {e["t"]: e for e in m["evals"]}
+        cells = [
+            f"{_agg(e.get('forget_degree_strict'))} / {_agg(e.get('retain_utility'))}" if (e := by_t.get(t)) else "-"
+            for t in ts
+        ]
+        ratio = "1" if name == "npo" else _agg(m["cost"]["ratio_to_npo"], ".2f")
+        seeds = ", ".join(map(str, m["seeds"]))
+        table.add_row(name, seeds, *cells, _agg(m["cost"]["seconds_per_request"], ".2f"), ratio)
+    return table
+
+
+def bench_summary(summary: dict, report: str | Path) -> Group:
+    """:func:`bench_table` and where the report is."""
+    return Group(bench_table(summary), line(f"report: {report} (markdown: {Path(report).with_suffix('.md')})"))
+
+
+def demo_summary(summary: dict, report: str | Path, methods: tuple[str, str]) -> Group:
+    """Where the report is, then three lines: strict F.D., R.U. (at the last checkpoint) and int4 recovery of
+    the two methods of the demo."""
+    last = {m: (summary["methods"][m]["evals"] or [{}])[-1] for m in methods if m in summary["methods"]}
+
+    def cells(key: str) -> str:
+        return ", ".join(f"{m} {_agg(e.get(key))}" for m, e in last.items())
+
+    def recovery(m: str) -> str:
+        q = ((summary["methods"][m].get("attacks") or {}).get("quantize") or {}).get("int4")
+        return _agg(q["recovery"]) if q else "n/a"
+
+    t = ", ".join(f"t={e.get('t')}" for e in last.values())
+    return Group(
+        line(f"report: {report} (markdown: {Path(report).with_suffix('.md')})"),
+        line(f"strict F.D. ({t}; 1 = forgotten like the retain-only model): {cells('forget_degree_strict')}"),
+        line(f"R.U. (1 = utility kept): {cells('retain_utility')}"),
+        line(
+            "int4 quantization recovery (0 = nothing comes back, 1 = all): "
+            + ", ".join(f"{m} {recovery(m)}" for m in last)
+        ),
+    )

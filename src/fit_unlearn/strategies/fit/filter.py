@@ -133,7 +133,13 @@ class RedundancyFilter:
         kept_text = _join(text, spans, kept_idx)
         self._pending = emb[kept_idx] if kept_idx else None
         receipt.update(
-            {"kept": len(kept_idx), "kept_fraction": len(kept_idx) / len(chunks) if chunks else 0.0, "dropped": dropped}
+            {
+                "kept": len(kept_idx),
+                "kept_fraction": len(kept_idx) / len(chunks) if chunks else 0.0,
+                "chars": len(text),  # of the stripped request; kept_chars / chars = the fraction of text kept
+                "kept_chars": len(kept_text),
+                "dropped": dropped,
+            }
         )
         return kept_text, receipt
 

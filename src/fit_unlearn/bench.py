@@ -1,0 +1,337 @@
+"""Benchmarks as a library: methods x seeds on one prepared data set, one resumable run directory each, all
+in one bench directory (``layout.BenchDir``) that :func:`fit_unlearn.report.render_report` renders.
+
+    for method in methods:
+        for seed in seeds:
+            run = <bench>/runs/<method>-s<seed>
+            results.json there (finished)  -> skipped
+            journal there (stopped, killed) -> Engine(config, resume=True).run()   (exactly once, bit-identical)
+            nothing there                   -> Engine(config).run()
+
+A method is a name of :data:`METHODS`: a few overrides of the library's run defaults (so FIT is whatever
+FIT's defaults are), with optional suffixes (:data:`SUFFIXES`, any order): ``fit-noF`` is FIT without its
+filter, ``graddiff-doc`` sends document-only requests, ``npo-loop`` turns the closed loop on.  For a given
+seed every method sees the same requests in the same order (``stream.order_seed = seed``), and the seed
+also seeds every update.  ``bench.json`` records the settings, the runs, the command, the machine and the
+wall time each run took; running the bench again with the same settings continues it, and new methods or
+seeds are added to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from fit_unlearn.errors import ConfigError
+from fit_unlearn.layout import BenchDir, PreparedDir
+from fit_unlearn.prepare import PrepareConfig
+from fit_unlearn.provenance import provenance
+from fit_unlearn.schema import Section, format_validation_error
+
+#: method name -> overrides of the run configuration's defaults (``engine.config.RunConfig``)
+METHODS: dict[str, dict] = {
+    "ga": {"strategy": {"name": "sequential", "objective": "ga"}},
+    "graddiff": {"strategy": {"name": "sequential", "objective": "graddiff"}},
+    "npo": {"strategy": {"name": "sequential", "objective": "npo"}},
+    # FIT with its importance thresholds calibrated on the first 10 requests (the fixed thresholds 12 / 6
+    # of the reference code are for its 7B models)
+    "fit": {"strategy": {"name": "fit", "fit": {"importance": {"calibrate": True, "calibration_size": 10}}}},
+    # extension: layers ranked relative to their retain profile (see docs/fit.md)
+    "fit-relative": {
+        "strategy": {
+            "name": "fit",
+            "fit": {"importance": {"calibrate": True, "calibration_size": 10}, "layers": {"relative": True}},
+        }
+    },
+    # closed-loop candidates (benchmarks/README.md, "Closed loop"): GradDiff on the last 8 of the default
+    # model's 30 layers, the template left out (tokens in > 20% of the non-forget documents); use with -loop
+    "graddiff-late-facts": {
+        "strategy": {"name": "sequential", "objective": "graddiff", "trainable": list(range(22, 30))},
+        "update": {"template_max_df": 0.2},
+    },
+    "graddiff-late-facts-noguard": {
+        "strategy": {"name": "sequential", "objective": "graddiff", "trainable": list(range(22, 30))},
+        "update": {"template_max_df": 0.2},
+        "loop": {"guard": {"enabled": False}},
+    },
+    # the same with NPO: no retain anchor, so the guard's repair pool is damaged like the documents it guards
+    "npo-late-facts": {
+        "strategy": {"name": "sequential", "objective": "npo", "trainable": list(range(22, 30))},
+        "update": {"template_max_df": 0.2},
+    },
+    # variant: every importance bucket keeps a retain CE anchor (NPO-RT / RL + CE(retain)) instead of KL
+    "fit-rt": {
+        "strategy": {
+            "name": "fit",
+            "fit": {
+                "importance": {
+                    "calibrate": True,
+                    "calibration_size": 10,
+                    "objectives": ["npo_rt", "npo_rt", "rl"],
+                    "objective_params": {"rl": {"retain_weight": 1.0}},
+                }
+            },
+        }
+    },
+}
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    """``a`` with ``b`` merged in, section by section (``b`` wins)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _fit_part_off(part: str) -> Callable[[dict], dict]:
+    def change(spec: dict) -> dict:
+        if spec["strategy"].get("name") != "fit":
+            raise ConfigError(f"-no{part[0].upper()} switches off a part of FIT; the method is not FIT")
+        fit = {**spec["strategy"].get("fit", {}), part: False}
+        return {**spec, "strategy": {**spec["strategy"], "fit": fit}}
+
+    return change
+
+
+#: suffixes that modify a method: document-only requests, closed loop forced on / off (engine/loop.py), and
+#: the ablations: FIT without its filter (F), importance (I), layer attribution (T), the loop without its
+#: stop at the non-member level (the open-loop recipe, guard kept) or without its guard
+SUFFIXES: dict[str, Callable[[dict], dict]] = {
+    "-noF": _fit_part_off("filter"),
+    "-noI": _fit_part_off("importance"),
+    "-noT": _fit_part_off("layers"),
+    "-nostop": lambda spec: deep_merge(spec, {"loop": {"enabled": True, "stop": False}}),
+    "-noguard": lambda spec: deep_merge(spec, {"loop": {"guard": {"enabled": False}}}),
+    "-doc": lambda spec: {**spec, "strategy": {**spec["strategy"], "include_qa": False}},
+    "-loop": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": True}},
+    "-open": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": False}},
+}
+
+
+def method_spec(name: str) -> dict:
+    """The configuration overrides of a method name; suffixes (any order) modify it: ``-doc`` sends the
+    document alone, ``-loop`` / ``-open`` force the closed loop on / off, ``-noF`` / ``-noI`` / ``-noT`` switch
+    off a part of FIT, ``-nostop`` / ``-noguard`` a part of the closed loop."""
+    for suffix, change in SUFFIXES.items():
+        if name.endswith(suffix) and name != suffix:
+            return change(method_spec(name.removesuffix(suffix)))
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, list(METHODS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"unknown method {name!r}; {hint}known: {', '.join(METHODS)} (each also with the suffixes "
+            f"{', '.join(SUFFIXES)})"
+        )
+    return METHODS[name]
+
+
+class BenchConfig(Section):
+    """A bench: which methods, which seeds, how many requests, how often evaluated."""
+
+    prepared: Path = Path("fit_runs/prepared")
+    """The prepared directory every run unlearns from (``fit-unlearn prepare``)."""
+    methods: tuple[str, ...] = ("fit", "graddiff", "npo")
+    """Method names (``fit_unlearn.bench.METHODS``, with optional suffixes such as ``-doc``)."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds: each one orders the stream and seeds the updates; every method sees the same requests per seed."""
+    requests: int | None = Field(default=20, ge=1)
+    """Requests per run (``stream.limit``; ``null``: the whole prepared forget split)."""
+    eval_every: int | None = Field(default=10, ge=1)
+    """Evaluate every N requests (and at the end)."""
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    """Checkpoint every N requests (``null``: at every evaluation); a killed run resumes from the last one."""
+    attacks: tuple[Literal["quantize8", "quantize4", "relearn"], ...] = ()
+    """Recovery attacks on each run's final model."""
+    model: str = "theta0"
+    """The model unlearned: ``theta0`` of the prepared directory, or a model directory."""
+    device: str = "cpu"
+    """Torch device of every run."""
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Weights' dtype of every run."""
+    overrides: dict = Field(default_factory=dict)
+    """Run configuration merged into every method's (e.g. ``{"update": {"lr": 1e-5}}``)."""
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("give at least one method")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a method is listed twice: {', '.join(v)}")
+        for name in v:
+            try:
+                method_spec(name)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("give at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a seed is listed twice: {', '.join(map(str, v))}")
+        return v
+
+    def run_config(self, method: str, seed: int, out: str | Path):
+        """The validated run configuration of one method and seed, its run directory ``out``."""
+        from fit_unlearn.engine.config import build_config  # the engine imports torch: only when running
+
+        every = self.checkpoint_every or self.eval_every or self.requests or 10
+        base = {
+            "prepared": str(self.prepared),
+            "model": self.model,
+            "out": str(out),
+            "seed": seed,
+            "device": self.device,
+            "dtype": self.dtype,
+            "stream": {"order_seed": seed, "limit": self.requests},
+            "eval": {"every": self.eval_every, "attacks": list(self.attacks)},
+            # one checkpoint on disk per run (the last; the attacks and a resume need no other)
+            "checkpoint": {"every": every, "keep": 1},
+        }
+        return build_config(deep_merge(deep_merge(base, method_spec(method)), self.overrides), f"method {method}")
+
+    def settings(self) -> dict:
+        """What every run of the bench shares (a bench directory keeps them; methods and seeds may grow)."""
+        return self.model_dump(mode="json", exclude={"methods", "seeds"})
+
+
+def bench_config(**fields) -> BenchConfig:
+    """:class:`BenchConfig` from keyword arguments, a bad value raised as one-line ``ConfigError``."""
+    try:
+        return BenchConfig(**fields)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "bench")) from None
+
+
+def prepare_bench_data(
+    data: str | Path,
+    out: str | Path | BenchDir,
+    cfg: PrepareConfig = PrepareConfig(),
+    *,
+    n_forget: int | None = None,
+    n_retain: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Prepare a data directory (synthetic JSONL or PCH layout, a seeded subset of ``n_forget`` / ``n_retain``
+    documents) into ``<bench>/prepared``; nothing is trained again when it is up to date.  Returns the
+    prepare report."""
+    from fit_unlearn.data.documents import load_documents
+    from fit_unlearn.prepare import prepare
+
+    splits = load_documents(data).subset(n_forget, n_retain, cfg.recipe.seed)
+    return prepare(splits, BenchDir.of(out).prepared, cfg, progress=progress)
+
+
+def read_manifest(bench: str | Path | BenchDir) -> dict:
+    """``bench.json`` of a bench directory."""
+    path = BenchDir.of(bench).manifest
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path.parent}: not a bench directory (no bench.json); run `fit-unlearn bench`") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); the bench directory is damaged") from None
+
+
+def _write_manifest(bench: BenchDir, manifest: dict) -> None:
+    bench.root.mkdir(parents=True, exist_ok=True)
+    tmp = bench.manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, bench.manifest)
+
+
+def _open_manifest(bench: BenchDir, cfg: BenchConfig, command: str | None) -> dict:
+    """The bench's manifest with this invocation's methods and seeds added; refused if the shared settings
+    differ from those the bench was started with."""
+    settings = cfg.settings()
+    if bench.is_bench():
+        manifest = read_manifest(bench)
+        old = manifest["settings"]
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if diff:
+            said = ", ".join(f"{k} {old.get(k)!r} (now {settings.get(k)!r})" for k in diff)
+            raise ConfigError(
+                f"{bench.root} is a bench started with other settings: {said}; rerun with the same settings "
+                "to continue it, or choose another --out"
+            )
+    else:
+        if bench.root.exists() and any(bench.root.iterdir()) and not bench.prepared.exists():
+            raise ConfigError(f"{bench.root} exists and is not a bench directory; choose another --out")
+        manifest = {"settings": settings, "runs": [], "created": provenance()["created"], "sessions": []}
+    known = {(r["method"], r["seed"]) for r in manifest["runs"]}
+    for method in cfg.methods:
+        for seed in cfg.seeds:
+            if (method, seed) not in known:
+                run = bench.run(method, seed)
+                manifest["runs"].append(
+                    {"method": method, "seed": seed, "dir": str(run.root.relative_to(bench.root)), "wall_seconds": 0.0}
+                )
+    manifest["sessions"].append({"command": command, **provenance(prepared=str(cfg.prepared))})
+    return manifest
+
+
+def run_bench(
+    cfg: BenchConfig,
+    out: str | Path | BenchDir,
+    *,
+    command: str | None = None,
+    progress: bool = True,
+    on_run: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run (or continue) every method x seed of ``cfg`` into the bench directory ``out``; returns its
+    manifest.  ``on_run`` is told about each run before it starts: ``{method, seed, dir, status, index, of}``
+    with status ``finished`` (skipped), ``resumed`` or ``started``."""
+    from fit_unlearn.engine import Engine  # imports torch
+
+    bench = BenchDir.of(out)
+    if not PreparedDir(cfg.prepared).is_prepared():
+        raise ConfigError(
+            f"prepared: {cfg.prepared} is not a prepared directory (run `fit-unlearn prepare`, or give the "
+            "bench --data DIR to prepare one)"
+        )
+    manifest = _open_manifest(bench, cfg, command)
+    _write_manifest(bench, manifest)
+    todo = [r for r in manifest["runs"] if r["method"] in cfg.methods and r["seed"] in cfg.seeds]
+    for i, entry in enumerate(todo):
+        run = bench.run(entry["method"], entry["seed"])
+        status = "finished" if run.results.exists() else "resumed" if run.is_run() else "started"
+        if on_run is not None:
+            on_run({**entry, "status": status, "index": i, "of": len(todo)})
+        if status == "finished":
+            continue
+        run_cfg = cfg.run_config(entry["method"], entry["seed"], run.root)
+        t0 = time.perf_counter()
+        engine = Engine(run_cfg, resume=status == "resumed", progress=progress)
+        try:
+            engine.run()
+        finally:
+            engine.close()
+            entry["wall_seconds"] = entry.get("wall_seconds", 0.0) + time.perf_counter() - t0
+            _write_manifest(bench, manifest)
+    manifest["finished"] = provenance()["created"]
+    _write_manifest(bench, manifest)
+    return manifest
+
+
+__all__ = [
+    "METHODS",
+    "SUFFIXES",
+    "BenchConfig",
+    "bench_config",
+    "deep_merge",
+    "method_spec",
+    "prepare_bench_data",
+    "read_manifest",
+    "run_bench",
+]

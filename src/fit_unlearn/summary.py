@@ -1,0 +1,407 @@
+"""Run and bench directories read back as data and summarised per method: what a report renders.
+
+Reading a run directory (``layout.RunDir``) takes only what the engine wrote: ``results.json`` when the
+run finished, else its journal (the evaluations and request records journaled so far: a stopped or killed
+run is read as far as it got); the recovery attacks (in results.json, or the ``attack-<kind>.json`` files of
+``fit-unlearn attack``); the configuration and provenance the run recorded.  Nothing is evaluated again.
+
+Per request (:func:`request_row`): seconds per phase (FIT's filter / attribution / importance from its
+receipt, a strategy's plan otherwise; the update; the closed loop's guard), the fraction of the request's
+text the filter dropped, the layers trained, the importance and objective chosen, peak memory.
+
+Grouping (:func:`summarise`): runs are grouped by method (a bench's method name, else the run directory's
+name), and the seeds of one method give, at each checkpoint t and for each metric, the mean and the sample
+standard deviation (n - 1; none for one seed) over the seeds that have a value there.  Cost per method:
+mean seconds per request and per phase (mean over a run's requests, then over seeds), the largest peak
+memory, and the ratio to NPO on the same requests: for each seed with an ``npo`` run, the method's total
+seconds over the requests both runs applied divided by NPO's over the same requests.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from fit_unlearn.errors import ConfigError
+from fit_unlearn.layout import BenchDir, RunDir
+
+#: metric name -> where it is in an evaluation summary (``evals`` of results.json, the journal's ``eval``)
+EVAL_METRICS: dict[str, tuple[str, ...]] = {
+    "forget_degree_strict": ("forget_degree_strict",),
+    "forget_degree_paper": ("forget_degree_paper",),
+    "retain_utility": ("retain_utility",),
+    "collateral_forget": ("collateral_forget",),
+    "forget_degree_strict_paraphrase": ("forget_degree_strict_paraphrase",),
+    "mia_auc_forget_vs_holdout": ("mia_auc_forget_vs_holdout",),
+    "extraction_strength_forget": ("extraction_strength_forget",),
+    "F_forgotten": ("forget", "score"),
+    "F_forgotten_retain_only": ("reference", "forget_strict", "retain_only"),
+    "F_forgotten_theta0": ("reference", "forget_strict", "theta0"),
+    "F_forgotten_paraphrase": ("forget", "paraphrase", "score"),
+    "F_pending": ("pending", "score"),
+    "F_pending_theta0": ("reference", "collateral", "theta0"),
+    "R": ("retain", "score"),
+    "R_reference": ("reference", "retain", "at_t"),
+    "capital_probe": ("capital_probe", "accuracy"),
+    "capital_probe_theta0": ("capital_probe", "theta0"),
+    "eval_seconds": ("seconds",),
+}
+
+#: the plan phases a strategy's receipt may time (FIT), in the order they run
+PLAN_PHASES = ("filter", "attribution", "importance")
+
+
+def dig(d, path: Sequence[str]):
+    """``d[path[0]][path[1]]...``, or None where a key is missing or a value is None."""
+    for k in path:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
+
+
+def eval_metrics(e: dict) -> dict:
+    """The metrics of one evaluation summary (:data:`EVAL_METRICS`, then ``downstream.<task>.<metric>``)."""
+    out = {name: dig(e, path) for name, path in EVAL_METRICS.items()}
+    for task, vals in (e.get("downstream") or {}).items():
+        for metric, v in vals.items():
+            if isinstance(v, int | float):
+                out[f"downstream.{task}.{metric}"] = v
+    return out
+
+
+# ---- one request -----------------------------------------------------------------------------------------
+
+
+def request_phases(record: dict) -> dict[str, float]:
+    """Seconds per phase of one request's record: the plan (FIT: filter, attribution, importance, as its
+    receipt timed them), the update, the closed loop's guard (probe and repair)."""
+    receipt = record.get("receipt") or {}
+    timed = receipt.get("seconds") or {}
+    phases = {p: float(timed[p]) for p in PLAN_PHASES if p in timed}
+    if not phases and record.get("seconds_plan") is not None:
+        phases["plan"] = float(record["seconds_plan"])
+    if not record.get("redundant"):
+        phases["update"] = float(record.get("seconds", 0.0))
+    guard = record.get("guard") or {}
+    if guard.get("seconds") is not None:
+        phases["guard"] = float(guard["seconds"])
+    return phases
+
+
+def request_seconds(record: dict) -> float:
+    """The whole cost of a request: its plan, its update and the closed loop's guard."""
+    guard = (record.get("guard") or {}).get("seconds") or 0.0
+    return float(record.get("seconds_plan", 0.0)) + float(record.get("seconds", 0.0)) + float(guard)
+
+
+def filtered_fraction(receipt: dict) -> float | None:
+    """Fraction of the request's text the redundancy filter dropped (None: no filter ran).  Runs journaled
+    before the filter recorded characters give the fraction of chunks instead."""
+    f = receipt.get("filter")
+    if not f:
+        return None
+    if f.get("chars"):
+        return 1.0 - f["kept_chars"] / f["chars"]
+    return 1.0 - f.get("kept_fraction", 1.0)
+
+
+def request_row(record: dict) -> dict:
+    """What a report shows of one request's record (``requests`` of results.json / the journal)."""
+    receipt = record.get("receipt") or {}
+    layers, imp = receipt.get("layers") or {}, receipt.get("importance") or {}
+    return {
+        "id": record.get("id"),
+        "position": record.get("position"),
+        "redundant": bool(record.get("redundant") or receipt.get("fully_redundant")),
+        "objective": record.get("objective"),
+        "phases": request_phases(record),
+        "seconds": request_seconds(record),
+        "filtered_fraction": filtered_fraction(receipt),
+        "layers": layers.get("layers"),
+        "n_layers": len(layers["layer_scores"]) if layers.get("layer_scores") else None,
+        "importance": imp.get("importance"),
+        "thresholds": imp.get("thresholds"),
+        "peak_memory_bytes": record.get("peak_memory_bytes"),
+        "steps": record.get("steps"),
+        "request_ce_before": record.get("request_ce_before"),
+        "request_ce_after": record.get("request_ce_after"),
+    }
+
+
+# ---- one run ---------------------------------------------------------------------------------------------
+
+
+def journal_results(run: str | Path | RunDir) -> tuple[dict, dict]:
+    """(start event, a results.json-like dict) from a run's journal, finished or not: the last ``applied`` /
+    ``redundant`` record per stream position (a request applied again after a crash counts once), the
+    last evaluation per t, the last checkpoint's model."""
+    run = RunDir.of(run)
+    from fit_unlearn.engine.journal import Journal
+
+    events = Journal(run.journal, writer=False).events
+    start = next((e for e in events if e["event"] == "start"), {})
+    requests = {
+        e["position"]: {"id": e["id"], "position": e["position"], "event": e["event"], **e.get("record", {})}
+        for e in events
+        if e["event"] in ("applied", "redundant")
+    }
+    evals = {e["t"]: {k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "eval"}
+    ck = next((e for e in reversed(events) if e["event"] == "checkpoint"), None)
+    view = {
+        "config": start.get("config", {}),
+        "provenance": start.get("provenance", {}),
+        "final_model": None if ck is None else str(Path(ck["path"]) / "model"),
+        "requests": [requests[p] for p in sorted(requests)],
+        "rejected": [e for e in events if e["event"] == "rejected"],
+        "evals": [evals[t] for t in sorted(evals)],
+        "attacks": None,
+    }
+    return start, view
+
+
+def _start_event(run: RunDir) -> dict:
+    with open(run.journal, encoding="utf-8") as f:
+        first = f.readline()
+    try:
+        e = json.loads(first)
+    except ValueError:
+        return {}
+    return e if e.get("event") == "start" else {}
+
+
+def read_run(path: str | Path | RunDir, method: str | None = None, wall_seconds: float | None = None) -> dict:
+    """One run directory as data (module docstring); ``method`` labels it (default: the directory's name)."""
+    run = RunDir.of(path)
+    if not run.is_run():
+        raise ConfigError(
+            f"{run.root}: not a run directory (no {run.journal.name}); pass the --out of `fit-unlearn run` or "
+            "of `fit-unlearn bench`"
+        )
+    finished = run.results.exists()
+    if finished:
+        res = json.loads(run.results.read_text())
+        start = _start_event(run)
+    else:
+        start, res = journal_results(run)
+    attacks = dict(res.get("attacks") or {})
+    for kind in ("quantize", "relearn"):  # `fit-unlearn attack` writes them beside the run
+        f = run.attack_file(kind)
+        if kind not in attacks and f.exists():
+            attacks[kind] = json.loads(f.read_text())
+    config = res.get("config") or {}
+    return {
+        "dir": str(run.root),
+        "method": method or run.root.name,
+        "seed": config.get("seed"),
+        "finished": finished,
+        "strategy": (config.get("strategy") or {}).get("name"),
+        "config": config,
+        "config_hash": start.get("config_hash"),
+        "provenance": res.get("provenance") or start.get("provenance") or {},
+        "final_model": res.get("final_model"),
+        "evals": [{k: v for k, v in e.items() if k not in ("event", "items")} for e in res.get("evals", [])],
+        "requests": [request_row(r) for r in res.get("requests", [])],
+        "rejected": len(res.get("rejected") or []),
+        "attacks": attacks or None,
+        "wall_seconds": wall_seconds,
+    }
+
+
+# ---- inputs ----------------------------------------------------------------------------------------------
+
+
+def find_runs(inputs: Iterable[str | Path]) -> tuple[list[dict], list[dict]]:
+    """(runs, benches) of the inputs: each a run directory or a bench directory (all its runs that exist)."""
+    runs, benches = [], []
+    for p in inputs:
+        p = Path(p)
+        bench = BenchDir(p)
+        if bench.is_bench():
+            from fit_unlearn.bench import read_manifest
+
+            manifest = read_manifest(bench)
+            benches.append({"dir": str(p), **manifest})
+            for r in manifest["runs"]:
+                d = RunDir(p / r["dir"])
+                if d.is_run():
+                    runs.append(read_run(d, r["method"], r.get("wall_seconds")))
+        elif RunDir(p).is_run():
+            runs.append(read_run(p))
+        elif not p.exists():
+            raise ConfigError(f"{p}: no such directory; pass run directories (`fit-unlearn run --out`) or benches")
+        else:
+            raise ConfigError(
+                f"{p}: neither a run directory (no journal.jsonl) nor a bench directory (no bench.json); pass the "
+                "--out of `fit-unlearn run` or of `fit-unlearn bench`"
+            )
+    if not runs:
+        raise ConfigError(f"no run has started in {', '.join(map(str, inputs))}: nothing to report yet")
+    seen: Counter = Counter((r["method"], r["seed"]) for r in runs)
+    for r in runs:  # two runs that would pass for seeds of one method: each keeps its own label
+        if seen[(r["method"], r["seed"])] > 1:
+            r["method"] = r["dir"]
+    return runs, benches
+
+
+# ---- aggregation -----------------------------------------------------------------------------------------
+
+
+def aggregate(values: Iterable[float | None]) -> dict | None:
+    """``{mean, std, n, values}`` of the values that are defined (std: sample, None for one value)."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None
+    return {
+        "mean": statistics.fmean(vals),
+        "std": statistics.stdev(vals) if len(vals) > 1 else None,
+        "n": len(vals),
+        "values": vals,
+    }
+
+
+def _method_evals(runs: list[dict]) -> list[dict]:
+    per_run = [{e["t"]: eval_metrics(e) for e in r["evals"]} for r in runs]
+    ts = sorted({t for by_t in per_run for t in by_t})
+    names: list[str] = []
+    for by_t in per_run:
+        for m in by_t.values():
+            names += [k for k in m if k not in names]
+    return [
+        {
+            "t": t,
+            "T": next((e.get("T") for r in runs for e in r["evals"] if e["t"] == t), None),
+            "seeds": sum(t in by_t for by_t in per_run),
+            **{k: aggregate(by_t[t].get(k) for by_t in per_run if t in by_t) for k in names},
+        }
+        for t in ts
+    ]
+
+
+def _ratio_to(runs: list[dict], base: list[dict]) -> dict | None:
+    """Per seed: the runs' total seconds over the requests both applied / the base method's over the same."""
+    ratios = []
+    by_seed = {r["seed"]: r for r in base}
+    for r in runs:
+        b = by_seed.get(r["seed"])
+        if b is None:
+            continue
+        mine = {q["id"]: q["seconds"] for q in r["requests"]}
+        theirs = {q["id"]: q["seconds"] for q in b["requests"]}
+        common = mine.keys() & theirs.keys()
+        if common and sum(theirs[i] for i in common) > 0:
+            ratios.append(sum(mine[i] for i in common) / sum(theirs[i] for i in common))
+    return aggregate(ratios)
+
+
+def _cost(runs: list[dict], npo: list[dict]) -> dict:
+    phases: list[str] = []
+    for r in runs:
+        for q in r["requests"]:
+            phases += [p for p in q["phases"] if p not in phases]
+
+    def mean(xs):
+        xs = list(xs)
+        return statistics.fmean(xs) if xs else None
+
+    peaks = [q["peak_memory_bytes"] for r in runs for q in r["requests"] if q.get("peak_memory_bytes")]
+    return {
+        "requests": sum(len(r["requests"]) for r in runs),
+        "seconds_per_request": aggregate(mean(q["seconds"] for q in r["requests"]) for r in runs),
+        "phases": {p: aggregate(mean(q["phases"].get(p, 0.0) for q in r["requests"]) for r in runs) for p in phases},
+        "peak_memory_bytes": max(peaks) if peaks else None,
+        "ratio_to_npo": _ratio_to(runs, npo) if npo else None,
+        "wall_seconds": aggregate(r.get("wall_seconds") for r in runs),
+    }
+
+
+def _attacks(runs: list[dict]) -> dict | None:
+    quant: dict = {}
+    relearn = []
+    for r in runs:
+        a = r.get("attacks") or {}
+        q = a.get("quantize")
+        if q:
+            unl = q["models"]["unlearned"]
+            for prec, rec in q.get("recovery", {}).items():
+                quant.setdefault(prec, {"recovery": [], "forget": [], "forget_fp": [], "retain": []})
+                quant[prec]["recovery"].append(rec)
+                quant[prec]["forget"].append(dig(unl, (prec, "forget_score")))
+                quant[prec]["retain"].append(dig(unl, (prec, "retain_score")))
+                quant[prec]["forget_fp"].append(dig(unl, ("fp", "forget_score")))
+        if a.get("relearn"):
+            relearn.append(a["relearn"].get("recovery"))
+    if not quant and not relearn:
+        return None
+    return {
+        "quantize": {p: {k: aggregate(v) for k, v in d.items()} for p, d in quant.items()},
+        "relearn_recovery": aggregate(relearn),
+    }
+
+
+def _fit_parts(runs: list[dict]) -> dict:
+    """Layers selected (counts per layer index), importance thresholds and objectives chosen, over seeds."""
+    layers: Counter = Counter()
+    n_layers = None
+    for r in runs:
+        for q in r["requests"]:
+            if q["layers"] is not None:
+                layers.update(q["layers"])
+                n_layers = q["n_layers"] or n_layers
+    objectives = Counter(q["objective"] or "none (redundant)" for r in runs for q in r["requests"])
+    return {
+        "layer_counts": {str(i): layers.get(i, 0) for i in range(n_layers)} if n_layers else None,
+        "objectives": dict(sorted(objectives.items())),
+        "filtered": aggregate(q["filtered_fraction"] for r in runs for q in r["requests"]),
+        "redundant": sum(q["redundant"] for r in runs for q in r["requests"]),
+    }
+
+
+def summarise(inputs: Sequence[str | Path]) -> dict:
+    """Everything a report renders, from run and bench directories: the runs as read (:func:`read_run`) and,
+    per method, the evaluations over seeds, the cost, FIT's parts and the attacks (module docstring)."""
+    from fit_unlearn.provenance import provenance
+
+    runs, benches = find_runs(inputs)
+    order: list[str] = []
+    for r in runs:
+        if r["method"] not in order:
+            order.append(r["method"])
+    npo = [r for r in runs if r["method"] == "npo"]
+    methods = {}
+    for m in order:
+        mine = sorted((r for r in runs if r["method"] == m), key=lambda r: (r["seed"] is None, r["seed"]))
+        methods[m] = {
+            "seeds": [r["seed"] for r in mine],
+            "runs": [r["dir"] for r in mine],
+            "finished": all(r["finished"] for r in mine),
+            "evals": _method_evals(mine),
+            "cost": _cost(mine, npo if m != "npo" else []),
+            **_fit_parts(mine),
+            "attacks": _attacks(mine),
+        }
+    return {
+        "inputs": [str(p) for p in inputs],
+        "benches": benches,
+        "runs": runs,
+        "methods": methods,
+        "rendered": provenance(),
+    }
+
+
+__all__ = [
+    "EVAL_METRICS",
+    "aggregate",
+    "eval_metrics",
+    "filtered_fraction",
+    "find_runs",
+    "journal_results",
+    "read_run",
+    "request_phases",
+    "request_row",
+    "request_seconds",
+    "summarise",
+]

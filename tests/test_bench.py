@@ -1,0 +1,85 @@
+"""The bench: methods x seeds into one directory, each run resumable, the method table shared with
+benchmarks/stream_bench.py."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY_RUN
+
+from fit_unlearn.bench import METHODS, BenchConfig, bench_config, method_spec, run_bench
+from fit_unlearn.errors import ConfigError
+from fit_unlearn.layout import BenchDir
+
+
+def test_method_names_suffixes_and_run_configs(tmp_path):
+    assert method_spec("fit")["strategy"]["fit"]["importance"]["calibrate"] is True
+    spec = method_spec("fit-noF-doc")
+    assert spec["strategy"]["fit"]["filter"] is False and spec["strategy"]["include_qa"] is False
+    with pytest.raises(ConfigError, match="did you mean 'graddiff'"):
+        method_spec("gradiff")
+    with pytest.raises(ConfigError, match="the method is not FIT"):
+        method_spec("npo-noT")
+    with pytest.raises(ConfigError, match="bench: invalid configuration: methods: .*unknown method 'fitt'"):
+        bench_config(methods=("fitt",))
+    cfg = BenchConfig(prepared=tmp_path, methods=("fit", "npo"), seeds=(3,), requests=5, eval_every=2)
+    run = cfg.run_config("fit", 3, tmp_path / "r")
+    assert run.strategy.name == "fit" and run.strategy.fit.importance.calibrate
+    assert (run.seed, run.stream.order_seed, run.stream.limit) == (3, 3, 5)
+    assert (run.eval.every, run.checkpoint.every, run.checkpoint.keep) == (2, 2, 1)
+    # FIT's defaults are the library's: the bench overrides only the calibration
+    assert run.strategy.fit.filter == type(run.strategy.fit)().filter
+    assert cfg.run_config("npo", 3, tmp_path / "r").strategy.objective == "npo"
+
+
+def test_stream_bench_uses_the_library_method_table():
+    path = Path(__file__).parent.parent / "benchmarks" / "stream_bench.py"
+    spec = importlib.util.spec_from_file_location("stream_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.METHODS is METHODS and mod.method_spec is method_spec
+
+
+def test_bench_resumes_a_killed_run_skips_finished_ones_and_refuses_other_settings(
+    tiny_prepared, tmp_path, monkeypatch
+):
+    from fit_unlearn.engine import Engine
+
+    cfg = BenchConfig(
+        prepared=tiny_prepared, methods=("npo",), seeds=(0,), requests=2, eval_every=2, overrides=TINY_RUN
+    )
+    out = tmp_path / "b"
+
+    def killed_after_one(self):  # the process dies after its first request (nothing is closed by hand)
+        for _, item in self.stream():
+            self.step(item)
+            raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Engine, "run", killed_after_one)
+        with pytest.raises(KeyboardInterrupt):
+            run_bench(cfg, out, progress=False)
+    seen = []
+    manifest = run_bench(cfg, out, progress=False, on_run=seen.append)
+    assert [s["status"] for s in seen] == ["resumed"]
+    res = json.loads(BenchDir(out).run("npo", 0).results.read_text())
+    assert res["applied_counts"] == {r["id"]: 1 for r in res["requests"]} and len(res["requests"]) == 2
+    assert manifest["runs"][0]["wall_seconds"] > 0 and manifest["settings"]["requests"] == 2
+
+    seen.clear()
+    manifest = run_bench(cfg.model_copy(update={"seeds": (0, 1)}), out, progress=False, on_run=seen.append)
+    assert [(s["seed"], s["status"]) for s in seen] == [(0, "finished"), (1, "started")]
+    assert [r["dir"] for r in manifest["runs"]] == ["runs/npo-s0", "runs/npo-s1"]
+    assert len(manifest["sessions"]) == 3
+    with pytest.raises(ConfigError, match=r"started with other settings: requests 2 \(now 3\)"):
+        run_bench(cfg.model_copy(update={"requests": 3}), out, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="exists and is not a bench directory"):
+        run_bench(cfg, tmp_path / "other", progress=False)
+
+
+def test_bench_needs_a_prepared_directory(tmp_path):
+    with pytest.raises(ConfigError, match="is not a prepared directory"):
+        run_bench(BenchConfig(prepared=tmp_path / "none"), tmp_path / "b", progress=False)
