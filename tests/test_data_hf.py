@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from fit_unlearn.cli import main
 from fit_unlearn.data.documents import QA, Document, load_documents
 from fit_unlearn.data.hf import QADatasetConfig
 from fit_unlearn.errors import DataError
@@ -192,3 +193,17 @@ def test_unreadable_files_and_a_single_split_given_as_the_data_directory(tmp_pat
     assert "forget10.parquet: not readable as parquet rows (ArrowInvalid" in _error(root)
     single = write_dataset(tmp_path / "s", "split_folders", {"forget10": _rows("forget10")}) / "forget10"
     assert "holds one split of a Hugging Face data set; give its forget and retain splits" in _error(single)
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    root = _tofu(tmp_path / "tofu", "parquet")
+    out = tmp_path / "p"
+    for extra, expected in (
+        (["--group-by", "writer"], "no column 'writer' to group by"),
+        (["--group-by", "author", "--group-size", "5"], "give --group-by COLUMN"),
+        (["--forget-split", "nope"], "no forget split 'nope'"),
+    ):
+        code = main(["prepare", "--data", str(root), "--out", str(out), "--model", "nowhere", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and "Traceback" not in err, err
+        assert not out.exists()
