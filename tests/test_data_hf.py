@@ -1,5 +1,5 @@
 """Hugging Face question / answer data sets in TOFU's layout (fit_unlearn.data.hf): every form a user keeps one
-in, grouping by subject, one-line errors."""
+in, grouping by subject, one-line errors, and prepare / run on a tiny model with such a data set."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 
 from fit_unlearn.cli import main
 from fit_unlearn.data.documents import QA, Document, load_documents
-from fit_unlearn.data.hf import QADatasetConfig
+from fit_unlearn.data.hf import QADatasetConfig, load_qa_requests
 from fit_unlearn.errors import DataError
 
 AUTHORS = {
@@ -207,3 +207,50 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and expected in err and "Traceback" not in err, err
         assert not out.exists()
+
+
+# ---- requests from a data set, and prepare / run on a tiny model ----------------------------------------------
+def test_requests_from_a_data_set_are_its_forget_documents(tmp_path):
+    from fit_unlearn.engine.config import StreamConfig
+    from fit_unlearn.engine.streams import check_source, open_stream
+
+    root = _tofu(tmp_path / "tofu", "hub_shards")
+    cfg = StreamConfig(source=str(root), dataset=QADatasetConfig(group_by="author"))
+    check_source(cfg)
+    items = [doc for _, doc in open_stream(cfg, [])]
+    assert [d.id for d in items] == ["forget10-Ann Ash", "forget10-Bo Birch"]
+    assert items == load_documents(root, qa=QADatasetConfig(group_by="author")).forget
+    one = [d for _, d in open_stream(StreamConfig(source=str(root / "data" / "forget10-00000-of-00001.parquet")), [])]
+    assert [d.id for d in one] == ["forget-0000", "forget-0001"]
+    small = StreamConfig(source=str(root), max_request_chars=100)  # an oversized request is a bad request
+    assert [type(d).__name__ for _, d in open_stream(small, [])] == ["BadRequest", "BadRequest"]
+    assert load_qa_requests(tmp_path) is None  # not a data set: other sources take it
+    with pytest.raises(DataError, match="not a Hugging Face QA data set"):
+        check_source(StreamConfig(source=str(tmp_path)))
+
+
+def test_prepare_and_run_on_a_tofu_layout_data_set(tmp_path, tiny_model_dir, capsys):
+    from fit_unlearn.evaluation import Reference
+    from fit_unlearn.prepare import PrepareConfig, prepare, prepared_data
+    from fit_unlearn.training import FinetuneConfig
+
+    root = write_dataset(tmp_path / "tofu", "save_to_disk", {name: _rows(name, n=2) for name in AUTHORS})
+    qa = QADatasetConfig(group_by="author")
+    expected = load_documents(root, qa=qa)
+    prepared = tmp_path / "prep"
+    recipe = FinetuneConfig(lr=1e-2, epochs=1, batch_size=8)
+    prepare(expected, prepared, PrepareConfig(model=str(tiny_model_dir), recipe=recipe, probe_n=2), progress=False)
+    data = prepared_data(prepared)
+    assert data.forget == expected.forget and data.holdout == expected.holdout  # paraphrases kept for evaluation
+    assert data.retain == expected.retain
+    assert Reference.load(prepared).forget_ids == ["forget10-Ann Ash", "forget10-Bo Birch"]
+    assert json.loads((prepared / "prepare.json").read_text())["paraphrase"] is not None  # they were scored
+
+    config = tmp_path / "run.yaml"
+    config.write_text("update: {epochs: 1, retain_batch_size: 1}\neval: {every: null, at_end: false}\n")
+    out = tmp_path / "run"
+    args = ["run", "--config", config, "--prepared", prepared, "--out", out, "--objective", "ga"]
+    args += ["--requests", root, "--group-by", "author", "--limit", 1]
+    assert main([str(a) for a in args]) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert [r["id"] for r in results["requests"]] == ["forget10-Ann Ash"]  # the prepared document's id
