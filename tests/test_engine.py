@@ -280,6 +280,17 @@ def test_config_hash_ignores_speed_knobs_and_keeps_old_journals_resumable(tmp_pa
     assert skip.hash() == old.hash() and skip.diff(legacy) == []
 
 
+def test_stream_dataset_options_leave_old_configurations_unchanged(tmp_path):
+    base = {"prepared": str(tmp_path), "out": str(tmp_path / "run")}
+    cfg = build_config(base)
+    assert "dataset" not in cfg.canonical()["stream"]  # hashes as before the option existed
+    legacy = cfg.model_dump(mode="json")
+    del legacy["stream"]["dataset"]
+    assert cfg.diff(legacy) == []
+    grouped = build_config({**base, "stream": {"dataset": {"group_by": "author"}}})
+    assert grouped.hash() != cfg.hash() and grouped.diff(legacy) == ["stream.dataset.group_by"]
+
+
 def test_document_only_requests(tiny_prepared, tmp_path):
     """strategy.include_qa: false — a request is its document alone; its QA pairs are still scored."""
     eng = Engine(

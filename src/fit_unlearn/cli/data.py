@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from fit_unlearn.cli.options import DEFAULT_DATA, DEFAULT_PREPARED, MaxCharsOpt, out_console
+from fit_unlearn.cli.options import (
+    DEFAULT_DATA,
+    DEFAULT_PREPARED,
+    ForgetSplitOpt,
+    GroupByOpt,
+    GroupSizeOpt,
+    HoldoutSplitOpt,
+    MaxCharsOpt,
+    RetainSplitOpt,
+    out_console,
+    qa_config,
+)
 from fit_unlearn.data.documents import write_jsonl
 from fit_unlearn.data.malicious import malicious_requests
 from fit_unlearn.data.prepared import prepared_data
@@ -40,11 +51,19 @@ def data_synth(
 
 @app.command("stats")
 def data_stats_cmd(
-    path: Annotated[Path, typer.Argument(help="a JSONL file, a PCH .json file or a data directory")],
+    path: Annotated[
+        Path, typer.Argument(help="a JSONL file, a PCH .json file, a data directory, or a Hugging Face QA data set")
+    ],
     max_doc_chars: MaxCharsOpt = 200_000,
+    forget_split: ForgetSplitOpt = None,
+    retain_split: RetainSplitOpt = None,
+    holdout_split: HoldoutSplitOpt = None,
+    group_by: GroupByOpt = None,
+    group_size: GroupSizeOpt = None,
 ):
     """Documents per domain and QA pairs, per split for a data directory."""
-    out_console.print(tables.stats_table(data_stats(path, max_chars=max_doc_chars)))
+    qa = qa_config(forget_split, retain_split, holdout_split, group_by, group_size)
+    out_console.print(tables.stats_table(data_stats(path, max_chars=max_doc_chars, qa=qa)))
 
 
 @app.command("malicious")

@@ -14,11 +14,17 @@ from fit_unlearn.cli.options import (
     DeviceOpt,
     DtypeOpt,
     ForgetOpt,
+    ForgetSplitOpt,
+    GroupByOpt,
+    GroupSizeOpt,
     HoldoutOpt,
+    HoldoutSplitOpt,
     MaxCharsOpt,
     RetainOpt,
+    RetainSplitOpt,
     load_data,
     out_console,
+    qa_config,
 )
 from fit_unlearn.data.splits import read_ids
 from fit_unlearn.prepare import PrepareConfig, prepare
@@ -31,6 +37,11 @@ def prepare_cmd(
     forget: ForgetOpt = None,
     retain: RetainOpt = None,
     holdout: HoldoutOpt = None,
+    forget_split: ForgetSplitOpt = None,
+    retain_split: RetainSplitOpt = None,
+    holdout_split: HoldoutSplitOpt = None,
+    group_by: GroupByOpt = None,
+    group_size: GroupSizeOpt = None,
     model: Annotated[
         str, typer.Option(help="base model: a local HF directory or 'default' (SmolLM2-135M-Instruct)")
     ] = PREP.model,
@@ -64,7 +75,8 @@ def prepare_cmd(
     ] = None,
 ):
     """Fine-tune theta_0 (forget + retain) and the gold retain-only model (retain), same recipe."""
-    splits = load_data(data, forget, retain, holdout, max_doc_chars).subset(n_forget, n_retain, seed)
+    qa = qa_config(forget_split, retain_split, holdout_split, group_by, group_size)
+    splits = load_data(data, forget, retain, holdout, max_doc_chars, qa).subset(n_forget, n_retain, seed)
     recipe = FinetuneConfig(
         lr=lr,
         epochs=epochs,

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from fit_unlearn.cli.options import DEFAULT_RUN, out_console
+from fit_unlearn.cli.options import (
+    DEFAULT_RUN,
+    ForgetSplitOpt,
+    GroupByOpt,
+    GroupSizeOpt,
+    out_console,
+    qa_config,
+)
 from fit_unlearn.engine import Engine, load_config
 from fit_unlearn.engine.journal import request_events
 from fit_unlearn.errors import FitUnlearnError
@@ -21,7 +28,16 @@ def run_cmd(
     out: Annotated[Path | None, typer.Option(help="run directory: journal, checkpoints, results")] = None,
     strategy: Annotated[str | None, typer.Option(help="sequential or fit")] = None,
     objective: Annotated[str | None, typer.Option(help="objective of the sequential strategy (ga, npo, ...)")] = None,
-    requests: Annotated[Path | None, typer.Option(help="JSONL file of requests instead of the forget split")] = None,
+    requests: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSONL file of requests, or a Hugging Face QA data set (its forget split), instead of the prepared "
+            "forget split"
+        ),
+    ] = None,
+    forget_split: ForgetSplitOpt = None,
+    group_by: GroupByOpt = None,
+    group_size: GroupSizeOpt = None,
     watch: Annotated[Path | None, typer.Option(help="directory watched for new request files (*.jsonl)")] = None,
     limit: Annotated[int | None, typer.Option(help="stop after this many stream items")] = None,
     eval_every: Annotated[int | None, typer.Option(help="evaluate every N requests")] = None,
@@ -36,6 +52,7 @@ def run_cmd(
     """Apply a stream of deletion requests: journaled, checkpointed, resumable, evaluated as it goes."""
     if requests is not None and watch is not None:
         raise FitUnlearnError("give --requests or --watch, not both")
+    qa_config(forget_split=forget_split, group_by=group_by, group_size=group_size)  # refuses both groupings
     source = str(requests) if requests is not None else (f"watch:{watch}" if watch is not None else None)
     cfg = load_config(
         config,
@@ -49,6 +66,9 @@ def run_cmd(
             "eval.every": eval_every,
             "checkpoint.every": checkpoint_every,
             "stream.on_bad_request": on_bad_request,
+            "stream.dataset.forget": forget_split,
+            "stream.dataset.group_by": group_by,
+            "stream.dataset.group_size": group_size,
             "seed": seed,
             "device": device,
             "dtype": dtype,

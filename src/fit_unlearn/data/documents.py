@@ -11,6 +11,10 @@ never trained on and measure whether knowledge is gone beyond the trained string
 the splits ``forget``, ``retain``
 and optionally ``holdout`` (never trained on; used by membership inference), each either as
 ``<split>.jsonl`` (this format) or ``<split>.json`` (the PCH layout: a JSON list of strings).
+
+A Hugging Face question / answer data set in TOFU's layout (``save_to_disk`` output, or parquet / JSON files
+of ``{question, answer}`` rows) is read by :mod:`fit_unlearn.data.hf`, one document per subject;
+:func:`load_documents` recognises it, as a directory or as one split's file.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fit_unlearn.data.qa import QA, derive_paraphrases, derive_qa, detect_domain
 from fit_unlearn.errors import DataError
+
+if TYPE_CHECKING:
+    from fit_unlearn.data.hf import QADatasetConfig
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +287,17 @@ def _with_qa(doc: Document) -> Document:
     return Document(doc.id, doc.text, domain, qa, doc.paraphrases or tuple(derive_paraphrases(doc.text)))
 
 
-def load_split_file(path: str | os.PathLike, split: str = "forget", **kw) -> list[Document]:
+def load_split_file(
+    path: str | os.PathLike, split: str = "forget", qa: QADatasetConfig | None = None, **kw
+) -> list[Document]:
+    """One split: this library's JSONL, a PCH ``.json`` list of strings, or the rows of a Hugging Face QA data
+    set (:func:`fit_unlearn.data.hf.is_qa_split`: parquet, JSON rows with ``question`` and no ``text``, or a
+    ``save_to_disk`` directory), grouped as ``qa`` says into documents with ids ``<split>-<key>``."""
+    from fit_unlearn.data import hf
+
     path = Path(path)
+    if hf.is_qa_split(path):
+        return hf.load_qa_split(path, split, qa, **kw)
     if path.suffix == ".json":
         return read_pch_json(path, split, **kw)
     return read_jsonl(path, **kw)
@@ -305,13 +322,14 @@ def load_pch_dir(path: str | os.PathLike, *, max_chars: int = DEFAULT_MAX_DOC_CH
         if split not in found:
             raise DataError(
                 f"{path}: no {split}.jsonl or {split}.json; a data directory needs forget and retain splits "
-                "(run `fit-unlearn data synth` for an example)"
+                "(run `fit-unlearn data synth` for an example), or is a Hugging Face QA data set (TOFU layout: "
+                "name its splits with --forget-split / --retain-split)"
             )
-    _check_unique_across(found, path)
+    check_unique_across(found, path)
     return DataSplits(found["forget"], found["retain"], found.get("holdout", []), source=str(path))
 
 
-def _check_unique_across(found: dict[str, list[Document]], path: Path) -> None:
+def check_unique_across(found: dict[str, list[Document]], path: Path) -> None:
     owner: dict[str, str] = {}
     for split, docs in found.items():
         for d in docs:
@@ -327,21 +345,37 @@ def load_documents(
     retain: str | os.PathLike | None = None,
     holdout: str | os.PathLike | None = None,
     max_chars: int = DEFAULT_MAX_DOC_CHARS,
+    qa: QADatasetConfig | None = None,
 ) -> DataSplits:
-    """Load splits from a data directory (``data``) or from one file per split."""
+    """Load splits from a data directory (``data``) or from one file per split.
+
+    ``data`` is this library's data directory, or a Hugging Face QA data set in TOFU's layout: recognised
+    (:func:`fit_unlearn.data.hf.is_qa_dataset`), or read as one whenever ``qa`` is given, with its split names
+    and grouping.  Split files may be Hugging Face QA rows too (:func:`load_split_file`), grouped as ``qa``
+    says (default: 20 rows per subject)."""
+    from fit_unlearn.data import hf
+
     if data is not None:
         if forget or retain or holdout:
             raise DataError("give either a data directory or --forget/--retain files, not both")
+        if hf.is_saved_dataset(data):
+            raise DataError(
+                f"{data}: holds one split of a Hugging Face data set; give its forget and retain splits as "
+                "--forget PATH --retain PATH, or save them together (DatasetDict.save_to_disk) and pass that directory"
+            )
+        if qa is not None or hf.is_qa_dataset(data) or (Path(data).is_dir() and hf.is_qa_split(data)):
+            return hf.load_qa_dataset(data, qa, max_chars=max_chars)  # the last: says which splits it found
         return load_pch_dir(data, max_chars=max_chars)
     if forget is None or retain is None:
         raise DataError("no data given: pass a data directory (--data DIR) or both --forget and --retain files")
     found = {
-        "forget": load_split_file(forget, "forget", max_chars=max_chars),
-        "retain": load_split_file(retain, "retain", max_chars=max_chars),
+        "forget": load_split_file(forget, "forget", qa, max_chars=max_chars),
+        "retain": load_split_file(retain, "retain", qa, max_chars=max_chars),
     }
     if holdout is not None:
-        found["holdout"] = load_split_file(holdout, "holdout", max_chars=max_chars)
-    _check_unique_across(found, Path(forget).parent)
+        found["holdout"] = load_split_file(holdout, "holdout", qa, max_chars=max_chars)
+    check_unique_across(found, Path(forget).parent)
+    hf.check_disjoint(found, Path(forget).parent)
     return DataSplits(found["forget"], found["retain"], found.get("holdout", []), source=f"{forget},{retain}")
 
 

@@ -6,17 +6,22 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from fit_unlearn.data.documents import DEFAULT_MAX_DOC_CHARS, Document, load_pch_dir, load_split_file
+from fit_unlearn.data.documents import DEFAULT_MAX_DOC_CHARS, Document, load_documents, load_split_file
+from fit_unlearn.data.hf import QADatasetConfig, is_saved_dataset
 
 
-def load_any(path: str | os.PathLike, *, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> dict[str, list[Document]]:
-    """The splits of a data directory (forget, retain, holdout), or one file as a split named after its stem
-    (a PCH ``.json`` file is read as a forget split)."""
+def load_any(
+    path: str | os.PathLike, *, max_chars: int = DEFAULT_MAX_DOC_CHARS, qa: QADatasetConfig | None = None
+) -> dict[str, list[Document]]:
+    """The splits of a data directory or a Hugging Face QA data set (forget, retain, holdout), or one file (or
+    ``save_to_disk`` folder) as a split named after its stem (a PCH ``.json`` file is read as a forget split);
+    ``qa``: how a QA data set is read (:func:`fit_unlearn.data.documents.load_documents`)."""
     path = Path(path)
-    if path.is_dir():
-        s = load_pch_dir(path, max_chars=max_chars)
+    if path.is_dir() and not is_saved_dataset(path):
+        s = load_documents(path, max_chars=max_chars, qa=qa)
         return {"forget": s.forget, "retain": s.retain, "holdout": s.holdout}
-    return {path.stem: load_split_file(path, "forget" if path.suffix == ".json" else path.stem, max_chars=max_chars)}
+    split = "forget" if path.suffix == ".json" else path.stem
+    return {path.stem: load_split_file(path, split, qa, max_chars=max_chars)}
 
 
 def split_stats(splits: dict[str, list[Document]]) -> dict:
@@ -36,6 +41,8 @@ def split_stats(splits: dict[str, list[Document]]) -> dict:
     return out
 
 
-def data_stats(path: str | os.PathLike, *, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> dict:
-    """:func:`split_stats` of a data directory or file, with its path as ``source``."""
-    return {"source": str(path), **split_stats(load_any(path, max_chars=max_chars))}
+def data_stats(
+    path: str | os.PathLike, *, max_chars: int = DEFAULT_MAX_DOC_CHARS, qa: QADatasetConfig | None = None
+) -> dict:
+    """:func:`split_stats` of a data directory, a QA data set or a file, with its path as ``source``."""
+    return {"source": str(path), **split_stats(load_any(path, max_chars=max_chars, qa=qa))}

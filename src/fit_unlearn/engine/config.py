@@ -11,6 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from fit_unlearn.data.hf import QADatasetConfig
 from fit_unlearn.engine.loop import LoopConfig
 from fit_unlearn.engine.update import UpdateConfig
 from fit_unlearn.errors import ConfigError
@@ -25,8 +26,9 @@ class StreamConfig(Section):
     """Where deletion requests come from."""
 
     source: str = "forget"
-    """``forget``: the prepared forget split; a JSONL file of requests; or ``watch:DIR`` (a folder of JSONL
-    files, read as they appear)."""
+    """``forget``: the prepared forget split; a JSONL file of requests; a Hugging Face QA data set (its
+    ``dataset.forget`` split, or one split's parquet / JSON file or ``save_to_disk`` directory; grouped as
+    ``dataset`` says); or ``watch:DIR`` (a folder of JSONL files, read as they appear)."""
     order_seed: int | None = 0
     """Seed of the permutation of the forget split (``null``: file order)."""
     limit: int | None = Field(default=None, ge=1)
@@ -37,6 +39,10 @@ class StreamConfig(Section):
     """What a malformed request does: stop the run with an error, or skip it (journaled)."""
     watch_idle_exit: float | None = Field(default=5.0, ge=0)
     """Watch mode: exit after this many idle seconds (``null``: watch for ever)."""
+    dataset: QADatasetConfig = QADatasetConfig()
+    """When ``source`` is a Hugging Face QA data set: which split is streamed (``forget``; ``retain`` and
+    ``holdout`` are not read by a stream) and how its rows are grouped into requests.  Give the grouping
+    ``prepare`` used: the requests are then the prepared documents (same ids), evaluated with their paraphrases."""
 
 
 class StrategyConfig(Section):
@@ -168,9 +174,7 @@ class RunConfig(Section):
         # the closed loop's effective state; its settings matter only when it is on
         blob["loop"] = {**blob["loop"], "enabled": True} if self.loop_enabled else {"enabled": False}
         for section, fields in _ADDED_LATER.items():
-            for k, old in fields.items():
-                if blob[section].get(k) == old:
-                    del blob[section][k]
+            _drop_unchanged(blob[section], fields)
         if not blob["loop"]:  # off: the configuration hashes as it did before the loop existed
             del blob["loop"]
         return blob
@@ -217,7 +221,20 @@ _NOT_RESULTS: dict = {
 _ADDED_LATER: dict = {
     "update": {"retain_match": False, "optimizer": "adamw", "template_max_df": None},
     "loop": {"enabled": False},
+    "stream": {"dataset": QADatasetConfig().model_dump(mode="json")},
 }
+
+
+def _drop_unchanged(node: dict, fields: dict) -> None:
+    """Remove from ``node`` the fields that still have the value of :data:`_ADDED_LATER`; a nested section
+    field by field (only a changed field of it is then part of the hash), and dropped once empty."""
+    for k, old in fields.items():
+        if isinstance(old, dict) and isinstance(node.get(k), dict):
+            _drop_unchanged(node[k], old)
+            if not node[k]:
+                del node[k]
+        elif k in node and node[k] == old:
+            del node[k]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

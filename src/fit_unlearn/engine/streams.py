@@ -1,4 +1,5 @@
-"""Sources of deletion requests: the prepared forget split, a JSONL file, or a watched directory.
+"""Sources of deletion requests: the prepared forget split, a JSONL file, a Hugging Face QA data set (its
+forget split, one request per subject: :mod:`fit_unlearn.data.hf`), or a watched directory.
 
 Each source yields ``(position, request_or_error)``.  The engine keeps its progress by each item's identity
 (:func:`item_key`: a request's id and content hash, a bad line's bytes), not by its position in the source,
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fit_unlearn.data.documents import Document, _doc_from_obj, _with_qa
+from fit_unlearn.data.hf import load_qa_requests
 from fit_unlearn.data.streams import stream_order
 from fit_unlearn.errors import DataError, RequestError
 
@@ -140,6 +142,20 @@ def forget_requests(docs: list[Document]) -> Iterator[tuple[int, Document | BadR
     yield from enumerate(docs)
 
 
+def dataset_requests(docs: list[Document], max_chars: int) -> Iterator[tuple[int, Document | BadRequest]]:
+    """The documents of a QA data set in its order; one over ``max_chars`` is a bad request."""
+    for pos, doc in enumerate(docs):
+        try:
+            yield pos, validate_request(doc, max_chars, f"request {pos}")
+        except RequestError as e:
+            yield pos, BadRequest(str(e), id=doc.id, key=f"bad:{item_key(doc)}")
+
+
+def _dataset_documents(cfg) -> list[Document] | None:
+    """The requests of a source that is a Hugging Face QA data set (read and checked now), else None."""
+    return load_qa_requests(Path(cfg.source), cfg.dataset, max_chars=10**12)
+
+
 def check_source(cfg) -> None:
     """Refuse, before any work, a ``stream.source`` that cannot deliver a request: a request file that is
     missing, a directory, or holds no requests (empty or whitespace-only: a run over it would apply nothing
@@ -154,8 +170,13 @@ def check_source(cfg) -> None:
     path = Path(src)
     if not path.exists():
         raise DataError(f"{path}: request file not found; point --requests (stream.source) at a JSONL file")
+    if _dataset_documents(cfg) is not None:
+        return
     if path.is_dir():
-        raise DataError(f"{path}: is a directory; give a JSONL file of requests, or watch it with --watch {path}")
+        raise DataError(
+            f"{path}: is a directory but not a Hugging Face QA data set (no split {cfg.dataset.forget!r}: name it "
+            f"with --forget-split); give a JSONL file of requests, or watch it with --watch {path}"
+        )
     if _blank(path):
         raise DataError(
             f"{path}: request file holds no requests (empty or whitespace-only); write one JSON object per line, "
@@ -176,7 +197,8 @@ def _blank(path: Path) -> bool:
 
 def open_stream(cfg, forget: list[Document]) -> Iterator[tuple[int, Document | BadRequest]]:
     """The stream a run configuration's ``stream`` section names: ``forget`` (the prepared forget split in
-    its seeded order), ``watch:DIR`` or a JSONL file; at most ``cfg.limit`` items.  The source is checked
+    its seeded order), ``watch:DIR``, a Hugging Face QA data set (in its order) or a JSONL file; at most
+    ``cfg.limit`` items.  The source is checked
     now (:func:`check_source`), not at the first item."""
     check_source(cfg)
     src = cfg.source
@@ -184,6 +206,8 @@ def open_stream(cfg, forget: list[Document]) -> Iterator[tuple[int, Document | B
         items = forget_requests(stream_order(forget, cfg.order_seed))
     elif src.startswith("watch:"):
         items = watched_requests(Path(src[6:]), cfg.max_request_chars, cfg.watch_idle_exit)
+    elif (docs := _dataset_documents(cfg)) is not None:
+        items = dataset_requests(docs, cfg.max_request_chars)
     else:
         items = jsonl_requests(Path(src), cfg.max_request_chars)
     return _first(items, cfg.limit)
