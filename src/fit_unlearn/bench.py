@@ -222,14 +222,15 @@ def prepare_bench_data(
     n_forget: int | None = None,
     n_retain: int | None = None,
     progress: bool = True,
+    qa=None,
 ) -> dict:
-    """Prepare a data directory (synthetic JSONL or PCH layout, a seeded subset of ``n_forget`` / ``n_retain``
-    documents) into ``<bench>/prepared``; nothing is trained again when it is up to date.  Returns the
-    prepare report."""
+    """Prepare a data directory (synthetic JSONL, PCH layout or a Hugging Face QA data set read with ``qa``, a
+    :class:`~fit_unlearn.data.hf.QADatasetConfig`; a seeded subset of ``n_forget`` / ``n_retain`` documents) into
+    ``<bench>/prepared``; nothing is trained again when it is up to date.  Returns the prepare report."""
     from fit_unlearn.data.documents import load_documents
     from fit_unlearn.prepare import prepare
 
-    splits = load_documents(data).subset(n_forget, n_retain, cfg.recipe.seed)
+    splits = load_documents(data, qa=qa).subset(n_forget, n_retain, cfg.recipe.seed)
     return prepare(splits, BenchDir.of(out).prepared, cfg, progress=progress)
 
 

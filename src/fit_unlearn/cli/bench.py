@@ -11,7 +11,18 @@ from typing import Annotated
 import typer
 
 from fit_unlearn.bench import BenchConfig, bench_config, prepare_bench_data, run_bench
-from fit_unlearn.cli.options import PREP, DeviceOpt, DtypeOpt, out_console
+from fit_unlearn.cli.options import (
+    PREP,
+    DeviceOpt,
+    DtypeOpt,
+    ForgetSplitOpt,
+    GroupByOpt,
+    GroupSizeOpt,
+    HoldoutSplitOpt,
+    RetainSplitOpt,
+    out_console,
+    qa_config,
+)
 from fit_unlearn.errors import FitUnlearnError
 from fit_unlearn.layout import BenchDir, ReportDir
 from fit_unlearn.prepare import PrepareConfig
@@ -32,8 +43,16 @@ def bench_cmd(
     out: Annotated[Path, typer.Option(help="bench directory: runs/<method>-s<seed>, bench.json, report/")],
     prepared: Annotated[Path | None, typer.Option(help="prepared directory (default fit_runs/prepared)")] = None,
     data: Annotated[
-        Path | None, typer.Option(help="data directory (JSONL or PCH layout) to prepare into <out>/prepared first")
+        Path | None,
+        typer.Option(
+            help="data directory (JSONL, PCH layout or a Hugging Face QA data set) to prepare into <out>/prepared first"
+        ),
     ] = None,
+    forget_split: ForgetSplitOpt = None,
+    retain_split: RetainSplitOpt = None,
+    holdout_split: HoldoutSplitOpt = None,
+    group_by: GroupByOpt = None,
+    group_size: GroupSizeOpt = None,
     n_forget: Annotated[int | None, typer.Option(help="with --data: a seeded subset of this many forget docs")] = None,
     n_retain: Annotated[int | None, typer.Option(help="with --data: a seeded subset of this many retain docs")] = None,
     base_model: Annotated[
@@ -64,6 +83,9 @@ def bench_cmd(
     methods and seeds; then render the report."""
     if prepared is not None and data is not None:
         raise FitUnlearnError("give --prepared or --data, not both")
+    qa = qa_config(forget_split, retain_split, holdout_split, group_by, group_size)
+    if qa is not None and data is None:
+        raise FitUnlearnError("--forget-split/--retain-split/--holdout-split/--group-by/--group-size need --data")
     try:
         overrides = json.loads(set_) if set_ else {}
     except ValueError as e:
@@ -98,6 +120,11 @@ def bench_cmd(
                 if data is not None
                 else ("--prepared", cfg.prepared)
             ),
+            *(("--forget-split", forget_split) if forget_split else ()),
+            *(("--retain-split", retain_split) if retain_split else ()),
+            *(("--holdout-split", holdout_split) if holdout_split else ()),
+            *(("--group-by", group_by) if group_by else ()),
+            *(("--group-size", group_size) if group_size else ()),
             *(("--n-forget", n_forget) if n_forget else ()),
             *(("--n-retain", n_retain) if n_retain else ()),
             *("--methods", ",".join(cfg.methods), "--seeds", ",".join(map(str, cfg.seeds))),
@@ -111,7 +138,7 @@ def bench_cmd(
     if data is not None:
         recipe = FinetuneConfig(**{**PREP.recipe.model_dump(), "lr": prepare_lr, "epochs": prepare_epochs})
         prep_cfg = PrepareConfig(model=base_model, device=device, dtype=dtype, recipe=recipe)
-        rep = prepare_bench_data(data, out, prep_cfg, n_forget=n_forget, n_retain=n_retain)
+        rep = prepare_bench_data(data, out, prep_cfg, n_forget=n_forget, n_retain=n_retain, qa=qa)
         prepared = BenchDir(out).prepared
         out_console.print(tables.prepare_summary(rep, prepared))
     run_bench(cfg, out, command=command, on_run=lambda info: out_console.print(tables.bench_run_line(info)))
