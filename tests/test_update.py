@@ -172,3 +172,55 @@ def test_saliency_changes_only_the_salient_weights(tiny_model, tiny_data, weight
         moved += int((p[m] != q[m]).sum())
         unmoved += int((~m).sum())
     assert moved > 0.5 * rec["weights_salient"] and unmoved > 0
+
+
+def test_projection_removes_the_component_that_raises_the_retain_loss(tiny_model, tiny_data):
+    """update.project_retain (A-GEM): after the projection the gradient no longer points against the retain
+    batch's gradient (inner product >= 0, = 0 when it did), and a gradient that agreed with it is unchanged."""
+    import random
+
+    import torch.nn.functional as F
+
+    from fit_unlearn.engine.update import _project_on_retain
+    from fit_unlearn.text import IGNORE
+
+    model, tok = tiny_model
+    params = [p for p in model.parameters() if p.requires_grad]
+    cfg = UpdateConfig(retain_batch_size=2, project_retain=True)
+
+    def retain_grad(seed: int) -> list[torch.Tensor]:
+        picked = random.Random(seed).sample(tiny_data.retain, 2)
+        b = collate([doc_example(tok, d.text, cfg.max_len) for d in picked], tok.pad_token_id)
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float()
+        labels = b["labels"][:, 1:].reshape(-1)
+        F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels, ignore_index=IGNORE).backward()
+        out = [p.grad.clone() for p in params]
+        for p in params:
+            p.grad = None
+        return out
+
+    def dot(a, b) -> float:
+        return sum(float((x * y).sum()) for x, y in zip(a, b, strict=True))
+
+    r = retain_grad(7)
+    for sign in (-1.0, 1.0):  # a gradient that conflicts with the retain gradient, and one that agrees
+        g = [sign * x + 0.1 * torch.randn_like(x) for x in r]
+        for p, x in zip(params, g, strict=True):
+            p.grad = x.clone()
+        cos = _project_on_retain(model, tok, params, tiny_data.retain, random.Random(7), cfg, "cpu")
+        got = [p.grad for p in params]
+        assert (cos < 0) == (sign < 0)
+        if sign < 0:
+            assert dot(g, r) < 0
+            assert abs(dot(got, r)) < 1e-4 * dot(r, r)  # the conflicting component is gone
+        else:
+            assert all(torch.equal(a, b) for a, b in zip(got, g, strict=True))  # nothing to remove
+        for p in params:
+            p.grad = None
+
+    # an update with the projection records its steps and moves the model
+    ref = copy.deepcopy(model).eval()
+    doc = tiny_data.forget[0]
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:2])
+    rec = apply_update(model, ref, tok, plan, tiny_data.retain, UpdateConfig(lr=1e-3, epochs=1, project_retain=True), 5)
+    assert len(rec["retain_cosine"]) == rec["steps"] > 0

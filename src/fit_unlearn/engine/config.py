@@ -219,7 +219,7 @@ _NOT_RESULTS: dict = {
 #: fields added after runs were journaled, with the value that reproduces the behaviour before them: a
 #: journal without the field resumes with that value (and the configuration hash is unchanged by it)
 _ADDED_LATER: dict = {
-    "update": {"retain_match": False, "optimizer": "adamw", "template_max_df": None},
+    "update": {"retain_match": False, "optimizer": "adamw", "template_max_df": None, "project_retain": False},
     "loop": {"enabled": False},
     "stream": {"dataset": QADatasetConfig().model_dump(mode="json")},
 }

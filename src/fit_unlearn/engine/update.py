@@ -69,6 +69,11 @@ class UpdateConfig(Section):
     largest gradient of the request's cross-entropy, measured once before its first step, may change
     (``null``: all of them).  Weight decay then applies to those weights only.  Costs a gradient pass and,
     while the mask is chosen, one float copy of the trainable weights' gradients (a bool per weight after)."""
+    project_retain: bool = False
+    """Gradient projection (A-GEM, Chaudhry et al. 2019): each step's gradient is also compared with the gradient
+    of the cross-entropy on a retain-train batch (``retain_batch_size`` documents); when the step would raise
+    that loss (negative inner product) the conflicting component is removed, so that to first order the step
+    leaves the retain batch's loss unchanged.  Costs one more forward and backward pass per step."""
 
 
 class ReferenceCache:
@@ -348,6 +353,7 @@ def apply_update(
     sched = make_scheduler(opt, total, cfg.warmup_ratio, cfg.min_lr_ratio)
     world = accelerator.num_processes if accelerator is not None else 1
     losses, first_loss = [], None
+    proj_stats: list[float] = []  #: per step: cosine of the step's gradient with the retain gradient (projection)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     request_text = plan.text or ""
@@ -409,6 +415,9 @@ def apply_update(
                 opt.zero_grad(set_to_none=True)
                 continue
             (accelerator.backward(loss) if accelerator is not None else loss.backward())
+            if cfg.project_retain and retain and cfg.retain_batch_size:
+                proj = _project_on_retain(model, tok, params, retain, rng, cfg, device)
+                proj_stats.append(proj)
             if world > 1:
                 _all_reduce_grads(params, world)
             if masks is not None:
@@ -455,6 +464,11 @@ def apply_update(
         "params_touched": sum(p.numel() for p in params),
         "tensors_touched": len(params),
         **({"weights_salient": int(sum(int(m.sum()) for m in masks))} if masks is not None else {}),
+        **(
+            {"projected_steps": sum(c < 0 for c in proj_stats), "retain_cosine": proj_stats[:64]}
+            if cfg.project_retain
+            else {}
+        ),
         "seconds": time.perf_counter() - t0,
         "peak_memory_bytes": _peak_memory(device),
     }
@@ -465,6 +479,28 @@ def apply_update(
     if ref_cache is not None:
         record["reference_cache"] = {"hits": ref_cache.hits, "misses": ref_cache.misses, "bytes": ref_cache.used}
     return record
+
+
+def _project_on_retain(model, tok, params, retain: list[Document], rng: random.Random, cfg: UpdateConfig, device):
+    """A-GEM: replace the gradients ``g`` in ``params`` by ``g - min(0, g.r) / |r|^2 r`` with ``r`` the gradient
+    of the cross-entropy on a retain batch drawn with ``rng``; returns the cosine of ``g`` and ``r`` before."""
+    g = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    for p in params:
+        p.grad = None
+    picked = rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
+    b = collate([doc_example(tok, d.text, cfg.max_len) for d in picked], tok.pad_token_id, device)
+    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float()
+    F.cross_entropy(logits.reshape(-1, logits.size(-1)), b["labels"][:, 1:].reshape(-1), ignore_index=IGNORE).backward()
+    r = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
+    dot = sum(float((a * c).sum()) for a, c in zip(g, r, strict=True))
+    rr = sum(float((c * c).sum()) for c in r)
+    gg = sum(float((a * a).sum()) for a in g)
+    if dot < 0 and rr > 0:
+        for a, c in zip(g, r, strict=True):
+            a.sub_(c, alpha=dot / rr)
+    for p, a in zip(params, g, strict=True):
+        p.grad = a
+    return dot / max((gg * rr) ** 0.5, 1e-30)
 
 
 def _all_reduce_grads(params, world: int) -> None:
