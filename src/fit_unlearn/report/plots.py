@@ -65,7 +65,7 @@ def _integer_x(*axes) -> None:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return path
 
@@ -258,7 +258,7 @@ def plot_cost(summary: dict, path: Path) -> Path | None:
         left = [a + b for a, b in zip(left, vals, strict=True)]
     ax.invert_yaxis()
     ax.set_xlabel("seconds per request (mean over requests" + (", then seeds)" if _n_seeds(summary) > 1 else ")"))
-    ax.legend(title="phase", fontsize=8, loc="lower right")
+    ax.legend(title="phase", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3, axis="x")
     ax.set_title(PLOTS["cost"], fontsize=12)
     return _save(fig, path)

@@ -370,7 +370,7 @@ def demo_summary(summary: dict, report: str | Path, methods: tuple[str, str]) ->
         q = ((summary["methods"][m].get("attacks") or {}).get("quantize") or {}).get("int4")
         return _agg(q["recovery"]) if q else "n/a"
 
-    t = ", ".join(f"t={e.get('t')}" for e in last.values())
+    t = ", ".join(dict.fromkeys(f"t={e.get('t')}" for e in last.values()))  # once when the methods agree
     return Group(
         line(f"report: {report} (markdown: {Path(report).with_suffix('.md')})"),
         line(f"strict F.D. ({t}; 1 = forgotten like the retain-only model): {cells('forget_degree_strict')}"),
