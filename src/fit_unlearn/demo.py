@@ -10,7 +10,8 @@
 Each stage is the library call the commands make (``data synth``, ``prepare``, ``bench``, ``report``); each is
 resumable, so a second ``fit-unlearn demo`` re-renders the report and trains nothing.  FIT is the bench's
 ``fit`` method (the library's FIT defaults with calibrated importance thresholds), so the demo follows FIT's
-defaults wherever they go.  The sizes (8 requests, evaluated every 4) keep it within minutes on 2 CPU cores.
+defaults wherever they go.  The sizes (6 requests, evaluated every 3) keep it within minutes on 2 CPU cores
+(measured: docs/report.md).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ class DemoConfig(Section):
 
     workdir: Path = Path(".")
     """Where the data (``fit_data/synth``), the prepared models and the demo's runs are written."""
-    requests: int = Field(default=8, ge=1)
+    requests: int = Field(default=6, ge=1)
     """Deletion requests unlearned by each method."""
-    eval_every: int = Field(default=4, ge=1)
+    eval_every: int = Field(default=3, ge=1)
     """Evaluate every N requests (and after the last)."""
     baseline: str = "graddiff"
     """The method FIT is compared with (a bench method: ``graddiff``, ``npo``, ``ga``, ...)."""
