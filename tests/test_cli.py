@@ -206,6 +206,14 @@ def test_no_command_prints_help_and_a_bad_option_one_line(capsys):
     assert "No such option: --bogus" in out.out + out.err and "internal error" not in out.out + out.err
 
 
+def test_config_prints_the_reference_that_docs_config_md_holds(capsys):
+    from pathlib import Path
+
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "`update.lr`" in out and out == (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+
+
 @pytest.mark.slow  # ~15 s: two tiny streams, their attack and the report
 def test_demo_wiring_on_a_tiny_model(tiny_data, tiny_model_dir, tiny_prepared, tmp_path):
     """data -> prepare (cached: the tiny prepared directory, nothing trained again) -> FIT and GradDiff on the

@@ -1,7 +1,7 @@
 """The ``fit-unlearn`` command line: parse, call the library, print one-line errors.
 
 One module per command group (``data``, ``prepare``, ``eval``, ``run`` / ``receipt``, ``demo``, ``bench``,
-``report``, ``attack``), shared options in ``options``; tables and summaries come from
+``report``, ``attack``, ``config``), shared options in ``options``; tables and summaries come from
 :mod:`fit_unlearn.report`.  Errors the user can fix print ``error: <message>`` and exit 2 (no traceback unless
 ``--debug``).
 """
@@ -40,6 +40,14 @@ app.command("bench")(bench_cmd)
 app.command("report")(report_cmd)
 app.add_typer(attack.app, name="attack")
 console = Console(stderr=True)
+
+
+@app.command("config")
+def config_cmd() -> None:
+    """Print the configuration reference (every setting of a run, its default and meaning; docs/config.md)."""
+    from fit_unlearn.engine.config import config_reference
+
+    sys.stdout.write(config_reference())
 
 
 def _quiet_libraries() -> None:
