@@ -83,3 +83,30 @@ def test_bench_resumes_a_killed_run_skips_finished_ones_and_refuses_other_settin
 def test_bench_needs_a_prepared_directory(tmp_path):
     with pytest.raises(ConfigError, match="is not a prepared directory"):
         run_bench(BenchConfig(prepared=tmp_path / "none"), tmp_path / "b", progress=False)
+
+
+def test_bench_data_may_be_a_qa_data_set_read_with_prepare_s_options(tmp_path, monkeypatch, capsys):
+    """bench --data takes a Hugging Face QA data set with --group-by & co. (one request per subject), as prepare
+    does; the options without --data are refused in one line."""
+    from test_data_hf import AUTHORS, _rows, write_dataset
+
+    import fit_unlearn.prepare as prep
+    from fit_unlearn.bench import prepare_bench_data
+    from fit_unlearn.cli import main
+    from fit_unlearn.data.hf import QADatasetConfig
+
+    rows = {name: _rows(name) for name in AUTHORS}
+    rows["forget10"] = [
+        r for pair in zip(*(_rows("forget10", [a]) for a in AUTHORS["forget10"]), strict=True) for r in pair
+    ]
+    root = write_dataset(tmp_path / "qa", "parquet", rows)  # authors' rows interleaved: only --group-by sorts them
+    seen = {}
+    monkeypatch.setattr(prep, "prepare", lambda splits, out, cfg, progress=True: seen.setdefault("splits", splits))
+    prepare_bench_data(root, tmp_path / "b", qa=QADatasetConfig(group_by="author"))
+    forget = seen["splits"].forget
+    assert [d.id for d in forget] == ["forget10-Ann Ash", "forget10-Bo Birch"]
+    assert all(len(d.qa) == 20 and all(d.id.split("-", 1)[1] in q.question for q in d.qa) for d in forget)
+    capsys.readouterr()  # the data set writer's progress bars
+    assert main(["bench", "--out", str(tmp_path / "b2"), "--group-by", "author"]) == 2
+    err = capsys.readouterr().err
+    assert "need --data" in err and len(err.strip().splitlines()) == 1
