@@ -137,7 +137,7 @@ def repair_norms(model, tok, docs, steps: int, lr: float, which: str) -> list[fl
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        out.append(round(float(loss), 4))
+        out.append(round(float(loss.detach()), 4))
     model.eval()
     for n, p in model.named_parameters():
         p.requires_grad_(flags[n])

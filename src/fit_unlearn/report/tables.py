@@ -368,7 +368,15 @@ def demo_summary(summary: dict, report: str | Path, methods: tuple[str, str]) ->
 
     def recovery(m: str) -> str:
         q = ((summary["methods"][m].get("attacks") or {}).get("quantize") or {}).get("int4")
-        return _agg(q["recovery"]) if q else "n/a"
+        if not q:
+            return "n/a"
+        # recovery = share of the forget gap (theta_0's F - the model's F) that comes back: with a gap of a few
+        # points, quantization noise alone (theta_0 itself loses points in int4) makes the ratio meaningless
+        theta0, fp = (last[m].get("F_forgotten_theta0") or {}).get("mean"), (q.get("forget_fp") or {}).get("mean")
+        if theta0 is not None and fp is not None and theta0 - fp < 10:
+            gap, attacked = theta0 - fp, q["forget"]["mean"]
+            return f"n/a (only {gap:.1f} points of F were forgotten; F {fp:.1f} -> {attacked:.1f} in int4)"
+        return _agg(q["recovery"])
 
     t = ", ".join(dict.fromkeys(f"t={e.get('t')}" for e in last.values()))  # once when the methods agree
     return Group(
