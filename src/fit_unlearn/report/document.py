@@ -376,7 +376,7 @@ def _provenance(summary: dict) -> list[Block]:
                 "finished",
                 "requests",
                 "config hash",
-                "started",
+                "results written",
                 "machine",
                 "versions",
                 "model",
