@@ -306,3 +306,21 @@ def test_bench_command_runs_and_renders_its_report(tiny_prepared, tmp_path, caps
     assert manifest["sessions"][-1]["command"].startswith(f"fit-unlearn bench --out {out} --prepared {tiny_prepared}")
     code, stdout, _ = run([*args, "--eval-every", 2, "--set", json.dumps(TINY_RUN), "--no-report"], capsys)
     assert code == 0 and "finished already, skipped" in stdout and "report:" not in stdout
+
+
+def test_demo_refuses_to_train_over_models_prepared_from_other_data(tmp_path, tiny_model_dir):
+    """The demo shares fit_runs/prepared with `prepare`'s default: models the user prepared there from other data
+    are not retrained over (one-line error naming --workdir), and nothing is written to them."""
+    import json
+
+    from fit_unlearn.demo import DemoConfig, run_demo
+    from fit_unlearn.errors import ConfigError
+    from fit_unlearn.prepare import PrepareConfig
+
+    recipe = tmp_path / "fit_runs" / "prepared" / "recipe.json"
+    recipe.parent.mkdir(parents=True)
+    recipe.write_text(json.dumps({"data_hash": "someone-else", "base_model_hash": "x"}))
+    before = sorted(p.name for p in recipe.parent.iterdir())
+    with pytest.raises(ConfigError, match=r"other data and another base model .* --workdir DIR"):
+        run_demo(DemoConfig(workdir=tmp_path), prepare_cfg=PrepareConfig(model=str(tiny_model_dir)), progress=False)
+    assert sorted(p.name for p in recipe.parent.iterdir()) == before

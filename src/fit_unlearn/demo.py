@@ -99,6 +99,29 @@ def demo_config(**fields) -> DemoConfig:
         raise ConfigError(format_validation_error(e, "demo")) from None
 
 
+def _refuse_foreign_prepared(prepared: Path, splits, prep_cfg: PrepareConfig) -> None:
+    """The demo shares ``fit_runs/prepared`` with ``fit-unlearn prepare``'s default, so that the step-by-step
+    pipeline reuses its models; models prepared there from other data or another base model are the user's
+    work, and preparing the demo's set would train over them: refuse, and say how to keep both."""
+    import json
+
+    from fit_unlearn.layout import PreparedDir
+    from fit_unlearn.models import model_hash, resolve_model_path
+
+    layout = PreparedDir(prepared)
+    if not layout.recipe.exists():
+        return
+    recipe = json.loads(layout.recipe.read_text())
+    mine = {"data_hash": splits.training_hash(), "base_model_hash": model_hash(resolve_model_path(prep_cfg.model))}
+    words = {"data_hash": "other data", "base_model_hash": "another base model"}
+    other = [words[k] for k, v in mine.items() if recipe.get(k) not in (None, v)]
+    if other:
+        raise ConfigError(
+            f"{prepared} holds models prepared from {' and '.join(other)} than the demo's; the demo would train "
+            "over them: run it in a new folder with --workdir DIR"
+        )
+
+
 def run_demo(
     cfg: DemoConfig = DemoConfig(),
     *,
@@ -126,7 +149,9 @@ def run_demo(
         say(tables.line("[bold]1/4 data[/bold]: synthetic PCH documents"))
         say(tables.synth_summary(write_synth(data, synth or SynthConfig())))
     say(tables.line(f"[bold]2/4 prepare[/bold]: theta_0 and the retain-only model in {prepared} (cached once trained)"))
-    report = prepare(load_documents(data), prepared, prepare_cfg or PrepareConfig(device=cfg.device), progress=progress)
+    splits, prep_cfg = load_documents(data), prepare_cfg or PrepareConfig(device=cfg.device)
+    _refuse_foreign_prepared(prepared, splits, prep_cfg)
+    report = prepare(splits, prepared, prep_cfg, progress=progress)
     say(tables.prepare_summary(report, prepared))
     say(
         tables.line(

@@ -234,9 +234,15 @@ def _quiet_datasets() -> Iterator:
     bars, level = datasets.is_progress_bar_enabled(), ds_logging.get_verbosity()
     datasets.disable_progress_bars()
     ds_logging.set_verbosity(ds_logging.CRITICAL)
+    # local files only: no download-count request to the Hub for the "parquet"/"json" builders, whatever the
+    # caller's HF_HUB_OFFLINE says (the library may be used without the CLI, which sets it)
+    cfg = datasets.config
+    saved = cfg.HF_UPDATE_DOWNLOAD_COUNTS, cfg.HF_HUB_OFFLINE
+    cfg.HF_UPDATE_DOWNLOAD_COUNTS, cfg.HF_HUB_OFFLINE = False, True
     try:
         yield datasets
     finally:
+        cfg.HF_UPDATE_DOWNLOAD_COUNTS, cfg.HF_HUB_OFFLINE = saved
         ds_logging.set_verbosity(level)
         if bars:
             datasets.enable_progress_bars()
