@@ -79,6 +79,20 @@ def test_bench_resumes_a_killed_run_skips_finished_ones_and_refuses_other_settin
     with pytest.raises(ConfigError, match="exists and is not a bench directory"):
         run_bench(cfg, tmp_path / "other", progress=False)
 
+    # a finished run made another way (here: the method table changed since) is not averaged with new ones
+    changed = {**METHODS["npo"], "update": {"weight_decay": 0.0}}
+    monkeypatch.setitem(METHODS, "npo", changed)
+    with pytest.raises(ConfigError, match=r"npo-s0: finished with other settings .*update\.weight_decay"):
+        run_bench(cfg, out, progress=False)
+
+
+def test_a_bad_override_does_not_lock_the_bench(tiny_prepared, tmp_path):
+    """Run configurations are validated before bench.json is written: the corrected command then runs."""
+    cfg = BenchConfig(prepared=tiny_prepared, methods=("npo",), seeds=(0,), requests=1, eval_every=1)
+    with pytest.raises(ConfigError, match="update"):
+        run_bench(cfg.model_copy(update={"overrides": {"update": {"lr": -1}}}), tmp_path / "b", progress=False)
+    assert not BenchDir(tmp_path / "b").manifest.exists()
+
 
 def test_bench_needs_a_prepared_directory(tmp_path):
     with pytest.raises(ConfigError, match="is not a prepared directory"):

@@ -228,10 +228,18 @@ def prepare_bench_data(
     :class:`~fit_unlearn.data.hf.QADatasetConfig`; a seeded subset of ``n_forget`` / ``n_retain`` documents) into
     ``<bench>/prepared``; nothing is trained again when it is up to date.  Returns the prepare report."""
     from fit_unlearn.data.documents import load_documents
-    from fit_unlearn.prepare import prepare
+    from fit_unlearn.prepare import prepare, prepared_from_other
 
+    bench = BenchDir.of(out)
     splits = load_documents(data, qa=qa).subset(n_forget, n_retain, cfg.recipe.seed)
-    return prepare(splits, BenchDir.of(out).prepared, cfg, progress=progress)
+    other = prepared_from_other(splits, bench.prepared, cfg)
+    if other and bench.manifest.exists():  # the bench's runs rest on the models prepared there
+        raise ConfigError(
+            f"{bench.root}: its runs were made on models prepared from {' and '.join(other)} (--data, --n-forget, "
+            "--n-retain, the split options or --base-model changed); preparing again would pull them from under "
+            "the runs: give a new --out"
+        )
+    return prepare(splits, bench.prepared, cfg, progress=progress)
 
 
 def read_manifest(bench: str | Path | BenchDir) -> dict:
@@ -282,6 +290,21 @@ def _open_manifest(bench: BenchDir, cfg: BenchConfig, command: str | None) -> di
     return manifest
 
 
+def _same_settings(run, run_cfg) -> None:
+    """A finished run is kept only if it was made with the configuration the bench would give it now (the
+    method table or a default may have changed since): otherwise its numbers would be averaged with runs made
+    another way."""
+    from fit_unlearn.engine.journal import Journal
+
+    start = next((e for e in Journal(run.journal, writer=False).events if e["event"] == "start"), None)
+    diff = run_cfg.diff(start["config"]) if start is not None else ["(no start record)"]
+    if diff:
+        raise ConfigError(
+            f"{run.root}: finished with other settings than this bench gives it now ({', '.join(diff[:6])}); "
+            "give a new --out (or move that run away to run it again)"
+        )
+
+
 def run_bench(
     cfg: BenchConfig,
     out: str | Path | BenchDir,
@@ -302,16 +325,20 @@ def run_bench(
             "bench --data DIR to prepare one)"
         )
     manifest = _open_manifest(bench, cfg, command)
-    _write_manifest(bench, manifest)
     todo = [r for r in manifest["runs"] if r["method"] in cfg.methods and r["seed"] in cfg.seeds]
-    for i, entry in enumerate(todo):
+    # every run's configuration is built (validated) before the manifest is written: a bad --set must not
+    # leave a bench that refuses the corrected command as "other settings"
+    configs = [cfg.run_config(r["method"], r["seed"], bench.run(r["method"], r["seed"]).root) for r in todo]
+    _write_manifest(bench, manifest)
+    for i, (entry, run_cfg) in enumerate(zip(todo, configs, strict=True)):
         run = bench.run(entry["method"], entry["seed"])
         status = "finished" if run.results.exists() else "resumed" if run.is_run() else "started"
+        if status == "finished":
+            _same_settings(run, run_cfg)
         if on_run is not None:
             on_run({**entry, "status": status, "index": i, "of": len(todo)})
         if status == "finished":
             continue
-        run_cfg = cfg.run_config(entry["method"], entry["seed"], run.root)
         t0 = time.perf_counter()
         engine = Engine(run_cfg, resume=status == "resumed", progress=progress)
         try:

@@ -103,18 +103,9 @@ def _refuse_foreign_prepared(prepared: Path, splits, prep_cfg: PrepareConfig) ->
     """The demo shares ``fit_runs/prepared`` with ``fit-unlearn prepare``'s default, so that the step-by-step
     pipeline reuses its models; models prepared there from other data or another base model are the user's
     work, and preparing the demo's set would train over them: refuse, and say how to keep both."""
-    import json
+    from fit_unlearn.prepare import prepared_from_other
 
-    from fit_unlearn.layout import PreparedDir
-    from fit_unlearn.models import model_hash, resolve_model_path
-
-    layout = PreparedDir(prepared)
-    if not layout.recipe.exists():
-        return
-    recipe = json.loads(layout.recipe.read_text())
-    mine = {"data_hash": splits.training_hash(), "base_model_hash": model_hash(resolve_model_path(prep_cfg.model))}
-    words = {"data_hash": "other data", "base_model_hash": "another base model"}
-    other = [words[k] for k, v in mine.items() if recipe.get(k) not in (None, v)]
+    other = prepared_from_other(splits, prepared, prep_cfg)
     if other:
         raise ConfigError(
             f"{prepared} holds models prepared from {' and '.join(other)} than the demo's; the demo would train "

@@ -96,6 +96,20 @@ def make_split(data: DataSplits, cfg: PrepareConfig) -> RetainSplit:
     return split_retain(data.retain, cfg.retain_eval_fraction, cfg.recipe.seed)
 
 
+def prepared_from_other(data: DataSplits, out: str | Path, cfg: PrepareConfig = PrepareConfig()) -> list[str]:
+    """What differs between the models already prepared under ``out`` and what :func:`prepare` would train
+    from ``data`` and ``cfg`` (``"other data"``, ``"another base model"``; ``[]``: nothing prepared there yet,
+    or the same).  :func:`prepare` itself retrains over a difference; callers whose earlier results rest on the
+    prepared models (a demo, a bench's finished runs) ask first."""
+    recipe_file = PreparedDir.of(out).recipe
+    if not recipe_file.exists():
+        return []
+    recipe = json.loads(recipe_file.read_text())
+    mine = {"data_hash": data.training_hash(), "base_model_hash": model_hash(resolve_model_path(cfg.model))}
+    words = {"data_hash": "other data", "base_model_hash": "another base model"}
+    return [words[k] for k, v in mine.items() if recipe.get(k) not in (None, v)]
+
+
 def prepare(
     data: DataSplits, out: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True, force: bool = False
 ) -> dict:
