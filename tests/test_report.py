@@ -357,3 +357,18 @@ def test_request_rows_phases_and_filtered_fraction():
     assert older["filtered_fraction"] == 0.25
     assert aggregate([1.0, None, 3.0]) == {"mean": 2.0, "std": pytest.approx(2**0.5), "n": 2, "values": [1.0, 3.0]}
     assert aggregate([None]) is None and aggregate([4.0])["std"] is None
+
+
+@pytest.mark.slow  # uses the tiny bench (built once per session)
+def test_a_damaged_attack_file_is_one_line_naming_it(tiny_bench, tmp_path):
+    import shutil
+
+    from fit_unlearn.errors import ConfigError
+    from fit_unlearn.layout import BenchDir
+    from fit_unlearn.summary import read_run
+
+    run = tmp_path / "npo-s0"
+    shutil.copytree(BenchDir(tiny_bench).run("npo", 0).root, run)
+    (run / "attack-relearn.json").write_text('{"recovery": ')  # a kill mid-write by an older version
+    with pytest.raises(ConfigError, match=r"attack-relearn.json: not valid JSON .*fit-unlearn attack relearn"):
+        read_run(run)

@@ -191,7 +191,12 @@ def read_run(path: str | Path | RunDir, method: str | None = None, wall_seconds:
     for kind in ("quantize", "relearn"):  # `fit-unlearn attack` writes them beside the run
         f = run.attack_file(kind)
         if kind not in attacks and f.exists():
-            attacks[kind] = json.loads(f.read_text())
+            try:
+                attacks[kind] = json.loads(f.read_text())
+            except ValueError as e:
+                raise ConfigError(
+                    f"{f}: not valid JSON ({e}); run `fit-unlearn attack {kind} --run {run.root}` again or remove it"
+                ) from None
     config = res.get("config") or {}
     return {
         "dir": str(run.root),

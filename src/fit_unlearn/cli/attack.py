@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from fit_unlearn.attacks import quantize_run, relearn_run
-from fit_unlearn.cli.options import DEFAULT_RUN, DeviceOpt, RunOpt, out_console
+from fit_unlearn.cli.options import DEFAULT_RUN, DeviceOpt, RunOpt, out_console, write_results
 from fit_unlearn.layout import RunDir
 from fit_unlearn.report import tables
 
@@ -26,8 +25,7 @@ def attack_quantize(
 ):
     """Reload the unlearned weights in 8/4 bits; recovery = (F_q - F_unl) / (F_0 - F_unl), next to theta_0."""
     res = quantize_run(run, list(bits), method=method, device=device)
-    out = out or RunDir(run).attack_file("quantize")
-    out.write_text(json.dumps(res, indent=1))
+    out = write_results(res, out or RunDir(run).attack_file("quantize"))
     out_console.print(tables.quantize_summary(res, out))
 
 
@@ -43,6 +41,5 @@ def attack_relearn(
 ):
     """Fine-tune on a few forgotten documents; measure recovery on the other forgotten documents."""
     res = relearn_run(run, fraction=fraction, lr=lr, epochs=epochs, seed=seed, device=device)
-    out = out or RunDir(run).attack_file("relearn")
-    out.write_text(json.dumps(res, indent=1))
+    out = write_results(res, out or RunDir(run).attack_file("relearn"))
     out_console.print(tables.relearn_summary(res, out))

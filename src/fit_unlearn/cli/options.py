@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -115,5 +116,7 @@ def load_data(
 def write_results(res: dict, out: Path) -> Path:
     """Write an evaluation's results as indented JSON to ``out`` (its folder created); returns ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+    tmp = out.with_name(out.name + ".tmp")  # atomic: a kill leaves the old file or the new one, never half
+    tmp.write_text(json.dumps(res, indent=2))
+    os.replace(tmp, out)
     return out
