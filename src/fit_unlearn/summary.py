@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fit_unlearn.errors import ConfigError
-from fit_unlearn.layout import BenchDir, RunDir
+from fit_unlearn.layout import BenchDir, CheckpointDir, RunDir
 
 #: metric name -> where it is in an evaluation summary (``evals`` of results.json, the journal's ``eval``)
 EVAL_METRICS: dict[str, tuple[str, ...]] = {
@@ -154,7 +154,7 @@ def journal_results(run: str | Path | RunDir) -> tuple[dict, dict]:
     view = {
         "config": start.get("config", {}),
         "provenance": start.get("provenance", {}),
-        "final_model": None if ck is None else str(Path(ck["path"]) / "model"),
+        "final_model": None if ck is None else str(CheckpointDir(ck["path"]).model),
         "requests": [requests[p] for p in sorted(requests)],
         "rejected": [e for e in events if e["event"] == "rejected"],
         "evals": [evals[t] for t in sorted(evals)],
@@ -319,7 +319,8 @@ def _cost(runs: list[dict], npo: list[dict]) -> dict:
         "phases": {p: aggregate(mean(q["phases"].get(p, 0.0) for q in r["requests"]) for r in runs) for p in phases},
         "peak_memory_bytes": max(peaks) if peaks else None,
         "ratio_to_npo": _ratio_to(runs, npo) if npo else None,
-        "wall_seconds": aggregate(r.get("wall_seconds") for r in runs),
+        # a run killed mid-way never recorded its wall time (or only part of it): finished runs only
+        "wall_seconds": aggregate(r.get("wall_seconds") for r in runs if r["finished"]),
     }
 
 
@@ -360,7 +361,13 @@ def _fit_parts(runs: list[dict]) -> dict:
     return {
         "layer_counts": {str(i): layers.get(i, 0) for i in range(n_layers)} if n_layers else None,
         "objectives": dict(sorted(objectives.items())),
-        "filtered": aggregate(q["filtered_fraction"] for r in runs for q in r["requests"]),
+        # each run's mean over its requests, then mean +- std over the runs (seeds), as every other column
+        "filtered": aggregate(
+            statistics.fmean(f)
+            if (f := [q["filtered_fraction"] for q in r["requests"] if q["filtered_fraction"] is not None])
+            else None
+            for r in runs
+        ),
         "redundant": sum(q["redundant"] for r in runs for q in r["requests"]),
     }
 
