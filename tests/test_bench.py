@@ -92,6 +92,11 @@ def test_a_bad_override_does_not_lock_the_bench(tiny_prepared, tmp_path):
     with pytest.raises(ConfigError, match="update"):
         run_bench(cfg.model_copy(update={"overrides": {"update": {"lr": -1}}}), tmp_path / "b", progress=False)
     assert not BenchDir(tmp_path / "b").manifest.exists()
+    # what the bench sets per run cannot be overridden: seeds would be identical (a false std) or runs collide
+    for bad in ({"seed": 3}, {"stream": {"order_seed": 3}}, {"out": "x"}):
+        with pytest.raises(ConfigError, match="belong to the bench"):
+            run_bench(cfg.model_copy(update={"overrides": bad}), tmp_path / "b", progress=False)
+    assert not BenchDir(tmp_path / "b").manifest.exists()
 
 
 def test_bench_needs_a_prepared_directory(tmp_path):

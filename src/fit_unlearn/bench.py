@@ -199,6 +199,13 @@ class BenchConfig(Section):
             # one checkpoint on disk per run (the last; the attacks and a resume need no other)
             "checkpoint": {"every": every, "keep": 1},
         }
+        owned = [k for k in ("prepared", "model", "out", "seed", "device", "dtype") if k in self.overrides]
+        owned += [f"stream.{k}" for k in ("order_seed", "limit") if k in self.overrides.get("stream", {})]
+        if owned:  # the bench sets these per run: overriding them would make seeds identical or runs collide
+            raise ConfigError(
+                f"--set: {', '.join(owned)} belong to the bench (use --seeds, --requests, --device, --dtype, "
+                "--prepared or --out)"
+            )
         return build_config(deep_merge(deep_merge(base, method_spec(method)), self.overrides), f"method {method}")
 
     def settings(self) -> dict:
