@@ -372,3 +372,20 @@ def test_a_damaged_attack_file_is_one_line_naming_it(tiny_bench, tmp_path):
     (run / "attack-relearn.json").write_text('{"recovery": ')  # a kill mid-write by an older version
     with pytest.raises(ConfigError, match=r"attack-relearn.json: not valid JSON .*fit-unlearn attack relearn"):
         read_run(run)
+
+
+@pytest.mark.slow  # uses the tiny bench (built once per session)
+def test_runs_of_two_benches_are_never_averaged_as_seeds_of_one_method(tiny_bench, tmp_path):
+    import shutil
+
+    from fit_unlearn.summary import summarise
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_bench, a)
+    shutil.copytree(tiny_bench, b)
+    s = summarise([a, b])
+    assert sorted(s["methods"]) == ["a/fit", "a/npo", "b/fit", "b/npo"]
+    assert all(len(m["seeds"]) == 2 for m in s["methods"].values())
+    # each bench's FIT is compared with that bench's NPO
+    assert s["methods"]["a/fit"]["cost"]["ratio_to_npo"] == summarise([a])["methods"]["fit"]["cost"]["ratio_to_npo"]
+    assert s["methods"]["a/fit"]["cost"]["ratio_to_npo"] is not None

@@ -220,7 +220,9 @@ def read_run(path: str | Path | RunDir, method: str | None = None, wall_seconds:
 
 
 def find_runs(inputs: Iterable[str | Path]) -> tuple[list[dict], list[dict]]:
-    """(runs, benches) of the inputs: each a run directory or a bench directory (all its runs that exist)."""
+    """(runs, benches) of the inputs: each a run directory or a bench directory (all its runs that exist; with
+    several benches, a method is labelled ``<bench>/<method>``)."""
+    inputs = [Path(p) for p in inputs]
     runs, benches = [], []
     for p in inputs:
         p = Path(p)
@@ -230,10 +232,12 @@ def find_runs(inputs: Iterable[str | Path]) -> tuple[list[dict], list[dict]]:
 
             manifest = read_manifest(bench)
             benches.append({"dir": str(p), **manifest})
+            # runs of several benches are never seeds of one method: each bench's methods keep its name
+            label = f"{p.name}/" if len([q for q in inputs if BenchDir(q).is_bench()]) > 1 else ""
             for r in manifest["runs"]:
                 d = RunDir(p / r["dir"])
                 if d.is_run():
-                    runs.append(read_run(d, r["method"], r.get("wall_seconds")))
+                    runs.append(read_run(d, label + r["method"], r.get("wall_seconds")))
         elif RunDir(p).is_run():
             runs.append(read_run(p))
         elif not p.exists():
@@ -382,16 +386,17 @@ def summarise(inputs: Sequence[str | Path]) -> dict:
     for r in runs:
         if r["method"] not in order:
             order.append(r["method"])
-    npo = [r for r in runs if r["method"] == "npo"]
     methods = {}
     for m in order:
         mine = sorted((r for r in runs if r["method"] == m), key=lambda r: (r["seed"] is None, r["seed"]))
+        npo_name = m.rpartition("/")[0] + "/npo" if "/" in m else "npo"  # NPO of the same bench
+        npo = [r for r in runs if r["method"] == npo_name]
         methods[m] = {
             "seeds": [r["seed"] for r in mine],
             "runs": [r["dir"] for r in mine],
             "finished": all(r["finished"] for r in mine),
             "evals": _method_evals(mine),
-            "cost": _cost(mine, npo if m != "npo" else []),
+            "cost": _cost(mine, npo if m != npo_name else []),
             **_fit_parts(mine),
             "attacks": _attacks(mine),
         }
