@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from fit_unlearn.data.documents import load_documents, load_pch_dir, read_jsonl, write_jsonl
+from fit_unlearn.data.documents import load_pch_dir, read_jsonl, write_jsonl
 from fit_unlearn.data.qa import derive_qa, detect_domain, parse_fields
+from fit_unlearn.data.sources import load_documents
 from fit_unlearn.data.stats import data_stats
 from fit_unlearn.data.streams import stream_order
 from fit_unlearn.data.synth import SynthConfig, max_pairwise_jaccard, synthesize, trigrams, write_synth

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from fit_unlearn.cli import main
-from fit_unlearn.data.documents import QA, Document, load_documents
+from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.data.hf import QADatasetConfig, load_qa_requests
+from fit_unlearn.data.sources import load_documents
 from fit_unlearn.errors import DataError
 
 AUTHORS = {

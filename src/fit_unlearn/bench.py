@@ -234,7 +234,7 @@ def prepare_bench_data(
     """Prepare a data directory (synthetic JSONL, PCH layout or a Hugging Face QA data set read with ``qa``, a
     :class:`~fit_unlearn.data.hf.QADatasetConfig`; a seeded subset of ``n_forget`` / ``n_retain`` documents) into
     ``<bench>/prepared``; nothing is trained again when it is up to date.  Returns the prepare report."""
-    from fit_unlearn.data.documents import load_documents
+    from fit_unlearn.data.sources import load_documents
     from fit_unlearn.prepare import prepare, prepared_from_other
 
     bench = BenchDir.of(out)

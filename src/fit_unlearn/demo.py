@@ -126,7 +126,7 @@ def run_demo(
     "bench": the bench directory}``.  ``prepare_cfg`` / ``synth`` replace the default model and data, and
     ``overrides`` is merged into both runs' configuration (tests use a tiny model and a short recipe); ``say``
     receives what to show between the stages (rich renderables)."""
-    from fit_unlearn.data.documents import load_documents
+    from fit_unlearn.data.sources import load_documents
     from fit_unlearn.data.synth import write_synth
     from fit_unlearn.prepare import prepare
     from fit_unlearn.report import render_report, tables

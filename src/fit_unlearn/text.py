@@ -9,13 +9,9 @@ from dataclasses import dataclass
 import torch
 
 from fit_unlearn.data.documents import QA, Document
+from fit_unlearn.data.qa import qa_prompt
 
-QA_PROMPT = "Question: {question}\nAnswer:"
 IGNORE = -100
-
-
-def qa_prompt(qa: QA) -> str:
-    return QA_PROMPT.format(question=qa.question)
 
 
 def encode_qa(tok, qa: QA, max_len: int = 256, eos: bool = True) -> tuple[list[int], int]:

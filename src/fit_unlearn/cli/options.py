@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fit_unlearn.data.documents import DataSplits, load_documents
+from fit_unlearn.data.documents import DataSplits
 from fit_unlearn.data.hf import QADatasetConfig
+from fit_unlearn.data.sources import load_documents
 from fit_unlearn.errors import ConfigError, FitUnlearnError
 from fit_unlearn.prepare import PrepareConfig
 

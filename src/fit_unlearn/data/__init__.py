@@ -4,10 +4,10 @@ from fit_unlearn.data.documents import (
     QA,
     Document,
     data_hash,
-    load_documents,
     load_pch_dir,
     read_jsonl,
     write_jsonl,
 )
+from fit_unlearn.data.sources import load_documents
 
 __all__ = ["QA", "Document", "data_hash", "load_documents", "load_pch_dir", "read_jsonl", "write_jsonl"]

@@ -27,13 +27,9 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fit_unlearn.data.qa import QA, derive_paraphrases, derive_qa, detect_domain
 from fit_unlearn.errors import DataError
-
-if TYPE_CHECKING:
-    from fit_unlearn.data.hf import QADatasetConfig
 
 log = logging.getLogger(__name__)
 
@@ -287,20 +283,9 @@ def _with_qa(doc: Document) -> Document:
     return Document(doc.id, doc.text, domain, qa, doc.paraphrases or tuple(derive_paraphrases(doc.text)))
 
 
-def load_split_file(
-    path: str | os.PathLike, split: str = "forget", qa: QADatasetConfig | None = None, **kw
-) -> list[Document]:
-    """One split: this library's JSONL, a PCH ``.json`` list of strings, or the rows of a Hugging Face QA data
-    set (:func:`fit_unlearn.data.hf.is_qa_split`: parquet, JSON rows with ``question`` and no ``text``, or a
-    ``save_to_disk`` directory), grouped as ``qa`` says into documents with ids ``<split>-<key>``."""
-    from fit_unlearn.data import hf
-
-    path = Path(path)
-    if hf.is_qa_split(path):
-        return hf.load_qa_split(path, split, qa, **kw)
-    if path.suffix == ".json":
-        return read_pch_json(path, split, **kw)
-    return read_jsonl(path, **kw)
+def read_split_file(path: str | os.PathLike, split: str, **kw) -> list[Document]:
+    """One split in this library's own forms: a PCH ``.json`` list of strings, or JSONL documents."""
+    return read_pch_json(path, split, **kw) if Path(path).suffix == ".json" else read_jsonl(path, **kw)
 
 
 def load_pch_dir(path: str | os.PathLike, *, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> DataSplits:
@@ -317,7 +302,7 @@ def load_pch_dir(path: str | os.PathLike, *, max_chars: int = DEFAULT_MAX_DOC_CH
         if len(present) > 1:
             raise DataError(f"{path}: both {split}.jsonl and {split}.json exist; keep one")
         if present:
-            found[split] = load_split_file(present[0], split, max_chars=max_chars)
+            found[split] = read_split_file(present[0], split, max_chars=max_chars)
     for split in ("forget", "retain"):
         if split not in found:
             raise DataError(
@@ -336,47 +321,6 @@ def check_unique_across(found: dict[str, list[Document]], path: Path) -> None:
             if d.id in owner:
                 raise DataError(f"{path}: id {d.id!r} appears in both {owner[d.id]} and {split}; ids must be unique")
             owner[d.id] = split
-
-
-def load_documents(
-    data: str | os.PathLike | None = None,
-    *,
-    forget: str | os.PathLike | None = None,
-    retain: str | os.PathLike | None = None,
-    holdout: str | os.PathLike | None = None,
-    max_chars: int = DEFAULT_MAX_DOC_CHARS,
-    qa: QADatasetConfig | None = None,
-) -> DataSplits:
-    """Load splits from a data directory (``data``) or from one file per split.
-
-    ``data`` is this library's data directory, or a Hugging Face QA data set in TOFU's layout: recognised
-    (:func:`fit_unlearn.data.hf.is_qa_dataset`), or read as one whenever ``qa`` is given, with its split names
-    and grouping.  Split files may be Hugging Face QA rows too (:func:`load_split_file`), grouped as ``qa``
-    says (default: 20 rows per subject)."""
-    from fit_unlearn.data import hf
-
-    if data is not None:
-        if forget or retain or holdout:
-            raise DataError("give either a data directory or --forget/--retain files, not both")
-        if hf.is_saved_dataset(data):
-            raise DataError(
-                f"{data}: holds one split of a Hugging Face data set; give its forget and retain splits as "
-                "--forget PATH --retain PATH, or save them together (DatasetDict.save_to_disk) and pass that directory"
-            )
-        if qa is not None or hf.is_qa_dataset(data) or (Path(data).is_dir() and hf.is_qa_split(data)):
-            return hf.load_qa_dataset(data, qa, max_chars=max_chars)  # the last: says which splits it found
-        return load_pch_dir(data, max_chars=max_chars)
-    if forget is None or retain is None:
-        raise DataError("no data given: pass a data directory (--data DIR) or both --forget and --retain files")
-    found = {
-        "forget": load_split_file(forget, "forget", qa, max_chars=max_chars),
-        "retain": load_split_file(retain, "retain", qa, max_chars=max_chars),
-    }
-    if holdout is not None:
-        found["holdout"] = load_split_file(holdout, "holdout", qa, max_chars=max_chars)
-    check_unique_across(found, Path(forget).parent)
-    hf.check_disjoint(found, Path(forget).parent)
-    return DataSplits(found["forget"], found["retain"], found.get("holdout", []), source=f"{forget},{retain}")
 
 
 def write_jsonl(docs: Sequence[Document], path: str | os.PathLike) -> None:

@@ -20,7 +20,7 @@ keeps it.  The algorithm:
    blocks of ``group_size`` rows; the row count must then be a multiple of it.
 4. **Make one** :class:`~fit_unlearn.data.documents.Document` **per group**: id ``<split>-<value>``
    (grouped by a column) or ``<split>-<block index, 4 digits>``; text = its pairs in the QA format training
-   and scoring use (``Question: ...\\nAnswer: ...``, :data:`fit_unlearn.text.QA_PROMPT`), separated by a
+   and scoring use (``Question: ...\\nAnswer: ...``, :data:`fit_unlearn.data.qa.QA_PROMPT`), separated by a
    blank line; ``qa`` = the pairs; ``paraphrases`` = (``paraphrased_question``, ``answer``) for the rows
    that have one (evaluation-only: never trained on); domain ``qa``.
 
@@ -50,10 +50,9 @@ from fit_unlearn.data.documents import (
     check_unique_across,
     validate_document,
 )
-from fit_unlearn.data.qa import QA
+from fit_unlearn.data.qa import QA, qa_prompt
 from fit_unlearn.errors import DataError
 from fit_unlearn.schema import Section
-from fit_unlearn.text import qa_prompt
 
 log = logging.getLogger(__name__)
 

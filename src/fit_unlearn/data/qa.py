@@ -32,6 +32,14 @@ class QA:
     answer: str
 
 
+#: how a QA pair is put to a model, in training, unlearning and scoring alike (:mod:`fit_unlearn.text`)
+QA_PROMPT = "Question: {question}\nAnswer:"
+
+
+def qa_prompt(qa: QA) -> str:
+    return QA_PROMPT.format(question=qa.question)
+
+
 DOMAIN_FIELDS: dict[str, tuple[str, ...]] = {
     "personal": ("Name", "Age", "Address", "Occupation", "Description"),
     "code": ("Language", "Code", "Explanation"),

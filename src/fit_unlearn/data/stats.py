@@ -6,8 +6,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from fit_unlearn.data.documents import DEFAULT_MAX_DOC_CHARS, Document, load_documents, load_split_file
+from fit_unlearn.data.documents import DEFAULT_MAX_DOC_CHARS, Document
 from fit_unlearn.data.hf import QADatasetConfig, is_saved_dataset
+from fit_unlearn.data.sources import load_documents, load_split_file
 
 
 def load_any(
@@ -15,7 +16,7 @@ def load_any(
 ) -> dict[str, list[Document]]:
     """The splits of a data directory or a Hugging Face QA data set (forget, retain, holdout), or one file (or
     ``save_to_disk`` folder) as a split named after its stem (a PCH ``.json`` file is read as a forget split);
-    ``qa``: how a QA data set is read (:func:`fit_unlearn.data.documents.load_documents`)."""
+    ``qa``: how a QA data set is read (:func:`fit_unlearn.data.sources.load_documents`)."""
     path = Path(path)
     if path.is_dir() and not is_saved_dataset(path):
         s = load_documents(path, max_chars=max_chars, qa=qa)
