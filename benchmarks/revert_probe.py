@@ -28,16 +28,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from loop_probe import mean_loss  # noqa: E402  (same measure as loop_probe: run from benchmarks/)
 
 from fit_unlearn.data.prepared import prepared_data  # noqa: E402
 from fit_unlearn.engine.update import UpdateConfig, common_tokens, examples_loss, forget_examples  # noqa: E402
 from fit_unlearn.layout import PreparedDir  # noqa: E402
 from fit_unlearn.models import load_model  # noqa: E402
 from fit_unlearn.text import IGNORE, collate, doc_example  # noqa: E402
-
-
-def mean_loss(model, tok, docs, cfg) -> float:
-    return sum(examples_loss(model, tok, forget_examples(tok, d.text, d.qa, cfg)[1]) for d in docs) / len(docs)
 
 
 def ig_attribution(model, params, base_vals, examples, tok, alphas) -> list[torch.Tensor]:
