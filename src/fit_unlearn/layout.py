@@ -134,7 +134,8 @@ class RunDir:
 
 
 class CheckpointDir:
-    """One checkpoint: ``model/`` (weights + tokenizer), ``strategy/``, ``state.json``, ``rng.pt``."""
+    """One checkpoint: ``model/`` (weights + tokenizer), ``strategy/``, ``state.json``, ``rng.pt``, and with
+    ``update.lora.mode: stack`` ``adapters/`` (one PEFT folder per request, ``model/`` holds them merged)."""
 
     GLOB = "ckpt-*"
     TEMP_GLOB = ".ckpt-*"
@@ -162,6 +163,10 @@ class CheckpointDir:
     @property
     def rng(self) -> Path:
         return self.root / "rng.pt"
+
+    @property
+    def adapters(self) -> Path:
+        return self.root / "adapters"
 
 
 class BenchDir:

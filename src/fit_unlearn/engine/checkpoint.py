@@ -34,16 +34,22 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(run: RunDir, position: int, model, tok, strategy, state: dict) -> tuple[Path, str]:
+def save_checkpoint(run: RunDir, position: int, model, tok, strategy, state: dict, adapters=None) -> tuple[Path, str]:
     """Write the run's checkpoint at ``position`` atomically and durably; returns (directory, digest).
-    Nothing older is deleted here: see :func:`prune`."""
+    Nothing older is deleted here: see :func:`prune`.  Stacked LoRA ``adapters``: ``model/`` gets the merged
+    weights (a plain model) and ``adapters/`` the adapters themselves."""
     root = run.checkpoints
     root.mkdir(parents=True, exist_ok=True)
     final = run.checkpoint(position).root
     tmp_root = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     tmp = CheckpointDir(tmp_root)
     try:
-        unwrap(model).save_pretrained(str(tmp.model), safe_serialization=True)
+        if adapters is not None and adapters.stacked:
+            merged = adapters.merged_state_dict()
+            unwrap(model).save_pretrained(str(tmp.model), safe_serialization=True, state_dict=merged)
+            adapters.save(tmp.adapters)
+        else:
+            unwrap(model).save_pretrained(str(tmp.model), safe_serialization=True)
         tok.save_pretrained(str(tmp.model))
         tmp.strategy.mkdir()
         strategy.save_state(tmp.strategy)

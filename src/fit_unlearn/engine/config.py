@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from fit_unlearn.data.hf import QADatasetConfig
+from fit_unlearn.engine.adapters import LoraSection
 from fit_unlearn.engine.loop import LoopConfig
 from fit_unlearn.engine.update import UpdateConfig
 from fit_unlearn.errors import ConfigError
@@ -212,14 +213,24 @@ class RunConfig(Section):
 #: fields that change speed or memory but not results: a run may be resumed with other values
 _NOT_RESULTS: dict = {
     "out": True,
-    "update": {"reference_cache_mb": True},
+    "update": {"reference_cache_mb": True, "gradient_checkpointing": True},
     # what a bad request does (stop or skip) decides whether the run goes on, not what it computes
     "stream": {"on_bad_request": True},
 }
 #: fields added after runs were journaled, with the value that reproduces the behaviour before them: a
 #: journal without the field resumes with that value (and the configuration hash is unchanged by it)
 _ADDED_LATER: dict = {
-    "update": {"retain_match": False, "optimizer": "adamw", "template_max_df": None, "project_retain": False},
+    "update": {
+        "retain_match": False,
+        "optimizer": "adamw",
+        "template_max_df": None,
+        "project_retain": False,
+        "trainable": "full",
+        "lora": LoraSection().model_dump(mode="json"),
+        # fp32 master copies change nothing for fp32 weights; bf16 runs journaled before them took steps a bf16
+        # weight could not hold, and are resumed with them
+        "master_weights": True,
+    },
     "loop": {"enabled": False},
     "stream": {"dataset": QADatasetConfig().model_dump(mode="json")},
 }

@@ -134,25 +134,28 @@ class Guard:
     def drift(self, model, tok) -> float:
         return examples_loss(model, tok, self.probe) / self.baseline - 1
 
-    def check(self, model, ref_model, tok, seed: int, cache: ReferenceCache | None) -> dict:
-        """Score the probe; repair if it drifted past the budget.  Returns what the receipt records."""
+    def check(self, model, ref_model, tok, seed: int, cache: ReferenceCache | None, params=None) -> dict:
+        """Score the probe; repair if it drifted past the budget.  Returns what the receipt records.
+        ``params``: the weights a repair may train (None: all of the model's)."""
         t0 = time.perf_counter()
         before = self.drift(model, tok)
         rec = {"drift_before": before, "repair_steps": 0}
         if before > self.cfg.budget and self.cfg.max_steps:
-            rec["repair_steps"], after, rec["repair_undone"] = self._repair(model, ref_model, tok, seed, cache, before)
+            rec["repair_steps"], after, rec["repair_undone"] = self._repair(
+                model, ref_model, tok, seed, cache, before, params
+            )
             rec["drift_after"] = after
         rec["seconds"] = time.perf_counter() - t0
         return rec
 
     def _repair(
-        self, model, ref_model, tok, seed: int, cache: ReferenceCache | None, drift: float
+        self, model, ref_model, tok, seed: int, cache: ReferenceCache | None, drift: float, params=None
     ) -> tuple[int, float, int]:
         """Repair steps until the drift is below half the budget; returns (steps kept, drift, steps undone)."""
         base = unwrap(model)
         device = next(base.parameters()).device
         rng = random.Random(seed ^ 0x5EED)
-        params = list(base.parameters())
+        params = list(base.parameters()) if params is None else list(params)
         saved = [p.requires_grad for p in params]
         for p in params:
             p.requires_grad_(True)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from fit_unlearn.data.documents import Document
 from fit_unlearn.data.prepared import load_split, prepared_data
 from fit_unlearn.engine import checkpoint as ckpt
+from fit_unlearn.engine.adapters import Adapters, WithoutAdapters
 from fit_unlearn.engine.config import RunConfig
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
@@ -81,6 +82,8 @@ class Engine:
         self._preflight_disk()
         self.ref_model = None
         self.update_cfg = cfg.update
+        #: LoRA trainables (update.trainable: lora): one adapter per request, merged or stacked
+        self.lora = Adapters(self.model, cfg.update.lora) if cfg.update.trainable == "lora" else None
         self.ref_cache = ReferenceCache.for_config(self.update_cfg)  # theta_0 outputs, shared by all requests
         self.journal = Journal(self.run_dir.journal, writer=self.is_main)
         self.position = 0  # next stream position to process
@@ -159,6 +162,8 @@ class Engine:
         return guard_kl or any(o.spec.needs_reference for o in self.strategy.objectives)
 
     def _reference(self):
+        if self.ref_model is None and self._needs_reference() and self.lora is not None and self.lora.stacked:
+            self.ref_model = WithoutAdapters(self.model, self.lora)  # theta_0 is the model, adapters off
         if self.ref_model is None and self._needs_reference():
             self.ref_model, _ = load_model(self.model_path, device=self._device(), dtype=self.cfg.dtype)
             for p in self.ref_model.parameters():
@@ -231,9 +236,12 @@ class Engine:
             return
         path = Path(ck["path"])
         state = ckpt.load_checkpoint_state(path)
-        loaded, _ = load_model(CheckpointDir(path).model, device=self._device(), dtype=self.cfg.dtype)
-        unwrap(self.model).load_state_dict(unwrap(loaded).state_dict())
-        del loaded
+        if self.lora is not None and self.lora.stacked:  # theta_0 (as loaded) + the checkpoint's adapters
+            self.lora.load(CheckpointDir(path).adapters)
+        else:
+            loaded, _ = load_model(CheckpointDir(path).model, device=self._device(), dtype=self.cfg.dtype)
+            unwrap(self.model).load_state_dict(unwrap(loaded).state_dict())
+            del loaded
         self.strategy.load_state(CheckpointDir(path).strategy)
         ckpt.set_rng_state(state["rng"])
         self.position = state["position"]
@@ -373,9 +381,14 @@ class Engine:
                 ref_cache=self.ref_cache,
                 stop=self._stop if self.cfg.loop.stop else None,
                 common=self.common,
+                adapters=self.lora,
+                adapter_name=f"req{position:06d}",
             )
-            if self.guard is not None:
-                record["guard"] = self.guard.check(self.model, self._reference(), self.tok, seed, self.ref_cache)
+            if self.guard is not None:  # stacked adapters: the repair trains the request's adapter only
+                params = self.lora.params(record["adapter"]) if self.lora is not None and self.lora.stacked else None
+                record["guard"] = self.guard.check(
+                    self.model, self._reference(), self.tok, seed, self.ref_cache, params=params
+                )
             if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
                 record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]
             record.update({"receipt": plan.receipt, "seconds_plan": t_plan})
@@ -411,7 +424,9 @@ class Engine:
                 "consumed": dict(self.consumed),  # stream items taken so far, by identity
                 "config_hash": self.cfg.hash(),
             }
-            path, digest = ckpt.save_checkpoint(self.run_dir, self.position, self.model, self.tok, self.strategy, state)
+            path, digest = ckpt.save_checkpoint(
+                self.run_dir, self.position, self.model, self.tok, self.strategy, state, adapters=self.lora
+            )
             self._log("checkpoint", position=self.position, path=str(path), t=len(self.forgotten), digest=digest)
             ckpt.prune(self.run_dir, self.cfg.checkpoint.keep, protect=path)  # only once the journal points here
         if self.acc is not None:

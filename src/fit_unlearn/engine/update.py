@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from fit_unlearn.data.documents import QA, Document
+from fit_unlearn.engine.adapters import Adapters, LoraSection
 from fit_unlearn.layers import num_layers, trainable_names, unwrap
 from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
@@ -74,6 +75,18 @@ class UpdateConfig(Section):
     of the cross-entropy on a retain-train batch (``retain_batch_size`` documents); when the step would raise
     that loss (negative inner product) the conflicting component is removed, so that to first order the step
     leaves the retain batch's loss unchanged.  Costs one more forward and backward pass per step."""
+    trainable: Literal["full", "lora"] = "full"
+    """``full``: the weights the strategy selects are trained (all of them, or FIT's targeted layers);
+    ``lora``: a LoRA adapter (``update.lora``) on the linear layers of those decoder blocks, nothing else."""
+    lora: LoraSection = LoraSection()
+    """The per-request adapter when ``trainable`` is ``lora`` (engine/adapters.py)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them (less memory, about a third more
+    compute); inputs are made to require grad so that frozen embeddings do not stop the adapter's gradient."""
+    master_weights: bool = True
+    """When trainable weights are 16-bit (``dtype: bf16``), the optimiser steps fp32 copies of them and writes
+    them back rounded: a bf16 weight cannot hold a 3e-5 step (its precision is 2^-8 of its size).  Costs 4
+    bytes per trainable weight; no effect on fp32 weights or on LoRA adapters (PEFT keeps those in fp32)."""
 
 
 class ReferenceCache:
@@ -301,6 +314,8 @@ def apply_update(
     ref_cache: ReferenceCache | None = None,
     stop: StopRule | None = None,
     common: frozenset[int] | None = None,
+    adapters: Adapters | None = None,
+    adapter_name: str = "request",
 ) -> dict:
     """Run the plan's update on ``model`` in place; returns the per-request record.
 
@@ -310,6 +325,9 @@ def apply_update(
 
     ``ref_cache`` (made from ``cfg.reference_cache_mb`` when not given) keeps theta_0's outputs; pass the
     same cache to every request of a stream so that retain documents are run through theta_0 once.
+
+    ``cfg.trainable == "lora"``: adapter ``adapter_name`` is attached to ``adapters`` (a merge-mode set made
+    here when none is given), trained, then merged or kept as ``adapters`` says.
     """
     if ref_cache is None:
         ref_cache = ReferenceCache.for_config(cfg)
@@ -329,20 +347,32 @@ def apply_update(
     alt_ex = refusal_examples(tok, texts, plan.qa, obj_cfg.refusals, rng, cfg.max_len) if spec.needs_alternate else []
     hidden_layer = resolve_hidden_layer(base, obj_cfg.layer) if spec.needs_hidden else None
 
-    names = set(trainable_names(base, plan.trainable))
-    saved_flags = {n: p.requires_grad for n, p in base.named_parameters()}
+    saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights
+    lora = None
+    if cfg.trainable == "lora":
+        lora = adapters if adapters is not None else Adapters(base, cfg.lora)
+        names = {id(p) for p in lora.attach(adapter_name, plan.trainable)}
+    else:
+        names = {id(p) for n, p in base.named_parameters() if n in set(trainable_names(base, plan.trainable))}
     params = []
-    for n, p in base.named_parameters():
-        p.requires_grad_(n in names)
-        if n in names:
+    for p in base.parameters():
+        p.requires_grad_(id(p) in names)
+        if id(p) in names:
             params.append(p)
     lr = stop.lr if stop is not None and stop.lr is not None else cfg.lr
     masks = saliency_masks(model, tok, params, forget_ex, cfg.saliency) if cfg.saliency else None
     decay = 0.0 if masks is not None else cfg.weight_decay  # masked: decayed by hand, salient weights only
+    # 16-bit weights: the optimiser steps fp32 master copies (a bf16 weight cannot hold a small step)
+    masters = (
+        [torch.nn.Parameter(p.detach().float().clone()) for p in params]
+        if cfg.master_weights and any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
+        else None
+    )
+    opt_params = masters if masters is not None else params
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, weight_decay=decay)
+        opt = torch.optim.SGD(opt_params, lr=lr, weight_decay=decay)
     else:
-        opt = torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=decay)
+        opt = torch.optim.AdamW(opt_params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=decay)
     total = cfg.epochs * len(forget_ex) if stop is None else stop.max_steps
     order = [i % len(forget_ex) for i in range(total)]  # open loop: epoch after epoch over the examples
     loop: dict | None = None
@@ -358,7 +388,10 @@ def apply_update(
         torch.cuda.reset_peak_memory_stats(device)
     request_text = plan.text or ""
     ce_before = mean_ce(model, tok, [request_text], cfg.max_len)[0] if request_text.strip() else None
+    if cfg.gradient_checkpointing:
+        _checkpointing(base, True)
     model.train()
+    ok = False
     try:
         for step, i in enumerate(order):
             ex = forget_ex[i]
@@ -424,16 +457,24 @@ def apply_update(
                 for p, m in zip(params, masks, strict=True):
                     if p.grad is not None:
                         p.grad.mul_(m)
+            if masters is not None:  # the fp32 copies take the gradient
+                for m, p in zip(masters, params, strict=True):
+                    m.grad = None if p.grad is None else p.grad.float()
+                    p.grad = None
             if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(opt_params, cfg.max_grad_norm)
             if masks is not None and cfg.weight_decay:  # decoupled decay of the salient weights only
                 with torch.no_grad():
                     step_lr = opt.param_groups[0]["lr"]
-                    for p, m in zip(params, masks, strict=True):
+                    for p, m in zip(opt_params, masks, strict=True):
                         p.mul_(1 - step_lr * cfg.weight_decay * m)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
+            if masters is not None:
+                with torch.no_grad():
+                    for m, p in zip(masters, params, strict=True):
+                        p.copy_(m)
             losses.append(float(loss.detach()))
             if first_loss is None:
                 first_loss = losses[-1]
@@ -442,10 +483,15 @@ def apply_update(
                 if loop["loss_after"] >= stop.target:
                     loop["stopped"] = "target"
                     break
+        ok = True
     finally:
         model.eval()
-        for n, p in base.named_parameters():
-            p.requires_grad_(saved_flags[n])
+        if cfg.gradient_checkpointing:
+            _checkpointing(base, False)
+        if lora is not None:  # merged (merge mode) or kept frozen (stack); a failed update's adapter is dropped
+            lora.finish(adapter_name) if ok else lora.discard(adapter_name)
+        for p, flag in saved_flags:
+            p.requires_grad_(flag)
         if ref_cache is not None:  # forget slices and refusals are this request's; retain documents stay
             ref_cache.drop("forget")
             ref_cache.drop("alternate")
@@ -463,6 +509,7 @@ def apply_update(
         "losses": losses,
         "params_touched": sum(p.numel() for p in params),
         "tensors_touched": len(params),
+        **({"adapter": adapter_name, "lora_mode": lora.cfg.mode} if lora is not None else {}),
         **({"weights_salient": int(sum(int(m.sum()) for m in masks))} if masks is not None else {}),
         **(
             {"projected_steps": sum(c < 0 for c in proj_stats), "retain_cosine": proj_stats[:64]}
@@ -501,6 +548,18 @@ def _project_on_retain(model, tok, params, retain: list[Document], rng: random.R
     for p, a in zip(params, g, strict=True):
         p.grad = a
     return dot / max((gg * rr) ** 0.5, 1e-30)
+
+
+def _checkpointing(model, on: bool) -> None:
+    """Activation checkpointing on or off (transformers makes the inputs require grad when it is on)."""
+    if on:
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
+        model.enable_input_require_grads()  # older transformers: frozen embeddings would cut the gradient
+    else:
+        disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+        disable()
+        model.disable_input_require_grads()
 
 
 def _all_reduce_grads(params, world: int) -> None:
