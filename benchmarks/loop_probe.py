@@ -109,6 +109,25 @@ VARIANTS = {
     "npo_kl lr1e-4": ("npo_kl", 1e-4, "all"),
     "npo lr1e-4 last 25% of layers": ("npo", 1e-4, 0.25),
     "npo lr3e-4 last 25% of layers": ("npo", 3e-4, 0.25),
+    # per-request LoRA adapters (update.trainable: lora, rank 8 on every block linear, merged after each request)
+    "graddiff lora r8 lr1e-3 facts only": ("graddiff", 1e-3, "all", "facts", "adamw", {"trainable": "lora"}),
+    "graddiff lora r8 lr1e-3 last 25% of layers facts only": (
+        "graddiff",
+        1e-3,
+        0.25,
+        "facts",
+        "adamw",
+        {"trainable": "lora"},
+    ),
+    "npo lora r8 lr1e-3 facts only": ("npo", 1e-3, "all", "facts", "adamw", {"trainable": "lora"}),
+    "graddiff lora r1 lr1e-3 facts only": (
+        "graddiff",
+        1e-3,
+        "all",
+        "facts",
+        "adamw",
+        {"trainable": "lora", "lora": {"r": 1, "alpha": 2}},
+    ),
 }
 
 

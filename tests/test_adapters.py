@@ -139,3 +139,42 @@ def test_engine_stack_resume_is_identical_and_checkpoints_hold_adapters(tiny_pre
     wa, wb = _weights(ck / "model"), _weights(tmp_path / "crash" / "checkpoints" / "ckpt-000006" / "model")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert [r["losses"] for r in res["requests"]] == [r["losses"] for r in res_full["requests"]]
+
+
+def test_adapters_list_and_revert(tiny_prepared, tmp_path, capsys):
+    from fit_unlearn.cli import main
+    from fit_unlearn.engine.revert import adapters_table
+    from fit_unlearn.layout import PreparedDir
+
+    over = {"update.trainable": "lora", "update.lora": {"mode": "stack", "r": 2}, "stream.limit": 3}
+    eng = Engine(_engine_cfg(tiny_prepared, tmp_path / "run", **over, **{"eval.every": None}), progress=False)
+    res = eng.run()
+    eng.close()
+    rows = adapters_table(tmp_path / "run")
+    ids = [r["id"] for r in res["requests"]]
+    assert [r["request"] for r in rows] == ids and all(r["params"] > 0 for r in rows)
+    assert main(["adapters", "list", "--run", str(tmp_path / "run")]) == 0
+    assert "3 adapters" in capsys.readouterr().out
+
+    # leaving out every adapter gives theta_0 back exactly; leaving out one keeps the others' contribution
+    assert main(["adapters", "revert", *ids, "--out", str(tmp_path / "none"), "--run", str(tmp_path / "run")]) == 0
+    theta0 = _weights(PreparedDir(tiny_prepared).resolve_model("theta0"))
+    none = _weights(tmp_path / "none")
+    assert all(torch.equal(none[k], theta0[k]) for k in theta0)
+    assert main(["adapters", "revert", ids[1], "--out", str(tmp_path / "no1"), "--run", str(tmp_path / "run")]) == 0
+    no1, final = _weights(tmp_path / "no1"), _weights(tmp_path / "run" / "checkpoints" / "ckpt-000003" / "model")
+    changed = [k for k in theta0 if not torch.equal(no1[k], theta0[k])]
+    differs = [k for k in theta0 if not torch.allclose(no1[k], final[k], atol=1e-7)]
+    assert changed and differs  # the other two adapters stay, the reverted one is gone
+    assert "reverted.json" in {p.name for p in (tmp_path / "no1").iterdir()}
+
+    # errors: one line, exit 2
+    assert main(["adapters", "revert", "nope", "--out", str(tmp_path / "x"), "--run", str(tmp_path / "run")]) == 2
+    assert "have no adapter" in capsys.readouterr().err
+    full = Engine(
+        _engine_cfg(tiny_prepared, tmp_path / "full", **{"stream.limit": 1, "eval.every": None}), progress=False
+    )
+    full.run()
+    full.close()
+    assert main(["adapters", "list", "--run", str(tmp_path / "full")]) == 2
+    assert "update.lora.mode: stack" in capsys.readouterr().err

@@ -21,6 +21,11 @@ def test_method_names_suffixes_and_run_configs(tmp_path):
         method_spec("gradiff")
     with pytest.raises(ConfigError, match="the method is not FIT"):
         method_spec("npo-noT")
+    lora = BenchConfig(prepared=tmp_path, methods=("fit-lora-stack",)).run_config("fit-lora-stack", 0, tmp_path / "l")
+    assert (lora.update.trainable, lora.update.lora.mode, lora.update.lr) == ("lora", "stack", 3e-4)
+    assert lora.strategy.name == "fit"
+    with pytest.raises(ConfigError, match="put it after -lora"):
+        method_spec("fit-stack")
     with pytest.raises(ConfigError, match="bench: invalid configuration: methods: .*unknown method 'fitt'"):
         bench_config(methods=("fitt",))
     cfg = BenchConfig(prepared=tmp_path, methods=("fit", "npo"), seeds=(3,), requests=5, eval_every=2)

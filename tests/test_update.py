@@ -224,3 +224,13 @@ def test_projection_removes_the_component_that_raises_the_retain_loss(tiny_model
     plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:2])
     rec = apply_update(model, ref, tok, plan, tiny_data.retain, UpdateConfig(lr=1e-3, epochs=1, project_retain=True), 5)
     assert len(rec["retain_cosine"]) == rec["steps"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device beside the CPU")
+def test_reference_on_another_device_gives_the_same_outputs(tiny_model, tiny_data):
+    """update.reference_device: theta_0 on the CPU while the model is on the GPU."""
+    model, tok = tiny_model
+    batch = collate([doc_example(tok, d.text, 512) for d in tiny_data.retain[:2]], tok.pad_token_id, "cuda")
+    want, _ = _forward(copy.deepcopy(model).cuda(), batch, None, grad=False)
+    got, _ = _forward(model.cpu(), batch, None, grad=False)
+    assert got.device == batch["input_ids"].device and torch.allclose(got, want, atol=1e-4)

@@ -83,6 +83,10 @@ METHODS: dict[str, dict] = {
 }
 
 
+#: the learning rate of the ``-lora`` methods: 10x the reference recipe's 3e-5 for full updates
+LORA_LR = 3e-4
+
+
 def deep_merge(a: dict, b: dict) -> dict:
     """``a`` with ``b`` merged in, section by section (``b`` wins)."""
     out = dict(a)
@@ -113,13 +117,24 @@ SUFFIXES: dict[str, Callable[[dict], dict]] = {
     "-doc": lambda spec: {**spec, "strategy": {**spec["strategy"], "include_qa": False}},
     "-loop": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": True}},
     "-open": lambda spec: {**spec, "loop": {**spec.get("loop", {}), "enabled": False}},
+    # LoRA trainables (engine/adapters.py): rank 8 on every linear layer of the planned blocks, at ten times the
+    # full-update learning rate (the usual LoRA ratio), merged after each request, or kept one per request
+    "-lora": lambda spec: deep_merge(spec, {"update": {"trainable": "lora", "lr": LORA_LR}}),
+    "-stack": lambda spec: _stacked(spec),
 }
+
+
+def _stacked(spec: dict) -> dict:
+    if spec.get("update", {}).get("trainable") != "lora":
+        raise ConfigError("-stack keeps one LoRA adapter per request: put it after -lora (e.g. fit-lora-stack)")
+    return deep_merge(spec, {"update": {"lora": {"mode": "stack"}}})
 
 
 def method_spec(name: str) -> dict:
     """The configuration overrides of a method name; suffixes (any order) modify it: ``-doc`` sends the
     document alone, ``-loop`` / ``-open`` force the closed loop on / off, ``-noF`` / ``-noI`` / ``-noT`` switch
-    off a part of FIT, ``-nostop`` / ``-noguard`` a part of the closed loop."""
+    off a part of FIT, ``-nostop`` / ``-noguard`` a part of the closed loop, ``-lora`` trains a LoRA adapter per
+    request (merged after it; ``-lora-stack``: kept, one per request)."""
     for suffix, change in SUFFIXES.items():
         if name.endswith(suffix) and name != suffix:
             return change(method_spec(name.removesuffix(suffix)))

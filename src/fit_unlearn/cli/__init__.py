@@ -1,7 +1,7 @@
 """The ``fit-unlearn`` command line: parse, call the library, print one-line errors.
 
 One module per command group (``data``, ``prepare``, ``eval``, ``run`` / ``receipt``, ``demo``, ``bench``,
-``report``, ``attack``, ``config``), shared options in ``options``; tables and summaries come from
+``report``, ``attack``, ``adapters``, ``config``), shared options in ``options``; tables and summaries come from
 :mod:`fit_unlearn.report`.  Errors the user can fix print ``error: <message>`` and exit 2 (no traceback unless
 ``--debug``).
 """
@@ -22,7 +22,7 @@ from fit_unlearn.cli.demo import demo_cmd
 from fit_unlearn.cli.eval import eval_cmd
 from fit_unlearn.cli.prepare import prepare_cmd
 from fit_unlearn.cli.report import report_cmd
-from fit_unlearn.cli.run import receipt_cmd, run_cmd
+from fit_unlearn.cli.run import adapters_app, receipt_cmd, run_cmd
 from fit_unlearn.errors import FitUnlearnError
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.command("demo")(demo_cmd)
 app.command("bench")(bench_cmd)
 app.command("report")(report_cmd)
 app.add_typer(attack.app, name="attack")
+app.add_typer(adapters_app, name="adapters")
 console = Console(stderr=True)
 
 

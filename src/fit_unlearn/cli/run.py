@@ -94,3 +94,35 @@ def receipt_cmd(
 ):
     """Print what was done for one request: chunks dropped, layers, importance, objective, losses, time."""
     out_console.print(tables.receipt(request_events(run, request_id)))
+
+
+adapters_app = typer.Typer(
+    no_args_is_help=True,
+    help="Inspect or revert single requests of a run with one LoRA adapter per request (update.lora.mode: stack).",
+)
+
+
+@adapters_app.command("list")
+def adapters_list(run: Annotated[Path, typer.Option(help="run directory")] = DEFAULT_RUN):
+    """One line per request's adapter: request, position, layers, parameters, size, objective, steps."""
+    from fit_unlearn.engine.revert import adapters_table
+
+    out_console.print(tables.adapters(adapters_table(run), run))
+
+
+@adapters_app.command("revert")
+def adapters_revert(
+    request_ids: Annotated[list[str], typer.Argument(help="request id(s) whose adapters to leave out")],
+    out: Annotated[Path, typer.Option(help="new model directory (must not exist or be empty)")],
+    run: Annotated[Path, typer.Option(help="run directory")] = DEFAULT_RUN,
+    device: Annotated[str, typer.Option(help="cpu, cuda")] = "cpu",
+):
+    """Write the run's final model without these requests' adapters (theta_0 + every other adapter, merged);
+    the run itself is not changed."""
+    from fit_unlearn.engine.revert import revert
+
+    info = revert(run, list(request_ids), out, device=device)
+    out_console.print(
+        f"wrote {info['out']}: theta_0 + {len(info['kept'])} adapters, without "
+        + ", ".join(f"{r['request']} ({r['adapter']})" for r in info["reverted"])
+    )

@@ -227,6 +227,7 @@ _ADDED_LATER: dict = {
         "project_retain": False,
         "trainable": "full",
         "lora": LoraSection().model_dump(mode="json"),
+        "reference_device": None,
         # fp32 master copies change nothing for fp32 weights; bf16 runs journaled before them took steps a bf16
         # weight could not hold, and are resumed with them
         "master_weights": True,

@@ -165,7 +165,8 @@ class Engine:
         if self.ref_model is None and self._needs_reference() and self.lora is not None and self.lora.stacked:
             self.ref_model = WithoutAdapters(self.model, self.lora)  # theta_0 is the model, adapters off
         if self.ref_model is None and self._needs_reference():
-            self.ref_model, _ = load_model(self.model_path, device=self._device(), dtype=self.cfg.dtype)
+            device = self.cfg.update.reference_device or self._device()
+            self.ref_model, _ = load_model(self.model_path, device=device, dtype=self.cfg.dtype)
             for p in self.ref_model.parameters():
                 p.requires_grad_(False)
         return self.ref_model

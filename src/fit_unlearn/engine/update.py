@@ -83,6 +83,11 @@ class UpdateConfig(Section):
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass instead of keeping them (less memory, about a third more
     compute); inputs are made to require grad so that frozen embeddings do not stop the adapter's gradient."""
+    reference_device: str | None = None
+    """Where the frozen reference model (theta_0, for objectives with a reference term) lives, e.g. ``cpu``
+    while the model trains on ``cuda``, or a second GPU (``null``: the model's device).  Its inputs and outputs
+    are moved across; with ``reference_cache_mb`` most of its outputs are computed once.  Stacked LoRA adapters
+    need no reference copy at all (theta_0 is the model with its adapters off)."""
     master_weights: bool = True
     """When trainable weights are 16-bit (``dtype: bf16``), the optimiser steps fp32 copies of them and writes
     them back rounded: a bf16 weight cannot hold a 3e-5 step (its precision is 2^-8 of its size).  Costs 4
@@ -239,6 +244,12 @@ class StopRule:
 
 
 def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (and one layer's hidden states) of ``model`` on ``batch``; a model on another device than the
+    batch (``update.reference_device``) gets the batch moved to it and its outputs moved back."""
+    here = batch["input_ids"].device
+    there = next(model.parameters()).device
+    if there != here:
+        batch = {k: v.to(there) for k, v in batch.items()}
     with torch.set_grad_enabled(grad):
         out = model(
             input_ids=batch["input_ids"],
@@ -246,6 +257,8 @@ def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[
             output_hidden_states=hidden_layer is not None,
         )
     hidden = out.hidden_states[hidden_layer + 1] if hidden_layer is not None else None
+    if there != here:
+        return out.logits.to(here), None if hidden is None else hidden.to(here)
     return out.logits, hidden
 
 

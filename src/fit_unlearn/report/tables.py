@@ -319,6 +319,29 @@ def relearn_summary(res: dict, out: str | Path) -> Text:
     )
 
 
+def adapters(rows: list[dict], run: str | Path) -> Group:
+    """The adapters of a stacked-LoRA run (``engine.revert.adapters_table``), one per applied request."""
+    t = Table(
+        title=f"adapters of {run} (one per request, all active; revert: fit-unlearn adapters revert ID --out DIR)"
+    )
+    for col in ("adapter", "request", "position", "layers", "params", "MiB", "objective", "steps"):
+        t.add_column(col)
+    for r in rows:
+        layers = "all" if r["layers"] in (None, "all") else ",".join(str(i) for i in r["layers"])
+        t.add_row(
+            r["adapter"],
+            str(r["request"]),
+            str(r["position"]),
+            layers,
+            f"{r['params']:,}",
+            f"{r['bytes'] / 2**20:.2f}",
+            str(r["objective"]),
+            str(r["steps"]),
+        )
+    total = sum(r["bytes"] for r in rows) / 2**20
+    return Group(t, line(f"{len(rows)} adapters, {total:.1f} MiB on disk"))
+
+
 # bench, report, demo
 
 
