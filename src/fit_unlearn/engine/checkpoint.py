@@ -34,16 +34,19 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(run: RunDir, position: int, model, tok, strategy, state: dict) -> tuple[Path, str]:
+def save_checkpoint(
+    run: RunDir, position: int, model, tok, strategy, state: dict, state_dict: dict | None = None
+) -> tuple[Path, str]:
     """Write the run's checkpoint at ``position`` atomically and durably; returns (directory, digest).
-    Nothing older is deleted here: see :func:`prune`."""
+    ``state_dict``: the model's full weights when the model itself holds only a shard of them (gathered by
+    every rank beforehand, see engine/distributed.py).  Nothing older is deleted here: see :func:`prune`."""
     root = run.checkpoints
     root.mkdir(parents=True, exist_ok=True)
     final = run.checkpoint(position).root
     tmp_root = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     tmp = CheckpointDir(tmp_root)
     try:
-        unwrap(model).save_pretrained(str(tmp.model), safe_serialization=True)
+        unwrap(model).save_pretrained(str(tmp.model), safe_serialization=True, state_dict=state_dict)
         tok.save_pretrained(str(tmp.model))
         tmp.strategy.mkdir()
         strategy.save_state(tmp.strategy)
