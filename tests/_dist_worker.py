@@ -20,6 +20,17 @@ from fit_unlearn.engine.config import build_config
 prepared, out, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 overrides = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
 acc = Accelerator(cpu=True)
+if mode == "accelerate-fsdp":
+    # accelerate enables its FSDP plugin on accelerators only (on CPU its state stays MULTI_CPU and drops the
+    # plugin): set the state as an FSDP2 launch on GPUs does, to run accelerate's own FSDP2 preparation on gloo
+    from accelerate import FullyShardedDataParallelPlugin
+    from accelerate.utils import DistributedType
+
+    acc.state.fsdp_plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2, auto_wrap_policy="transformer_based_wrap", reshard_after_forward=True
+    )
+    acc.state.distributed_type = DistributedType.FSDP
+    assert acc.is_fsdp2
 cfg = build_config(
     {
         "prepared": prepared,
@@ -32,7 +43,7 @@ cfg = build_config(
         **overrides,
     }
 )
-eng = Engine(cfg, accelerator=acc, progress=False, shard="fsdp" if mode == "fsdp" else "none")
+eng = Engine(cfg, accelerator=acc, progress=False, shard={"fsdp": "fsdp", "replicated": "none"}.get(mode, "auto"))
 records = []  # this rank's records (the journal holds the main process's only)
 apply = eng._apply
 
@@ -47,7 +58,7 @@ eng._apply = _capture
 eng.run()
 eng.close()
 
-if mode == "fsdp":  # every rank gathers the full weights (a collective), to compare them across ranks
+if mode != "replicated":  # every rank gathers the full weights (a collective), to compare them across ranks
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(eng.model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
@@ -60,6 +71,7 @@ for k, v in sorted(state.items()):
     h.update(v.detach().cpu().numpy().tobytes())
 report = {
     "world": acc.num_processes,
+    "sharding": eng.sharding.kind,
     "sharded": sharded,
     "weights": h.hexdigest(),
     "retain_drawn": [r.get("retain_drawn") for r in records],

@@ -139,15 +139,21 @@ def test_sharding_needs_processes():
         resolve_sharding(None, "zero3")
 
 
+@pytest.fixture(scope="module")
+def fsdp_run(tiny_prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist-fsdp")
+    return out, _launch(tiny_prepared, out, "fsdp", 29527, FIT_LAYERS)
+
+
 @pytest.mark.slow
-def test_fsdp_changing_trainable_layers(tiny_prepared, tmp_path_factory):
+def test_fsdp_changing_trainable_layers(fsdp_run, tiny_prepared, tmp_path_factory):
     """FSDP2 over 2 gloo ranks, FIT choosing the trained layer per request (a fresh AdamW over that layer's
     sharded parameters each time), a sharded frozen reference, evaluation joined by both ranks."""
     from fit_unlearn.models import load_model
 
-    sharded_out = tmp_path_factory.mktemp("dist-fsdp")
-    s0, s1 = _launch(tiny_prepared, sharded_out, "fsdp", 29527, FIT_LAYERS)
+    sharded_out, (s0, s1) = fsdp_run
     assert s0["world"] == s1["world"] == 2 and s0["sharded"] and s1["sharded"]
+    assert s0["sharding"] == "fsdp"
     assert s0["weights"] == s1["weights"]  # the gathered full weights agree on both ranks
     assert s0["layers"] == s1["layers"]  # every rank planned the same layers
     assert len({tuple(x) for x in s0["layers"]}) > 1, s0["layers"]  # the trainable set changed across requests
@@ -168,11 +174,53 @@ def test_fsdp_changing_trainable_layers(tiny_prepared, tmp_path_factory):
     # and it equals the unsharded (replicated, hand all-reduced) run of the same configuration within round-off
     plain_out = tmp_path_factory.mktemp("dist-fsdp-ref")
     p0, _ = _launch(tiny_prepared, plain_out, "replicated", 29537, FIT_LAYERS)
+    assert p0["sharding"] == "none" and not p0["sharded"]
     assert p0["layers"] == s0["layers"] and p0["retain_drawn"] == s0["retain_drawn"]
     sharded, plain = _final_weights(sharded_out), _final_weights(plain_out)
     assert sharded.keys() == plain.keys()
-    theta0, _ = load_model(PreparedDir(tiny_prepared).model("theta0"))
     for k in plain:
         torch.testing.assert_close(sharded[k], plain[k], rtol=1e-4, atol=1e-5, msg=k)
     # the run changed the weights: the comparison is not between two untouched models
+    theta0, _ = load_model(PreparedDir(tiny_prepared).model("theta0"))
     assert any(not torch.equal(plain[k], v) for k, v in theta0.state_dict().items() if k in plain)
+
+
+@pytest.mark.slow
+def test_accelerate_fsdp2_preparation(fsdp_run, tiny_prepared, tmp_path_factory):
+    """The GPU path (accelerate's own FSDP2 preparation, from an FSDP launch config), run on gloo with the
+    accelerator state set as on GPUs (accelerate itself never enables FSDP on CPU): same result as fully_shard."""
+    sharded_out, (s0, _) = fsdp_run
+    out = tmp_path_factory.mktemp("dist-acc-fsdp")
+    a0, a1 = _launch(tiny_prepared, out, "accelerate-fsdp", 29547, FIT_LAYERS)
+    assert a0["sharding"] == a1["sharding"] == "accelerate" and a0["sharded"]
+    assert a0["weights"] == a1["weights"] and a0["layers"] == s0["layers"]
+    mine, theirs = _final_weights(out), _final_weights(sharded_out)
+    for k in theirs:
+        torch.testing.assert_close(mine[k], theirs[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+class _FakeAcc:
+    num_processes, process_index, device = 2, 0, "cpu"
+
+    def __init__(self, kind: str, version: int | None = None):
+        self.distributed_type = kind
+        self.state = type("S", (), {"fsdp_plugin": type("P", (), {"fsdp_version": version})()})()
+
+
+def test_sharding_from_the_launch():
+    assert resolve_sharding(_FakeAcc("FSDP", 2)).kind == "accelerate"
+    assert resolve_sharding(_FakeAcc("MULTI_CPU")).kind == "none"
+    assert resolve_sharding(_FakeAcc("MULTI_CPU"), "fsdp").kind == "fsdp"
+    with pytest.raises(ConfigError, match="FSDP1"):
+        resolve_sharding(_FakeAcc("FSDP", 1))
+    with pytest.raises(ConfigError, match="DeepSpeed"):
+        resolve_sharding(_FakeAcc("DEEPSPEED"))
+
+
+def test_sharding_refuses_what_needs_whole_gradients(tiny_prepared, tmp_path):
+    from fit_unlearn.engine.distributed import Sharding, check_supported
+
+    cfg = build_config({"prepared": str(tiny_prepared), "out": str(tmp_path), "update": {"saliency": 0.1}})
+    check_supported(cfg, Sharding("none"))
+    with pytest.raises(ConfigError, match="saliency"):
+        check_supported(cfg, Sharding("fsdp"))
