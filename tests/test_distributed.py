@@ -35,7 +35,10 @@ FIT_LAYERS = {
     },
     "update": {"lr": 1e-2, "epochs": 1, "retain_batch_size": 1, "retain_match": False},
     "stream": {"limit": 3},
-    "eval": {"every": None, "at_end": True, "batch_size": 8},
+    # the evaluation at t=3 makes the one at the end redundant, and the checkpoint after the last request makes
+    # the final one redundant: branches every rank must take alike (both are collectives when sharded)
+    "eval": {"every": 3, "at_end": True, "batch_size": 8},
+    "checkpoint": {"every": 1},
 }
 
 

@@ -96,6 +96,9 @@ class Engine:
         self.forgotten: list[Document] = []
         self.applied_ids: dict[str, int] = {}
         self.since_ckpt = 0
+        #: a checkpoint was written by this engine (the other ranks' journal copies do not see the main's appends,
+        #: and every rank must take the same branches: checkpoints and evaluations are collectives)
+        self._checkpointed = False
         self.evals: list[dict] = []
         self._failed: str | None = None  #: set when an update raised part-way: no more work until resume
         #: closed loop (engine/loop.py): on for strategies that default to it unless the config says otherwise
@@ -414,7 +417,7 @@ class Engine:
 
     def checkpoint(self) -> Path | None:
         self._check_consistent()
-        if self.since_ckpt == 0 and self.journal.last_checkpoint() is not None:
+        if self.since_ckpt == 0 and (self._checkpointed or self.journal.last_checkpoint() is not None):
             return None
         path = None
         full = self.sharding.full_state_dict(self.model)  # sharded: gathered by every rank, held by the main one
@@ -433,6 +436,7 @@ class Engine:
         if self.acc is not None:
             self.acc.wait_for_everyone()
         self.since_ckpt = 0
+        self._checkpointed = True
         return path
 
     def evaluate(self) -> dict | None:
@@ -450,6 +454,8 @@ class Engine:
                 self._log("eval", **summary)
             else:
                 res = None
+        if t and not self.is_main:  # every rank knows which t were evaluated: the same evaluations are due on all
+            self.evals.append({"event": "eval", "t": t})
         if self.acc is not None:
             self.acc.wait_for_everyone()
         return res
