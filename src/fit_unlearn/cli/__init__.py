@@ -15,6 +15,7 @@ import sys
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fit_unlearn.cli import attack, data
 from fit_unlearn.cli.bench import bench_cmd
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except FitUnlearnError as e:
         if debug:
             raise
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         return e.exit_code
     except _CLICK_ERRORS as e:
         if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         console.print(
-            f"[red]internal error:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+            f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))} (rerun with --debug for the traceback)",
             highlight=False,
             soft_wrap=True,
         )

@@ -48,6 +48,13 @@ def run_cmd(
     dtype: Annotated[str | None, typer.Option(help="fp32 or bf16")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out after a crash")] = False,
     distributed: Annotated[bool, typer.Option(help="use accelerate (launch with accelerate/torchrun)")] = False,
+    shard: Annotated[
+        str,
+        typer.Option(
+            help="distributed: auto (FSDP2 when the accelerate launch config asks for it), fsdp (shard with torch "
+            "FSDP2, also on CPU), none (every rank holds the whole model); docs/distributed.md"
+        ),
+    ] = "auto",
 ):
     """Apply a stream of deletion requests: journaled, checkpointed, resumable, evaluated as it goes."""
     if requests is not None and watch is not None:
@@ -79,7 +86,7 @@ def run_cmd(
         from accelerate import Accelerator  # only for distributed runs
 
         acc = Accelerator(cpu=cfg.device == "cpu")
-    engine = Engine(cfg, resume=resume, accelerator=acc)
+    engine = Engine(cfg, resume=resume, accelerator=acc, shard=shard)
     try:
         results = engine.run()
     finally:

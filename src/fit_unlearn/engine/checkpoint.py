@@ -34,10 +34,14 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(run: RunDir, position: int, model, tok, strategy, state: dict, adapters=None) -> tuple[Path, str]:
+def save_checkpoint(
+    run: RunDir, position: int, model, tok, strategy, state: dict, state_dict: dict | None = None, adapters=None
+) -> tuple[Path, str]:
     """Write the run's checkpoint at ``position`` atomically and durably; returns (directory, digest).
-    Nothing older is deleted here: see :func:`prune`.  Stacked LoRA ``adapters``: ``model/`` gets the merged
-    weights (a plain model) and ``adapters/`` the adapters themselves."""
+    ``state_dict``: the model's full weights when the model itself holds only a shard of them (gathered by
+    every rank beforehand, see engine/distributed.py).  Stacked LoRA ``adapters``: ``model/`` gets the merged
+    weights (a plain model) and ``adapters/`` the adapters themselves.  Nothing older is deleted here: see
+    :func:`prune`."""
     root = run.checkpoints
     root.mkdir(parents=True, exist_ok=True)
     final = run.checkpoint(position).root
@@ -45,11 +49,9 @@ def save_checkpoint(run: RunDir, position: int, model, tok, strategy, state: dic
     tmp = CheckpointDir(tmp_root)
     try:
         if adapters is not None and adapters.stacked:
-            merged = adapters.merged_state_dict()
-            unwrap(model).save_pretrained(str(tmp.model), safe_serialization=True, state_dict=merged)
+            state_dict = adapters.merged_state_dict()
             adapters.save(tmp.adapters)
-        else:
-            unwrap(model).save_pretrained(str(tmp.model), safe_serialization=True)
+        unwrap(model).save_pretrained(str(tmp.model), safe_serialization=True, state_dict=state_dict)
         tok.save_pretrained(str(tmp.model))
         tmp.strategy.mkdir()
         strategy.save_state(tmp.strategy)

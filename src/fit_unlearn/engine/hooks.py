@@ -40,8 +40,9 @@ class Evaluation:
         doc = self._prepared_docs.get(request.id)
         return doc if doc is not None and doc.text == request.text else request
 
-    def evaluate(self, model, tok, forgotten: Sequence[Document], applied_ids) -> tuple[dict, dict]:
-        """(journal summary, full result) at t = len(forgotten); the full result goes to ``evals/``."""
+    def evaluate(self, model, tok, forgotten: Sequence[Document], applied_ids, write: bool = True) -> tuple[dict, dict]:
+        """(journal summary, full result) at t = len(forgotten); the full result goes to ``evals/`` (unless
+        ``write`` is false: a non-main rank of a sharded run, which runs the forwards only)."""
 
         t = len(forgotten)
         t0 = time.perf_counter()
@@ -69,8 +70,9 @@ class Evaluation:
         res["seconds"] = time.perf_counter() - t0  # wall time of this evaluation, downstream tasks included
         items = res.pop("items")
         per_doc = res.pop("per_document", None)
-        self.run_dir.evals.mkdir(exist_ok=True)
-        self.run_dir.eval_file(t).write_text(json.dumps({**res, "per_document": per_doc, "items": items}, indent=1))
+        if write:
+            self.run_dir.evals.mkdir(exist_ok=True)
+            self.run_dir.eval_file(t).write_text(json.dumps({**res, "per_document": per_doc, "items": items}, indent=1))
         summary = {"t": t, **{k: v for k, v in res.items() if k != "t"}}
         return summary, {**res, "items": items, "per_document": per_doc}
 

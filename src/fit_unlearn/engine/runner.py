@@ -32,6 +32,7 @@ from fit_unlearn.data.prepared import load_split, prepared_data
 from fit_unlearn.engine import checkpoint as ckpt
 from fit_unlearn.engine.adapters import Adapters, WithoutAdapters
 from fit_unlearn.engine.config import RunConfig
+from fit_unlearn.engine.distributed import check_supported, resolve_sharding
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, nonmember_level, stop_rule
@@ -61,12 +62,16 @@ class Engine:
         progress: bool = True,
         accelerator=None,
         on_event: Callable[[dict], None] | None = None,
+        shard: str = "auto",
     ):
         self.cfg = cfg
         self.progress = progress
         self.on_event = on_event
         self.acc = accelerator
         self.is_main = accelerator is None or accelerator.is_main_process
+        #: how the models are placed across ranks (engine/distributed.py): replicated, or sharded with FSDP2
+        self.sharding = resolve_sharding(accelerator, shard)
+        check_supported(cfg, self.sharding)
         self.out = Path(cfg.out)
         self.run_dir = RunDir(self.out)
         self.prepared = PreparedDir(cfg.prepared)
@@ -78,18 +83,25 @@ class Engine:
         self.split_digest = load_split(self.prepared).digest()
         self.hooks = Evaluation(self.prepared, self.data, cfg.eval, self.run_dir, self._device())
         self.model_path = self.prepared.resolve_model(cfg.model)
-        self.model, self.tok = load_model(self.model_path, device=self._device(), dtype=cfg.dtype)
+        self.model, self.tok = load_model(self.model_path, device=self._load_device(), dtype=cfg.dtype)
         self._preflight_disk()
+        self.model = self.sharding.shard(self.model)
         self.ref_model = None
         self.update_cfg = cfg.update
         #: LoRA trainables (update.trainable: lora): one adapter per request, merged or stacked
         self.lora = Adapters(self.model, cfg.update.lora) if cfg.update.trainable == "lora" else None
+        if self.sharding.sharded:  # ranks drawing different retain documents would hit the cache differently,
+            # and a sharded reference's forward is a collective every rank must run: recompute instead
+            self.update_cfg = cfg.update.model_copy(update={"reference_cache_mb": 0})
         self.ref_cache = ReferenceCache.for_config(self.update_cfg)  # theta_0 outputs, shared by all requests
         self.journal = Journal(self.run_dir.journal, writer=self.is_main)
         self.position = 0  # next stream position to process
         self.forgotten: list[Document] = []
         self.applied_ids: dict[str, int] = {}
         self.since_ckpt = 0
+        #: a checkpoint was written by this engine (the other ranks' journal copies do not see the main's appends,
+        #: and every rank must take the same branches: checkpoints and evaluations are collectives)
+        self._checkpointed = False
         self.evals: list[dict] = []
         self._failed: str | None = None  #: set when an update raised part-way: no more work until resume
         #: closed loop (engine/loop.py): on for strategies that default to it unless the config says otherwise
@@ -118,6 +130,9 @@ class Engine:
         if self.acc is not None:
             return str(self.acc.device)
         return self.cfg.device
+
+    def _load_device(self) -> str:
+        return self.sharding.load_device or self._device()
 
     def _preflight_paths(self) -> None:
         prepared = self.prepared.root
@@ -165,10 +180,11 @@ class Engine:
         if self.ref_model is None and self._needs_reference() and self.lora is not None and self.lora.stacked:
             self.ref_model = WithoutAdapters(self.model, self.lora)  # theta_0 is the model, adapters off
         if self.ref_model is None and self._needs_reference():
-            device = self.cfg.update.reference_device or self._device()
+            device = self.cfg.update.reference_device or self._load_device()
             self.ref_model, _ = load_model(self.model_path, device=device, dtype=self.cfg.dtype)
             for p in self.ref_model.parameters():
                 p.requires_grad_(False)
+            self.ref_model = self.sharding.shard(self.ref_model)
         return self.ref_model
 
     def _setup_journal(self, resume: bool) -> None:
@@ -240,8 +256,8 @@ class Engine:
         if self.lora is not None and self.lora.stacked:  # theta_0 (as loaded) + the checkpoint's adapters
             self.lora.load(CheckpointDir(path).adapters)
         else:
-            loaded, _ = load_model(CheckpointDir(path).model, device=self._device(), dtype=self.cfg.dtype)
-            unwrap(self.model).load_state_dict(unwrap(loaded).state_dict())
+            loaded, _ = load_model(CheckpointDir(path).model, device=self._load_device(), dtype=self.cfg.dtype)
+            self.sharding.load_full_state_dict(self.model, unwrap(loaded).state_dict())
             del loaded
         self.strategy.load_state(CheckpointDir(path).strategy)
         ckpt.set_rng_state(state["rng"])
@@ -415,9 +431,10 @@ class Engine:
 
     def checkpoint(self) -> Path | None:
         self._check_consistent()
-        if self.since_ckpt == 0 and self.journal.last_checkpoint() is not None:
+        if self.since_ckpt == 0 and (self._checkpointed or self.journal.last_checkpoint() is not None):
             return None
         path = None
+        full = self.sharding.full_state_dict(self.model)  # sharded: gathered by every rank, held by the main one
         if self.is_main:
             state = {
                 "forgotten": [d.to_json() for d in self.forgotten],
@@ -426,23 +443,40 @@ class Engine:
                 "config_hash": self.cfg.hash(),
             }
             path, digest = ckpt.save_checkpoint(
-                self.run_dir, self.position, self.model, self.tok, self.strategy, state, adapters=self.lora
+                self.run_dir,
+                self.position,
+                self.model,
+                self.tok,
+                self.strategy,
+                state,
+                state_dict=full,
+                adapters=self.lora,
             )
             self._log("checkpoint", position=self.position, path=str(path), t=len(self.forgotten), digest=digest)
             ckpt.prune(self.run_dir, self.cfg.checkpoint.keep, protect=path)  # only once the journal points here
         if self.acc is not None:
             self.acc.wait_for_everyone()
         self.since_ckpt = 0
+        self._checkpointed = True
         return path
 
     def evaluate(self) -> dict | None:
-        """Evaluate the current model at t = requests applied so far (main process); journal the summary."""
+        """Evaluate the current model at t = requests applied so far (main process); journal the summary.
+        Sharded, every rank runs the evaluation's forwards (each one is a collective) and only the main process
+        writes; the others return None."""
         t = len(self.forgotten)
         res = None
-        if self.is_main and t:
-            summary, res = self.hooks.evaluate(self.model, self.tok, self.forgotten, self.applied_ids)
-            self.evals.append({"event": "eval", **summary})
-            self._log("eval", **summary)
+        if t and (self.is_main or self.sharding.sharded):
+            summary, res = self.hooks.evaluate(
+                self.model, self.tok, self.forgotten, self.applied_ids, write=self.is_main
+            )
+            if self.is_main:
+                self.evals.append({"event": "eval", **summary})
+                self._log("eval", **summary)
+            else:
+                res = None
+        if t and not self.is_main:  # every rank knows which t were evaluated: the same evaluations are due on all
+            self.evals.append({"event": "eval", "t": t})
         if self.acc is not None:
             self.acc.wait_for_everyone()
         return res

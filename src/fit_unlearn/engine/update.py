@@ -7,6 +7,7 @@ Retain batches come from the retain split only, never from forget documents not 
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pydantic import Field
 
 from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.engine.adapters import Adapters, LoraSection
+from fit_unlearn.engine.distributed import all_ranks_true, rank_of, reduces_gradients, retain_stream
 from fit_unlearn.layers import num_layers, trainable_names, unwrap
 from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
@@ -358,6 +360,8 @@ def apply_update(
     if not forget_ex:
         return {"skipped": True, "steps": 0, "seconds": 0.0}
     alt_ex = refusal_examples(tok, texts, plan.qa, obj_cfg.refusals, rng, cfg.max_len) if spec.needs_alternate else []
+    # data parallel: each rank draws its own retain batches (rank 0 from ``rng``, as a single process does)
+    retain_rng, drawn = retain_stream(rng, seed, rank_of(accelerator)), hashlib.sha256()
     hidden_layer = resolve_hidden_layer(base, obj_cfg.layer) if spec.needs_hidden else None
 
     saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights
@@ -423,13 +427,14 @@ def apply_update(
             retain_out = alternate = None
             if spec.uses_retain(obj_cfg) and retain and cfg.retain_batch_size:
                 if is_qa[i] and retain_qa:  # unlearning an answer: anchor answers to retain questions
-                    qa_picked = rng.sample(retain_qa, min(cfg.retain_batch_size, len(retain_qa)))
+                    qa_picked = retain_rng.sample(retain_qa, min(cfg.retain_batch_size, len(retain_qa)))
                     r_ex = [qa_example(tok, q, cfg.max_len) for _, _, q in qa_picked]
                     r_keys = [("retain-qa", did, j) for did, j, _ in qa_picked]
                 else:
-                    picked = rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
+                    picked = retain_rng.sample(retain, min(cfg.retain_batch_size, len(retain)))
                     r_ex = [doc_example(tok, d.text, cfg.max_len) for d in picked]
                     r_keys = [("retain", d.id) for d in picked]
+                drawn.update(repr(r_keys).encode())
                 retain_out = _outputs(
                     model,
                     ref_model,
@@ -456,15 +461,18 @@ def apply_update(
                     keys=[("alternate", i)],
                 )
             loss = spec.fn(UnlearnBatch(forget=forget, retain=retain_out, alternate=alternate, generator=gen), obj_cfg)
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if world > 1:  # every rank skips the step, or none does (the gradient reduction is collective)
+                finite = all_ranks_true(finite, accelerator, device)
+            if not finite:
                 losses.append(float("nan"))
                 opt.zero_grad(set_to_none=True)
                 continue
             (accelerator.backward(loss) if accelerator is not None else loss.backward())
             if cfg.project_retain and retain and cfg.retain_batch_size:
-                proj = _project_on_retain(model, tok, params, retain, rng, cfg, device)
+                proj = _project_on_retain(model, tok, params, retain, retain_rng, cfg, device)
                 proj_stats.append(proj)
-            if world > 1:
+            if world > 1 and not reduces_gradients(model):  # FSDP reduces the gradients itself
                 _all_reduce_grads(params, world)
             if masks is not None:
                 for p, m in zip(params, masks, strict=True):
@@ -523,6 +531,7 @@ def apply_update(
         "params_touched": sum(p.numel() for p in params),
         "tensors_touched": len(params),
         **({"adapter": adapter_name, "lora_mode": lora.cfg.mode} if lora is not None else {}),
+        "retain_drawn": drawn.hexdigest()[:16],  #: digest of the retain items this rank drew, in order
         **({"weights_salient": int(sum(int(m.sum()) for m in masks))} if masks is not None else {}),
         **(
             {"projected_steps": sum(c < 0 for c in proj_stats), "retain_cosine": proj_stats[:64]}
