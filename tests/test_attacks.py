@@ -73,6 +73,48 @@ def test_quantize_bad_bits(tiny_model_dir):
         quantize_model(tiny_model_dir, 8, "bnb")
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_bnb_path_builds_the_bitsandbytes_config_without_cuda(tiny_model_dir, monkeypatch, bits):
+    """The CUDA path up to the loading call: bitsandbytes and CUDA are stood in for, from_pretrained records
+    what it is asked (bitsandbytes is not installed here: the ``gpu`` extra installs it)."""
+    import transformers
+
+    from fit_unlearn.attacks import quantize
+
+    asked = {}
+
+    def fake_from_pretrained(path, **kwargs):
+        asked.update(kwargs, path=path)
+        return torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(quantize, "bnb_available", lambda: True)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    for method in ("bnb", "auto"):  # auto picks bitsandbytes on CUDA when it is installed
+        asked.clear()
+        _, tok, label = quantize_model(tiny_model_dir, bits, method, device="cuda")
+        q = asked["quantization_config"]
+        assert isinstance(q, transformers.BitsAndBytesConfig)
+        assert asked["device_map"] == {"": "cuda"} and asked["path"] == str(tiny_model_dir)
+        assert tok.pad_token is not None
+        if bits == 8:
+            assert q.load_in_8bit and not q.load_in_4bit and label == "bitsandbytes int8"
+        else:
+            assert q.load_in_4bit and not q.load_in_8bit and label == "bitsandbytes nf4"
+            assert q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_compute_dtype == torch.bfloat16
+
+
+def test_bnb_errors_in_one_line(tiny_model_dir, monkeypatch):
+    from fit_unlearn.attacks import quantize
+
+    monkeypatch.setattr(quantize, "bnb_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"needs the bitsandbytes package: pip install 'fit-unlearn\[gpu\]'") as e:
+        quantize_model(tiny_model_dir, 4, "bnb", device="cuda")
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(quantize, "bnb_available", lambda: True)
+    with pytest.raises(ConfigError, match="needs --device cuda"):
+        quantize_model(tiny_model_dir, 4, "bnb", device="cpu")
+
+
 def test_split_relearn_is_seeded_and_disjoint(tiny_data):
     a, b = split_relearn(tiny_data.forget, 0.25, seed=3)
     assert len(a) == 2 and len(b) == 6 and not {d.id for d in a} & {d.id for d in b}

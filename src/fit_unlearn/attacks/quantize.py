@@ -9,6 +9,7 @@ not use that same grid: quanto's int4 uses groups of 128 and int8 is per-channel
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -36,6 +37,34 @@ def _rtn_(model, bits: int) -> None:
                 w.copy_((w / scale).round().clamp(-qmax - 1, qmax) * scale)
 
 
+def bnb_available() -> bool:
+    """Whether bitsandbytes is installed (located only: importing it initialises CUDA)."""
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def check_bnb(device: str) -> None:
+    """One-line errors for the bitsandbytes back-end asked for where it cannot run."""
+    if not device.startswith("cuda"):
+        raise ConfigError("bitsandbytes quantization needs --device cuda; on CPU use --method quanto")
+    if not bnb_available():
+        raise ConfigError(
+            "bitsandbytes quantization needs the bitsandbytes package: pip install 'fit-unlearn[gpu]' "
+            "(or --method quanto)"
+        )
+
+
+def bnb_config(bits: int):
+    """The BitsAndBytesConfig of the attack: LLM.int8 (8 bits) or NF4 with bf16 compute (4 bits); the whole
+    model quantized but the output layer (transformers keeps ``lm_head`` in 16 bits)."""
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if bits == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    raise ConfigError(f"--bits must be 8 or 4, got {bits}")
+
+
 def quantize_model(path: str | Path, bits: int, method: str = "auto", device: str = "cpu"):
     """Load the model at ``path`` with ``bits``-bit weights; returns (model, tokenizer, method label)."""
     if bits not in (4, 8):
@@ -43,18 +72,14 @@ def quantize_model(path: str | Path, bits: int, method: str = "auto", device: st
     if method not in METHODS:
         raise ConfigError(f"unknown quantization method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "auto":
-        method = "bnb" if device.startswith("cuda") else "quanto"
+        method = "bnb" if device.startswith("cuda") and bnb_available() else "quanto"
     if method == "bnb":
-        if not device.startswith("cuda"):
-            raise ConfigError("bitsandbytes quantization needs --device cuda; on CPU use --method quanto")
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        check_bnb(device)
+        from transformers import AutoModelForCausalLM
 
-        q = (
-            BitsAndBytesConfig(load_in_8bit=True)
-            if bits == 8
-            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), quantization_config=bnb_config(bits), device_map={"": device}
         )
-        model = AutoModelForCausalLM.from_pretrained(str(path), quantization_config=q, device_map={"": device})
         _, tok = load_model(path, device="cpu")
         prepare_tokenizer(tok)
         return model.eval(), tok, f"bitsandbytes {'int8' if bits == 8 else 'nf4'}"

@@ -19,7 +19,9 @@ app = typer.Typer(no_args_is_help=True, help="Recovery attacks on an unlearned m
 def attack_quantize(
     run: RunOpt = DEFAULT_RUN,
     bits: Annotated[list[int], typer.Option(help="bit widths (repeat: --bits 8 --bits 4)")] = [8, 4],  # noqa: B006
-    method: Annotated[str, typer.Option(help="auto (bitsandbytes on CUDA, quanto on CPU), quanto, bnb, rtn")] = "auto",
+    method: Annotated[
+        str, typer.Option(help="auto (bitsandbytes on CUDA if installed, else quanto), quanto, bnb, rtn")
+    ] = "auto",
     device: DeviceOpt = "cpu",
     out: Annotated[Path | None, typer.Option(help="results JSON (default: <run>/attack-quantize.json)")] = None,
 ):
