@@ -57,6 +57,16 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def adamw_memory_kwargs(params) -> dict:
+    """``fused=True`` for plain CUDA tensors: torch's CUDA default (``foreach``) allocates, at each step, one more
+    fp32 tensor the size of every trained weight (about 30 GiB for a full update of an 8B model; measured on
+    CPU in benchmarks/results/memory-cpu.md); fused has no such temporary.  CPU and sharded (DTensor)
+    parameters keep torch's default, so CPU results are unchanged."""
+    params = list(params)
+    plain_cuda = bool(params) and all(p.is_cuda and type(p.data) is torch.Tensor for p in params)
+    return {"fused": True} if plain_cuda else {}
+
+
 def make_scheduler(opt, total: int, warmup_ratio: float, min_lr_ratio: float):
     warm = int(round(warmup_ratio * total))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm, min_lr_ratio))
@@ -93,7 +103,9 @@ def finetune(
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **adamw_memory_kwargs(params)
+    )
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     sched = make_scheduler(opt, total, cfg.warmup_ratio, cfg.min_lr_ratio)

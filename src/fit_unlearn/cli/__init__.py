@@ -53,6 +53,10 @@ def config_cmd() -> None:
 
 
 def _quiet_libraries() -> None:
+    import warnings
+
+    # PEFT asks transformers 5 a deprecated question on every LoRA update: not the user's business
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     try:

@@ -27,7 +27,7 @@ from fit_unlearn.objectives import Outputs, UnlearnBatch
 from fit_unlearn.schema import Section
 from fit_unlearn.strategies.base import UpdatePlan
 from fit_unlearn.text import IGNORE, Example, collate, doc_example, encode_text, qa_example, qa_prompt, token_logprobs
-from fit_unlearn.training import make_scheduler
+from fit_unlearn.training import adamw_memory_kwargs, make_scheduler
 
 
 class UpdateConfig(Section):
@@ -389,7 +389,9 @@ def apply_update(
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(opt_params, lr=lr, weight_decay=decay)
     else:
-        opt = torch.optim.AdamW(opt_params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=decay)
+        opt = torch.optim.AdamW(
+            opt_params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=decay, **adamw_memory_kwargs(opt_params)
+        )
     total = cfg.epochs * len(forget_ex) if stop is None else stop.max_steps
     order = [i % len(forget_ex) for i in range(total)]  # open loop: epoch after epoch over the examples
     loop: dict | None = None
@@ -401,8 +403,7 @@ def apply_update(
     world = accelerator.num_processes if accelerator is not None else 1
     losses, first_loss = [], None
     proj_stats: list[float] = []  #: per step: cosine of the step's gradient with the retain gradient (projection)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    _reset_peak_memory(device)
     request_text = plan.text or ""
     ce_before = mean_ce(model, tok, [request_text], cfg.max_len)[0] if request_text.strip() else None
     if cfg.gradient_checkpointing:
@@ -597,9 +598,31 @@ def _all_reduce_grads(params, world: int) -> None:
         offset += g.numel()
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start counting this request's peak: CUDA's allocator statistics, or on Linux the process's resident
+    high-water mark (VmHWM := VmRSS)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 def _peak_memory(device: torch.device) -> int:
+    """The request's peak: CUDA max allocated; on CPU the resident high-water mark since
+    :func:`_reset_peak_memory` (Linux), else the process's lifetime peak (``ru_maxrss``)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         import resource
 

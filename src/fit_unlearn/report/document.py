@@ -267,7 +267,8 @@ def _cost(summary: dict, plots: dict) -> list[Block]:
             "guard, as each request's record timed them; mean over a run's requests, then mean ± std over seeds. "
             "Ratio to NPO: per seed, the method's seconds over the requests that both it and NPO applied, divided "
             "by NPO's (n/a without an NPO run). Peak memory: CUDA's peak allocation during an update, or on CPU the "
-            "process's peak resident memory so far (runs made in one process share it). Wall: each run's time in "
+            "process's peak resident memory during the update (Linux; older runs and other systems: the process's "
+            "peak so far, shared by runs made in one process). Wall: each run's time in "
             "its bench, evaluations and checkpoints included. The methods ran one after another on: "
             + "; ".join(machines)
             + "."

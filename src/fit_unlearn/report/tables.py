@@ -325,7 +325,7 @@ def adapters(rows: list[dict], run: str | Path) -> Group:
         title=f"adapters of {run} (one per request, all active; revert: fit-unlearn adapters revert ID --out DIR)"
     )
     for col in ("adapter", "request", "position", "layers", "params", "MiB", "objective", "steps"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for r in rows:
         layers = "all" if r["layers"] in (None, "all") else ",".join(str(i) for i in r["layers"])
         t.add_row(
