@@ -173,6 +173,30 @@ def _start_event(run: RunDir) -> dict:
     return e if e.get("event") == "start" else {}
 
 
+#: journal events of one-off work before the first request (FIT's importance calibration and layer profile, the
+#: closed loop's non-member level and guard baseline), each with the seconds it took
+ONE_OFF_EVENTS = ("calibrated", "loop_calibrated")
+
+
+def one_off_seconds(run: RunDir) -> float | None:
+    """Seconds of the run's one-off work before its first request (:data:`ONE_OFF_EVENTS`); None when the run
+    did some but the journal predates timing it (session 8)."""
+    total = 0.0
+    with open(run.journal, encoding="utf-8") as f:
+        for line in f:
+            if '"calibrated"' not in line:
+                continue
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("event") in ONE_OFF_EVENTS:
+                if e.get("seconds") is None:
+                    return None
+                total += float(e["seconds"])
+    return total
+
+
 def read_run(path: str | Path | RunDir, method: str | None = None, wall_seconds: float | None = None) -> dict:
     """One run directory as data (module docstring); ``method`` labels it (default: the directory's name)."""
     run = RunDir.of(path)
@@ -213,6 +237,7 @@ def read_run(path: str | Path | RunDir, method: str | None = None, wall_seconds:
         "rejected": len(res.get("rejected") or []),
         "attacks": attacks or None,
         "wall_seconds": wall_seconds,
+        "one_off_seconds": one_off_seconds(run),
     }
 
 
@@ -291,7 +316,8 @@ def _method_evals(runs: list[dict]) -> list[dict]:
 
 
 def _ratio_to(runs: list[dict], base: list[dict]) -> dict | None:
-    """Per seed: the runs' total seconds over the requests both applied / the base method's over the same."""
+    """Per seed: the runs' total seconds over the requests both applied, their one-off work before the stream
+    (FIT's calibration) included, / the base method's over the same."""
     ratios = []
     by_seed = {r["seed"]: r for r in base}
     for r in runs:
@@ -302,7 +328,9 @@ def _ratio_to(runs: list[dict], base: list[dict]) -> dict | None:
         theirs = {q["id"]: q["seconds"] for q in b["requests"]}
         common = mine.keys() & theirs.keys()
         if common and sum(theirs[i] for i in common) > 0:
-            ratios.append(sum(mine[i] for i in common) / sum(theirs[i] for i in common))
+            mine_total = sum(mine[i] for i in common) + (r.get("one_off_seconds") or 0.0)
+            theirs_total = sum(theirs[i] for i in common) + (b.get("one_off_seconds") or 0.0)
+            ratios.append(mine_total / theirs_total)
     return aggregate(ratios)
 
 
@@ -323,6 +351,8 @@ def _cost(runs: list[dict], npo: list[dict]) -> dict:
         "phases": {p: aggregate(mean(q["phases"].get(p, 0.0) for q in r["requests"]) for r in runs) for p in phases},
         "peak_memory_bytes": max(peaks) if peaks else None,
         "ratio_to_npo": _ratio_to(runs, npo) if npo else None,
+        # once per run, before the first request; None where a journal predates timing it
+        "one_off_seconds": aggregate(r.get("one_off_seconds") for r in runs),
         # a run killed mid-way never recorded its wall time (or only part of it): finished runs only
         "wall_seconds": aggregate(r.get("wall_seconds") for r in runs if r["finished"]),
     }

@@ -532,6 +532,7 @@ class Engine:
             return
         done = next((e for e in self.journal.events if e["event"] == "loop_calibrated"), None)
         if done is None:
+            t0 = time.perf_counter()
             initial = self._reference() or self.model
             if len(self.forgotten):
                 raise JournalError(f"{self.out}: requests were applied before the closed loop was calibrated")
@@ -545,7 +546,7 @@ class Engine:
                 self.common,
             )
             guard = self.guard.calibrate(initial, self.tok) if self.guard else None
-            self._log("loop_calibrated", level=level, guard=guard)
+            self._log("loop_calibrated", level=level, guard=guard, seconds=time.perf_counter() - t0)
             done = {"level": level, "guard": guard}
         elif self.guard is not None:
             self.guard.baseline = done["guard"]["probe_loss"]
@@ -554,6 +555,7 @@ class Engine:
     def _calibrate(self) -> None:
         """Calibrate the strategy before the stream: FIT's importance thresholds on the first requests of
         the stream, and its per-layer retain profile (``layers.relative``) on retain documents."""
+        t0 = time.perf_counter()
         n = self.strategy.calibration_size
         texts = []
         for _, item in self.stream() if n else ():
@@ -566,7 +568,7 @@ class Engine:
         info = self.strategy.calibrate(
             texts, self.model, self.tok, retain_texts=[d.text for d in self.data.retain_train]
         )
-        self._log("calibrated", **info)
+        self._log("calibrated", **info, seconds=time.perf_counter() - t0)  # a one-off cost of the stream
 
     def write_results(self) -> dict:
         ck = self.journal.last_checkpoint()

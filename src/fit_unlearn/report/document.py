@@ -252,6 +252,7 @@ def _cost(summary: dict, plots: dict) -> list[Block]:
                 _seeds(m),
                 fmt_agg(c["seconds_per_request"], ".2f"),
                 *(fmt_agg(c["phases"].get(p), ".2f") for p in phases),
+                fmt_agg(c.get("one_off_seconds"), ".1f"),
                 _mib(c["peak_memory_bytes"]),
                 fmt_agg(c["ratio_to_npo"], ".2f") if name != "npo" else "1",
                 fmt_agg(c["wall_seconds"], ".0f"),
@@ -266,7 +267,10 @@ def _cost(summary: dict, plots: dict) -> list[Block]:
             "Seconds per request: plan (FIT: filter, layer attribution, importance), update and the closed loop's "
             "guard, as each request's record timed them; mean over a run's requests, then mean ± std over seeds. "
             "Ratio to NPO: per seed, the method's seconds over the requests that both it and NPO applied, divided "
-            "by NPO's (n/a without an NPO run). Peak memory: CUDA's peak allocation during an update, or on CPU the "
+            "by NPO's, each side's one-off work before its first request included (n/a without an NPO run). "
+            "One-off: seconds spent once per run before the first request (FIT's importance calibration and layer "
+            "profile, the closed loop's target and guard baseline; n/a for runs journaled before it was timed). "
+            "Peak memory: CUDA's peak allocation during an update, or on CPU the "
             "process's peak resident memory during the update (Linux; older runs and other systems: the process's "
             "peak so far, shared by runs made in one process). Wall: each run's time in "
             "its bench, evaluations and checkpoints included. The methods ran one after another on: "
@@ -274,7 +278,16 @@ def _cost(summary: dict, plots: dict) -> list[Block]:
             + "."
         ),
         Table(
-            ("method", "seeds", "s/request", *(f"{p} s" for p in phases), "peak memory MiB", "ratio to NPO", "wall s"),
+            (
+                "method",
+                "seeds",
+                "s/request",
+                *(f"{p} s" for p in phases),
+                "one-off s",
+                "peak memory MiB",
+                "ratio to NPO",
+                "wall s",
+            ),
             tuple(rows),
         ),
     ]
