@@ -131,6 +131,13 @@ VARIANTS = {
 }
 
 
+def facts_target(model, tok, holdout, cfg, common) -> float:
+    """The non-member level on fact tokens: the median over holdout documents of ``model``'s loss on them with
+    the template tokens ``common`` left out."""
+    losses = [examples_loss(model, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1]) for d in holdout]
+    return float(torch.tensor(losses).quantile(0.5))
+
+
 def mean_loss(model, tok, docs, cfg) -> float:
     return sum(examples_loss(model, tok, forget_examples(tok, d.text, d.qa, cfg)[1]) for d in docs) / len(docs)
 
@@ -181,11 +188,7 @@ def main() -> None:
     cfg = UpdateConfig()
     level = nonmember_level(ref, tok, data.holdout, True, cfg, 0.5)
     common = common_tokens(tok, data.retain_train + data.holdout, 0.2)
-    facts_target = float(
-        torch.tensor(
-            [examples_loss(ref, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1]) for d in data.holdout]
-        ).quantile(0.5)
-    )
+    target_facts = facts_target(ref, tok, data.holdout, cfg, common)
     requests = data.forget[: args.requests]
     pending = data.forget[args.requests : args.requests + 8]
     retain_eval = data.retain_eval[:8]
@@ -197,7 +200,7 @@ def main() -> None:
         optimizer = extra[1] if len(extra) > 1 else "adamw"
         more = extra[2] if len(extra) > 2 else {}
         mask = common if facts else None
-        target = facts_target if facts else level["target"]
+        target = target_facts if facts else level["target"]
         model = copy.deepcopy(theta0)
         if trainable != "all":
             n = num_layers(model)
@@ -253,7 +256,7 @@ def main() -> None:
     lines = [
         f"Command: `{out['command']}`",
         "",
-        f"Target (median holdout loss of theta_0): {level['target']:.2f} nats ({facts_target:.2f} on fact tokens, "
+        f"Target (median holdout loss of theta_0): {level['target']:.2f} nats ({target_facts:.2f} on fact tokens, "
         f"{len(common)} template token ids). theta_0: pending forget documents "
         f"{base['pending']:.3f}, retain-eval {base['retain_eval']:.3f}.",
         "",
@@ -275,7 +278,7 @@ def main() -> None:
                 f"({b['pending'] / base['pending']:.2f}x), "
                 f"retain-eval {b['retain_eval']:.3f} ({b['retain_eval'] / base['retain_eval']:.2f}x); repair loss "
                 f"{r['repair_losses'][0]} -> {r['repair_losses'][-1]}; the requests' own loss after the repair "
-                f"{[round(x, 2) for x in r['requests_loss_after_repair']]} (target on fact tokens {facts_target:.2f})"
+                f"{[round(x, 2) for x in r['requests_loss_after_repair']]} (target on fact tokens {target_facts:.2f})"
             )
     (res / f"loop_probe-{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

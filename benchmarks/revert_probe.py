@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from loop_probe import mean_loss  # noqa: E402  (same measure as loop_probe: run from benchmarks/)
+from loop_probe import facts_target, mean_loss  # noqa: E402  (same measure as loop_probe: run from benchmarks/)
 
 from fit_unlearn.data.prepared import prepared_data  # noqa: E402
 from fit_unlearn.engine.update import UpdateConfig, common_tokens, examples_loss, forget_examples  # noqa: E402
@@ -93,11 +93,7 @@ def main() -> None:
     base_model, _ = load_model(recipe["base_model"])
     cfg = UpdateConfig()
     common = common_tokens(tok, data.retain_train + data.holdout, 0.2)
-    target = float(
-        torch.tensor(
-            [examples_loss(theta0, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1]) for d in data.holdout]
-        ).quantile(0.5)
-    )
+    target = facts_target(theta0, tok, data.holdout, cfg, common)
     requests = data.forget[: args.requests]
     pending = data.forget[args.requests : args.requests + 8]
     retain_eval = data.retain_eval[:8]

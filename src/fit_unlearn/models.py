@@ -147,13 +147,16 @@ def prepare_tokenizer(tok) -> None:
     tok.padding_side = "left"
 
 
-def save_model(model, tok, target: str | os.PathLike, extra: dict[str, object] | None = None) -> Path:
-    """Save atomically: write into a temporary sibling directory, then rename over ``target``."""
+def save_model(
+    model, tok, target: str | os.PathLike, extra: dict[str, object] | None = None, state_dict: dict | None = None
+) -> Path:
+    """Save atomically: write into a temporary sibling directory, then rename over ``target``.  ``state_dict``:
+    the weights to write instead of the model's own (e.g. LoRA adapters merged, under the plain names)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
         if tok is not None:
             tok.save_pretrained(str(tmp))
         for name, obj in (extra or {}).items():

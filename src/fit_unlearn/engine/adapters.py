@@ -212,8 +212,7 @@ class Adapters:
         from peft import PeftModel
 
         directory = Path(directory)
-        index = json.loads((directory / INDEX).read_text())["adapters"]
-        for entry in index:
+        for entry in read_index(directory):
             name, sub = entry["name"], directory / entry["name"]
             if not sub.exists():
                 raise ConfigError(f"{sub}: adapter folder missing from the checkpoint")

@@ -98,16 +98,14 @@ def revert(run: str | Path, request_ids: list[str], out: str | Path, device: str
     ad.load(folder)
     drop = {by_request[r] for r in request_ids}
     ad.names = [n for n in ad.names if n not in drop]  # merged_state_dict merges the kept adapters only
-    merged = ad.merged_state_dict()
-    fresh, _ = load_model(base_path, device=device, dtype=cfg.dtype)
-    fresh.load_state_dict(merged)
     info = {
         "run": str(run),
         "base_model": str(base_path),
         "reverted": [{"request": r, "adapter": by_request[r]} for r in request_ids],
         "kept": ad.names,
     }
-    save_model(fresh, tok, out, extra={"reverted.json": info})
+    # the model holds the adapters (LoRA layers); the kept ones merged under the plain names make a plain model
+    save_model(model, tok, out, extra={"reverted.json": info}, state_dict=ad.merged_state_dict())
     return {**info, "out": str(out)}
 
 

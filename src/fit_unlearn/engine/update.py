@@ -370,7 +370,8 @@ def apply_update(
         lora = adapters if adapters is not None else Adapters(base, cfg.lora)
         names = {id(p) for p in lora.attach(adapter_name, plan.trainable)}
     else:
-        names = {id(p) for n, p in base.named_parameters() if n in set(trainable_names(base, plan.trainable))}
+        selected = set(trainable_names(base, plan.trainable))
+        names = {id(p) for n, p in base.named_parameters() if n in selected}
     params = []
     for p in base.parameters():
         p.requires_grad_(id(p) in names)
