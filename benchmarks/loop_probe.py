@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+import fit_unlearn.engine.update as upd  # noqa: E402
 from fit_unlearn.data.prepared import prepared_data  # noqa: E402
 from fit_unlearn.engine.loop import nonmember_level  # noqa: E402
 from fit_unlearn.engine.update import (  # noqa: E402
@@ -35,7 +36,7 @@ from fit_unlearn.engine.update import (  # noqa: E402
     examples_loss,
     forget_examples,
 )
-from fit_unlearn.layers import num_layers  # noqa: E402
+from fit_unlearn.layers import num_layers, trainable_names  # noqa: E402
 from fit_unlearn.layout import PreparedDir  # noqa: E402
 from fit_unlearn.models import load_model  # noqa: E402
 from fit_unlearn.objectives import resolve_objective  # noqa: E402
@@ -79,6 +80,40 @@ VARIANTS = {
         {"max_grad_norm": 1.0},
     ),
     "npo lr1e-4 facts only": ("npo", 1e-4, "all", "facts"),
+    # only the embedding rows of the request's rare tokens (in no retain-train / holdout document)
+    "graddiff rows lr1e-3 facts only": ("graddiff", 1e-3, "rows", "facts", "adamw", {"rows": 0.0}),
+    "graddiff rows lr1e-2 facts only": ("graddiff", 1e-2, "rows", "facts", "adamw", {"rows": 0.0}),
+    "npo rows lr1e-2 facts only": ("npo", 1e-2, "rows", "facts", "adamw", {"rows": 0.0}),
+    "ga rows lr1e-2 facts only": ("ga", 1e-2, "rows", "facts", "adamw", {"rows": 0.0}),
+    "npo rows-in lr1e-2 facts only": ("npo", 1e-2, "rows", "facts", "adamw", {"rows": 0.0, "input_only": True}),
+    "graddiff rows-in lr1e-2 facts only": (
+        "graddiff",
+        1e-2,
+        "rows",
+        "facts",
+        "adamw",
+        {"rows": 0.0, "input_only": True},
+    ),
+    "graddiff rows-untied lr1e-2 facts only": (
+        "graddiff",
+        1e-2,
+        "rows",
+        "facts",
+        "adamw",
+        {"rows": 0.0, "untie": True},
+    ),
+    "npo rows-untied lr1e-2 facts only": ("npo", 1e-2, "rows", "facts", "adamw", {"rows": 0.0, "untie": True}),
+    "graddiff owm1e-2 lr1e-4 facts only": ("graddiff", 1e-4, "all", "facts", "adamw", {"owm": 1e-2}),
+    "graddiff owm1e-3 lr1e-4 facts only": ("graddiff", 1e-4, "all", "facts", "adamw", {"owm": 1e-3}),
+    "graddiff owm1e-2 lr1e-4 last 25% of layers facts only": (
+        "graddiff",
+        1e-4,
+        0.25,
+        "facts",
+        "adamw",
+        {"owm": 1e-2},
+    ),
+    "graddiff rows lr1e-2": ("graddiff", 1e-2, "rows", "", "adamw", {"rows": 0.0}),
     "graddiff lr1e-4 last 25% of layers facts only projected": (
         "graddiff",
         1e-4,
@@ -131,6 +166,88 @@ VARIANTS = {
 }
 
 
+def rare_ids(tok, doc, others, max_df: float) -> list[int]:
+    """Token ids of ``doc`` (text and QA) found in at most ``max_df`` of ``others``."""
+    from fit_unlearn.text import encode_text
+
+    mine = set(encode_text(tok, doc.text, max_len=None, eos=False))
+    for q in doc.qa:
+        mine |= set(encode_text(tok, q.question + " " + q.answer, max_len=None, eos=False))
+    df = {t: 0 for t in mine}
+    for o in others:
+        theirs = set(encode_text(tok, o.text, max_len=None, eos=False))
+        for q in o.qa:
+            theirs |= set(encode_text(tok, q.question + " " + q.answer, max_len=None, eos=False))
+        for t in mine & theirs:
+            df[t] += 1
+    return sorted(t for t, n in df.items() if n <= max_df * len(others))
+
+
+class OWM:
+    """Orthogonal weight modification (Zeng et al. 2019) against the corpus: each optimiser step's change of a
+    linear weight W (out x in) is right-multiplied by P = a (C + a I)^-1, C the second moment of W's inputs over
+    the other documents' sequences and a = lam * tr(C) / in: directions the other documents use are damped."""
+
+    def __init__(self, model, names: set[str], lam: float):
+        self.model, self.lam = model, lam
+        self.mods = {
+            n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and f"{n}.weight" in names
+        }
+        self.P: dict[int, torch.Tensor] = {}
+        self.old: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def fit(self, tok, docs, cfg):
+        from fit_unlearn.text import collate
+
+        acc = {n: torch.zeros(m.in_features, m.in_features) for n, m in self.mods.items()}
+        cnt = {n: 0 for n in self.mods}
+
+        def hook(n):
+            def f(mod, args):
+                x = args[0].reshape(-1, args[0].shape[-1]).float()
+                keep = self._mask.reshape(-1)
+                x = x[keep]
+                acc[n].add_(x.T @ x)
+                cnt[n] += x.shape[0]
+
+            return f
+
+        hs = [m.register_forward_pre_hook(hook(n)) for n, m in self.mods.items()]
+        ex = [e for d in docs for e in forget_examples(tok, d.text, d.qa, cfg)[1]]
+        self.model.eval()
+        try:
+            for i in range(0, len(ex), 8):
+                b = collate(ex[i : i + 8], tok.pad_token_id)
+                self._mask = b["attention_mask"].bool()
+                self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+        finally:
+            for h in hs:
+                h.remove()
+        self.P = {}
+        for n, m in self.mods.items():
+            c = acc[n] / max(cnt[n], 1)
+            a = self.lam * float(c.diagonal().sum()) / c.shape[0]
+            self.P[id(m.weight)] = a * torch.linalg.inv(c + a * torch.eye(c.shape[0]))
+
+    def pre(self, opt, args, kwargs):
+        self.old = {id(p): p.detach().clone() for g in opt.param_groups for p in g["params"] if id(p) in self.P}
+
+    @torch.no_grad()
+    def post(self, opt, args, kwargs):
+        for g in opt.param_groups:
+            for p in g["params"]:
+                if id(p) in self.P:
+                    old = self.old[id(p)]
+                    p.copy_(old + (p - old) @ self.P[id(p)])
+
+
+def row_mask(weight, ids: list[int]):
+    m = torch.zeros_like(weight, dtype=torch.bool)
+    m[ids] = True
+    return m
+
+
 def facts_target(model, tok, holdout, cfg, common) -> float:
     """The non-member level on fact tokens: the median over holdout documents of ``model``'s loss on them with
     the template tokens ``common`` left out."""
@@ -177,6 +294,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--name", default="synth")
+    ap.add_argument("--rows-ref", choices=["reference", "corpus"], default="reference")
     ap.add_argument("--repair", choices=["final", "all"], help="after the requests, repair the norms (repair_norms)")
     ap.add_argument("--repair-steps", type=int, default=20)
     ap.add_argument("--repair-lr", type=float, default=1e-3)
@@ -193,6 +311,7 @@ def main() -> None:
     pending = data.forget[args.requests : args.requests + 8]
     retain_eval = data.retain_eval[:8]
     base = {"pending": mean_loss(theta0, tok, pending, cfg), "retain_eval": mean_loss(theta0, tok, retain_eval, cfg)}
+    base_docs = [examples_loss(theta0, tok, forget_examples(tok, o.text, o.qa, cfg)[1]) for o in pending + retain_eval]
     rows = []
     for name in args.variants.split(","):
         objective, lr, trainable, *extra = VARIANTS[name]
@@ -202,25 +321,58 @@ def main() -> None:
         mask = common if facts else None
         target = target_facts if facts else level["target"]
         model = copy.deepcopy(theta0)
-        if trainable != "all":
+        more = dict(more)
+        rows_df = more.pop("rows", None)
+        input_only = more.pop("input_only", False)
+        owm_lam = more.pop("owm", None)
+        if more.pop("untie", False):  # the output head keeps theta_0's matrix; only input rows move
+            model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
+            model.config.tie_word_embeddings = False
+        if input_only:  # the tied output head sees the embedding matrix detached: rows learn from their inputs
+            head = model.lm_head
+            head.forward = lambda x, head=head: torch.nn.functional.linear(x, head.weight.detach())
+        if trainable == "rows":
+            trainable = ["model.embed_tokens.weight"]
+        elif trainable != "all":
             n = num_layers(model)
             trainable = list(range(n - max(1, round(trainable * n)), n))
         t0 = time.perf_counter()
-        loops = []
+        loops, rows_log = [], []
+        owm = hooks = None
+        if owm_lam is not None:
+            from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+            owm = OWM(model, set(trainable_names(model, trainable)), owm_lam)
+            hooks = [register_optimizer_step_pre_hook(owm.pre), register_optimizer_step_post_hook(owm.post)]
         for i, d in enumerate(requests):
+            if owm is not None:  # every corpus document but the requests so far (retain-eval never)
+                done = {r.id for r in requests[: i + 1]}
+                owm.fit(tok, data.retain_train + data.holdout + [o for o in data.forget if o.id not in done], cfg)
             plan = UpdatePlan(text=d.text, objective=resolve_objective(objective), trainable=trainable, qa=d.qa)
+            kw = dict(more)
+            if rows_df is not None:
+                ref_docs = data.retain_train + data.holdout
+                if args.rows_ref == "corpus":  # every document of the corpus but this one (retain-eval aside)
+                    ref_docs = ref_docs + [o for o in data.forget if o.id != d.id]
+                rare = rare_ids(tok, d, ref_docs, rows_df)
+                rows_log.append(len(rare))
+                upd.saliency_masks = lambda model, tok, params, ex, frac, rare=rare: [row_mask(params[0], rare)]
+                kw["saliency"] = 1.0
             rec = apply_update(
                 model,
                 ref,
                 tok,
                 plan,
                 data.retain_train,
-                UpdateConfig(lr=lr, optimizer=optimizer, **more),
+                UpdateConfig(lr=lr, optimizer=optimizer, **kw),
                 seed=i,
                 stop=StopRule(target, args.max_steps),
                 common=mask,
             )
             loops.append(rec["loop"])
+        if hooks:
+            for h in hooks:
+                h.remove()
         repaired = {}
         if args.repair:
             before = {
@@ -239,6 +391,11 @@ def main() -> None:
             "pending": mean_loss(model, tok, pending, cfg),
             "retain_eval": mean_loss(model, tok, retain_eval, cfg),
             "seconds": time.perf_counter() - t0,
+            "per_doc": {
+                o.id: round(examples_loss(model, tok, forget_examples(tok, o.text, o.qa, cfg)[1]) / b, 2)
+                for o, b in zip(pending + retain_eval, base_docs, strict=True)
+            },
+            **({"rare_rows": rows_log} if rows_log else {}),
             **repaired,
         }
         rows.append(row)

@@ -671,3 +671,17 @@ def test_the_example_configs_load_and_keep_the_published_open_loop(name):
     path = Path(__file__).parent.parent / "examples" / f"{name}.yaml"
     cfg = build_config(yaml.safe_load(path.read_text()))
     assert not cfg.loop_enabled
+
+
+def test_row_edits_index_the_corpus_but_never_retain_eval(tiny_prepared, tmp_path):
+    """update.trainable: rows: the token index behind a request's own tokens holds retain-train, holdout and the
+    forget set, never retain-eval (it measures utility); the receipt lists the rows edited."""
+    over = {"update": {"lr": 1e-3, "epochs": 1, "retain_batch_size": 1, "trainable": "rows"}, "stream.limit": 2}
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    indexed = set().union(*eng.token_docs.values())
+    assert indexed == {d.id for d in eng.data.retain_train + eng.data.holdout + eng.data.forget}
+    assert not indexed & {d.id for d in eng.data.retain_eval}
+    res = eng.run()
+    eng.close()
+    rec = res["requests"][0]
+    assert rec["rows"]["edited"] and rec["params_touched"] == len(rec["rows"]["tokens"]) * 64

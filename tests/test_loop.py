@@ -101,8 +101,10 @@ def test_the_guard_probe_is_never_an_anchor(tiny_prepared, tmp_path, monkeypatch
     assert not set(eng.guard.pool_ids) & eng.guard.probe_ids
 
 
-def test_resume_with_the_loop_is_bit_identical(tiny_prepared, tmp_path):
+@pytest.mark.parametrize("trainable", ["full", "rows"])
+def test_resume_with_the_loop_is_bit_identical(tiny_prepared, tmp_path, trainable):
     over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"budget": 0.01, "max_steps": 3}}}
+    over["update"] = {**LOOP["update"], "trainable": trainable}
     over["checkpoint.every"] = 2
     full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
     res_full = full.run()

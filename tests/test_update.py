@@ -234,3 +234,81 @@ def test_reference_on_another_device_gives_the_same_outputs(tiny_model, tiny_dat
     want, _ = _forward(copy.deepcopy(model).cuda(), batch, None, grad=False)
     got, _ = _forward(model.cpu(), batch, None, grad=False)
     assert got.device == batch["input_ids"].device and torch.allclose(got, want, atol=1e-4)
+
+
+def _own(tok, data, doc, max_df=0):
+    from fit_unlearn.engine.update import own_tokens, token_documents
+
+    index = token_documents(tok, data.retain + data.holdout + data.forget)
+    return own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, max_df)
+
+
+def test_own_tokens_are_in_no_other_document(tiny_model, tiny_data):
+    from fit_unlearn.engine.update import _doc_tokens
+
+    _, tok = tiny_model
+    doc = tiny_data.forget[0]
+    own = _own(tok, tiny_data, doc)
+    assert own
+    others = tiny_data.retain + tiny_data.holdout + tiny_data.forget[1:]
+    assert all(not set(own) & _doc_tokens(tok, o.text, o.qa) for o in others)
+    loose = _own(tok, tiny_data, doc, max_df=2)  # tokens two other documents share count as the request's too
+    assert set(own) < set(loose)
+
+
+def test_row_edit_moves_only_the_requests_own_rows_and_unties_the_output(tiny_tok, tiny_data, tmp_path):
+    """update.trainable: rows on a tied model: the output layer keeps theta_0's matrix, only the request's own
+    input rows move, every other weight is bit-identical, a document without those tokens gets bit-identical
+    logits, the request's loss rises; the untied model saves and loads as it is."""
+    from fit_unlearn.engine.update import examples_loss, forget_examples
+    from fit_unlearn.models import build_tiny_llama, load_model, save_model
+
+    tok = tiny_tok
+    model = build_tiny_llama(tok, layers=2, hidden=64, seed=0, tied=True)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    ref = copy.deepcopy(model).eval()
+    doc = tiny_data.forget[0]
+    own = _own(tok, tiny_data, doc)
+    cfg = UpdateConfig(epochs=3, trainable="rows")
+    ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
+    before = examples_loss(model, tok, ex)
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:2])
+    rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=own)
+    assert rec["rows"]["edited"] and rec["rows"]["tokens"] == own
+    assert rec["params_touched"] == len(own) * 64
+    assert model.lm_head.weight is not model.model.embed_tokens.weight and not model.config.tie_word_embeddings
+    theta0 = ref.model.embed_tokens.weight
+    assert torch.equal(model.lm_head.weight, theta0)
+    moved = (model.model.embed_tokens.weight != theta0).any(dim=1)
+    assert moved.nonzero().flatten().tolist() == own
+    new, old = dict(model.named_parameters()), dict(ref.named_parameters())
+    assert all(torch.equal(new[n], old[n]) for n in old if "embed_tokens" not in n)
+    assert examples_loss(model, tok, ex) > before  # a random-init model knows nothing: any rise will do
+    other = next(d for d in tiny_data.retain if not set(own) & set(tok(d.text)["input_ids"]))
+    b = collate([doc_example(tok, other.text)], tok.pad_token_id)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=b["input_ids"]).logits, ref(input_ids=b["input_ids"]).logits)
+    loaded, _ = load_model(save_model(model, tok, tmp_path / "m"))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=b["input_ids"]).logits, model(input_ids=b["input_ids"]).logits)
+    assert torch.equal(loaded.lm_head.weight, theta0)
+
+
+def test_a_request_without_enough_own_tokens_is_updated_as_full(tiny_model, tiny_data):
+    model, tok = tiny_model
+    ref = copy.deepcopy(model).eval()
+    doc = tiny_data.forget[0]
+    cfg = UpdateConfig(lr=1e-3, epochs=1, trainable="rows", rows={"min_rows": 10_000})
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:1])
+    rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=_own(tok, tiny_data, doc))
+    assert not rec["rows"]["edited"]
+    assert rec["params_touched"] == sum(p.numel() for p in model.parameters())
+    layer = "model.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(dict(model.named_parameters())[layer], dict(ref.named_parameters())[layer])
+
+
+def test_rows_refuse_saliency():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="drop update.saliency"):
+        UpdateConfig(trainable="rows", saliency=0.1)

@@ -121,6 +121,9 @@ SUFFIXES: dict[str, Callable[[dict], dict]] = {
     # full-update learning rate (the usual LoRA ratio), merged after each request, or kept one per request
     "-lora": lambda spec: deep_merge(spec, {"update": {"trainable": "lora", "lr": LORA_LR}}),
     "-stack": lambda spec: _stacked(spec),
+    # token-keyed edits (update.trainable: rows): the input-embedding rows of the request's own tokens, trained
+    # and measured on its facts (the template left out, as the closed-loop candidates above)
+    "-rows": lambda spec: deep_merge(spec, {"update": {"trainable": "rows", "template_max_df": 0.2}}),
 }
 
 

@@ -221,8 +221,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):
     return tok
 
 
-def build_tiny_llama(tok, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0):
-    """A random-init Llama sized for unit tests (a few hundred thousand parameters)."""
+def build_tiny_llama(tok, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0, tied: bool = False):
+    """A random-init Llama sized for unit tests (a few hundred thousand parameters); ``tied``: the output layer
+    shares the input-embedding matrix (as SmolLM2's does)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
@@ -236,7 +237,7 @@ def build_tiny_llama(tok, *, layers: int = 2, hidden: int = 64, heads: int = 4, 
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
         bos_token_id=None,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)

@@ -14,7 +14,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from fit_unlearn.data.hf import QADatasetConfig
 from fit_unlearn.engine.adapters import LoraSection
 from fit_unlearn.engine.loop import LoopConfig
-from fit_unlearn.engine.update import UpdateConfig
+from fit_unlearn.engine.update import RowsSection, UpdateConfig
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.objectives import OBJECTIVES, Objective, resolve_objective
 from fit_unlearn.prepare import PrepareConfig
@@ -228,6 +228,7 @@ _ADDED_LATER: dict = {
         "trainable": "full",
         "lora": LoraSection().model_dump(mode="json"),
         "reference_device": None,
+        "rows": RowsSection().model_dump(mode="json"),
         # fp32 master copies change nothing for fp32 weights; bf16 runs journaled before them took steps a bf16
         # weight could not hold, and are resumed with them
         "master_weights": True,

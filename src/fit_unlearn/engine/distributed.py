@@ -194,6 +194,11 @@ def check_supported(cfg, sharding: Sharding) -> None:
         raise ConfigError("update.project_retain is not supported with sharding (it needs whole gradients)")
     if cfg.eval.downstream:
         raise ConfigError("eval.downstream is not supported with sharding (lm-eval runs on one process)")
+    if cfg.update.trainable == "rows":
+        raise ConfigError(
+            "update.trainable: rows is not supported with sharding (it edits a few embedding rows: one device "
+            "holds the model for inference, and the edit needs no more); use --shard none"
+        )
     if cfg.update.trainable == "lora":
         raise ConfigError(
             "update.trainable: lora is not supported with sharding yet (adapters are injected per request into a "

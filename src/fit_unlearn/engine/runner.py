@@ -37,7 +37,14 @@ from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, nonmember_level, stop_rule
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
-from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens
+from fit_unlearn.engine.update import (
+    ReferenceCache,
+    StopRule,
+    apply_update,
+    common_tokens,
+    own_tokens,
+    token_documents,
+)
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
@@ -110,6 +117,13 @@ class Engine:
         self.common = (
             common_tokens(self.tok, self.data.retain_train + self.data.holdout, cfg.update.template_max_df)
             if cfg.update.template_max_df is not None
+            else None
+        )
+        #: token-keyed edits (update.trainable: rows): which documents of the corpus contain each token; retain-eval
+        #: is left out (it measures utility: the method must not see it)
+        self.token_docs = (
+            token_documents(self.tok, self.data.retain_train + self.data.holdout + self.data.forget)
+            if cfg.update.trainable == "rows"
             else None
         )
         self._stop: StopRule | None = None
@@ -400,6 +414,9 @@ class Engine:
                 common=self.common,
                 adapters=self.lora,
                 adapter_name=f"req{position:06d}",
+                rows=None
+                if self.token_docs is None
+                else own_tokens(self.tok, request.id, plan.text, plan.qa, self.token_docs, self.update_cfg.rows.max_df),
             )
             if self.guard is not None:  # stacked adapters: the repair trains the request's adapter only
                 params = self.lora.params(record["adapter"]) if self.lora is not None and self.lora.stacked else None

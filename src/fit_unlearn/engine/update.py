@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.engine.adapters import Adapters, LoraSection
@@ -28,6 +28,21 @@ from fit_unlearn.schema import Section
 from fit_unlearn.strategies.base import UpdatePlan
 from fit_unlearn.text import IGNORE, Example, collate, doc_example, encode_text, qa_example, qa_prompt, token_logprobs
 from fit_unlearn.training import adamw_memory_kwargs, make_scheduler
+
+
+class RowsSection(Section):
+    """Token-keyed edits (``update.trainable: rows``): only the input-embedding rows of the tokens that belong to
+    the request alone move."""
+
+    max_df: int = Field(default=0, ge=0)
+    """A token is the request's own when at most this many *other* documents of the corpus the engine holds
+    (retain-train, holdout and the forget set; never retain-eval, which measures utility) contain it."""
+    min_rows: int = Field(default=1, ge=1)
+    """A request with fewer own tokens than this is updated as ``full`` (the strategy's weights) instead; the
+    receipt says so."""
+    lr: float = Field(default=1e-2, gt=0)
+    """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates): an embedding row
+    moves as far in 10-30 AdamW steps at 1e-2 as the closed loop needs (benchmarks/README.md, "Token-keyed")."""
 
 
 class UpdateConfig(Section):
@@ -77,9 +92,13 @@ class UpdateConfig(Section):
     of the cross-entropy on a retain-train batch (``retain_batch_size`` documents); when the step would raise
     that loss (negative inner product) the conflicting component is removed, so that to first order the step
     leaves the retain batch's loss unchanged.  Costs one more forward and backward pass per step."""
-    trainable: Literal["full", "lora"] = "full"
+    trainable: Literal["full", "lora", "rows"] = "full"
     """``full``: the weights the strategy selects are trained (all of them, or FIT's targeted layers);
-    ``lora``: a LoRA adapter (``update.lora``) on the linear layers of those decoder blocks, nothing else."""
+    ``lora``: a LoRA adapter (``update.lora``) on the linear layers of those decoder blocks, nothing else;
+    ``rows``: only the input-embedding rows of the request's own tokens (``update.rows``), the output layer
+    untied from them first: a sequence without those tokens is computed exactly as before (docs/rows.md)."""
+    rows: RowsSection = RowsSection()
+    """Token-keyed edits when ``trainable`` is ``rows``."""
     lora: LoraSection = LoraSection()
     """The per-request adapter when ``trainable`` is ``lora`` (engine/adapters.py)."""
     gradient_checkpointing: bool = False
@@ -94,6 +113,14 @@ class UpdateConfig(Section):
     """When trainable weights are 16-bit (``dtype: bf16``), the optimiser steps fp32 copies of them and writes
     them back rounded: a bf16 weight cannot hold a 3e-5 step (its precision is 2^-8 of its size).  Costs 4
     bytes per trainable weight; no effect on fp32 weights or on LoRA adapters (PEFT keeps those in fp32)."""
+
+    @model_validator(mode="after")
+    def _rows_alone(self):
+        if self.trainable == "rows" and (self.saliency is not None or self.project_retain):
+            raise ValueError(
+                "update.trainable: rows edits whole embedding rows; drop update.saliency / update.project_retain"
+            )
+        return self
 
 
 class ReferenceCache:
@@ -214,6 +241,43 @@ def common_tokens(tok, docs: list[Document], max_df: float) -> frozenset[int]:
     return frozenset(t for t, n in df.items() if n > max_df * len(docs))
 
 
+def token_documents(tok, docs: list[Document]) -> dict[int, frozenset[str]]:
+    """Token id -> ids of the documents (text and training QA) that contain it: the index of
+    :func:`own_tokens`."""
+    index: dict[int, set[str]] = {}
+    for d in docs:
+        for t in _doc_tokens(tok, d.text, d.qa):
+            index.setdefault(t, set()).add(d.id)
+    return {t: frozenset(ids) for t, ids in index.items()}
+
+
+def _doc_tokens(tok, text: str | None, qa) -> set[int]:
+    ids = set(encode_text(tok, text or "", max_len=None, eos=False))
+    for q in qa:
+        ids |= set(encode_text(tok, f"{q.question} {q.answer}", max_len=None, eos=False))
+    return ids
+
+
+def own_tokens(tok, doc_id: str, text: str | None, qa, index: dict[int, frozenset[str]], max_df: int) -> list[int]:
+    """The token ids of a request (``text`` and ``qa``) that at most ``max_df`` documents of ``index`` other than
+    ``doc_id`` contain: the keys by which the model recalls this document and (almost) no other."""
+    return sorted(t for t in _doc_tokens(tok, text, qa) if len(index.get(t, frozenset()) - {doc_id}) <= max_df)
+
+
+def untie_embeddings(model) -> bool:
+    """Give a model whose output layer shares the input-embedding matrix its own copy (theta_0's values), so
+    that editing an input row does not change what the model predicts; returns whether it was tied."""
+    base = unwrap(model)
+    inp, out = base.get_input_embeddings(), base.get_output_embeddings()
+    if out is None or out.weight is not inp.weight:
+        return False
+    out.weight = torch.nn.Parameter(inp.weight.detach().clone(), requires_grad=inp.weight.requires_grad)
+    base.config.tie_word_embeddings = False
+    if getattr(base.config, "get_text_config", None) is not None:
+        base.config.get_text_config().tie_word_embeddings = False
+    return True
+
+
 @torch.no_grad()
 def examples_loss(model, tok, examples: list[Example], batch_size: int = 8) -> float:
     """Mean token cross-entropy over all the scored tokens of ``examples`` (the closed loop's measure of how
@@ -331,6 +395,7 @@ def apply_update(
     common: frozenset[int] | None = None,
     adapters: Adapters | None = None,
     adapter_name: str = "request",
+    rows: list[int] | None = None,
 ) -> dict:
     """Run the plan's update on ``model`` in place; returns the per-request record.
 
@@ -343,6 +408,10 @@ def apply_update(
 
     ``cfg.trainable == "lora"``: adapter ``adapter_name`` is attached to ``adapters`` (a merge-mode set made
     here when none is given), trained, then merged or kept as ``adapters`` says.
+
+    ``cfg.trainable == "rows"``: only the input-embedding rows ``rows`` (the request's own tokens,
+    :func:`own_tokens`) move, at ``cfg.rows.lr``, the output layer untied first; fewer than
+    ``cfg.rows.min_rows`` of them: the plan's weights are trained instead (``full``).
     """
     if ref_cache is None:
         ref_cache = ReferenceCache.for_config(cfg)
@@ -364,9 +433,14 @@ def apply_update(
     retain_rng, drawn = retain_stream(rng, seed, rank_of(accelerator)), hashlib.sha256()
     hidden_layer = resolve_hidden_layer(base, obj_cfg.layer) if spec.needs_hidden else None
 
+    row_edit = cfg.trainable == "rows" and rows is not None and len(rows) >= cfg.rows.min_rows
+    if row_edit:
+        untie_embeddings(base)
     saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights
     lora = None
-    if cfg.trainable == "lora":
+    if row_edit:
+        names = {id(base.get_input_embeddings().weight)}
+    elif cfg.trainable == "lora":
         lora = adapters if adapters is not None else Adapters(base, cfg.lora)
         names = {id(p) for p in lora.attach(adapter_name, plan.trainable)}
     else:
@@ -379,6 +453,10 @@ def apply_update(
             params.append(p)
     lr = stop.lr if stop is not None and stop.lr is not None else cfg.lr
     masks = saliency_masks(model, tok, params, forget_ex, cfg.saliency) if cfg.saliency else None
+    if row_edit:
+        lr = cfg.rows.lr
+        masks = [torch.zeros(params[0].shape[0], 1, dtype=torch.bool, device=params[0].device)]
+        masks[0][rows] = True  # broadcast over the row: whole rows move
     decay = 0.0 if masks is not None else cfg.weight_decay  # masked: decayed by hand, salient weights only
     # 16-bit weights: the optimiser steps fp32 master copies (a bf16 weight cannot hold a small step)
     masters = (
@@ -530,11 +608,16 @@ def apply_update(
         "loss_first": first_loss,
         "loss_last": losses[-1] if losses else None,
         "losses": losses,
-        "params_touched": sum(p.numel() for p in params),
+        "params_touched": len(rows) * params[0].shape[1] if row_edit else sum(p.numel() for p in params),
         "tensors_touched": len(params),
         **({"adapter": adapter_name, "lora_mode": lora.cfg.mode} if lora is not None else {}),
         "retain_drawn": drawn.hexdigest()[:16],  #: digest of the retain items this rank drew, in order
-        **({"weights_salient": int(sum(int(m.sum()) for m in masks))} if masks is not None else {}),
+        **({"weights_salient": int(sum(int(m.sum()) for m in masks))} if masks is not None and not row_edit else {}),
+        **(
+            {"rows": {"edited": row_edit, "tokens": list(rows), "decoded": [tok.decode([t]) for t in rows]}}
+            if cfg.trainable == "rows" and rows is not None
+            else {}
+        ),
         **(
             {"projected_steps": sum(c < 0 for c in proj_stats), "retain_cosine": proj_stats[:64]}
             if cfg.project_retain
