@@ -400,6 +400,11 @@ class Engine:
             record = {"redundant": True, "receipt": plan.receipt, "seconds_plan": t_plan}
             self._log("redundant", id=request.id, position=position, record=record)
         else:
+            rows = shared = None
+            if self.token_docs is not None:  # token-keyed edits: the request's own tokens (docs/rows.md)
+                rc = self.update_cfg.rows
+                widen = rc.min_rows if rc.fallback == "rarest" else 0
+                rows, shared = own_tokens(self.tok, request.id, plan.text, plan.qa, self.token_docs, rc.max_df, widen)
             record = apply_update(
                 self.model,
                 self._reference(),
@@ -414,10 +419,10 @@ class Engine:
                 common=self.common,
                 adapters=self.lora,
                 adapter_name=f"req{position:06d}",
-                rows=None
-                if self.token_docs is None
-                else own_tokens(self.tok, request.id, plan.text, plan.qa, self.token_docs, self.update_cfg.rows.max_df),
+                rows=rows,
             )
+            if rows is not None:
+                record["rows"]["shared_with"] = shared  # other documents holding an edited token, at most
             if self.guard is not None:  # stacked adapters: the repair trains the request's adapter only
                 params = self.lora.params(record["adapter"]) if self.lora is not None and self.lora.stacked else None
                 record["guard"] = self.guard.check(

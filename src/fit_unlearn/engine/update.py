@@ -38,8 +38,12 @@ class RowsSection(Section):
     """A token is the request's own when at most this many *other* documents of the corpus the engine holds
     (retain-train, holdout and the forget set; never retain-eval, which measures utility) contain it."""
     min_rows: int = Field(default=1, ge=1)
-    """A request with fewer own tokens than this is updated as ``full`` (the strategy's weights) instead; the
-    receipt says so."""
+    """Fewer own tokens than this: ``fallback`` decides."""
+    fallback: Literal["rarest", "full"] = "rarest"
+    """A request with fewer than ``min_rows`` own tokens: ``rarest`` edits its rarest tokens instead (those that
+    the fewest other documents contain, the count raised until there are ``min_rows``; the receipt records the
+    count, ``rows.shared_with``: those documents are touched too); ``full``: the request is updated like
+    ``trainable: full`` (the strategy's weights and objective, at ``loop.lr``), which moves every document."""
     lr: float = Field(default=1e-2, gt=0)
     """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates): an embedding row
     moves as far in 10-30 AdamW steps at 1e-2 as the closed loop needs (benchmarks/README.md, "Token-keyed")."""
@@ -258,10 +262,20 @@ def _doc_tokens(tok, text: str | None, qa) -> set[int]:
     return ids
 
 
-def own_tokens(tok, doc_id: str, text: str | None, qa, index: dict[int, frozenset[str]], max_df: int) -> list[int]:
+def own_tokens(
+    tok, doc_id: str, text: str | None, qa, index: dict[int, frozenset[str]], max_df: int, min_rows: int = 0
+) -> tuple[list[int], int]:
     """The token ids of a request (``text`` and ``qa``) that at most ``max_df`` documents of ``index`` other than
-    ``doc_id`` contain: the keys by which the model recalls this document and (almost) no other."""
-    return sorted(t for t in _doc_tokens(tok, text, qa) if len(index.get(t, frozenset()) - {doc_id}) <= max_df)
+    ``doc_id`` contain: the keys by which the model recalls this document and (almost) no other.  With
+    ``min_rows``, the count is raised until that many tokens qualify (the rarest ones).  Returns (tokens, the
+    count used)."""
+    others = {t: len(index.get(t, frozenset()) - {doc_id}) for t in _doc_tokens(tok, text, qa)}
+    df = max_df
+    for count in sorted(set(others.values())):
+        if count > max_df and sum(c <= df for c in others.values()) >= min_rows:
+            break
+        df = max(df, count)
+    return sorted(t for t, c in others.items() if c <= df), df
 
 
 def untie_embeddings(model) -> bool:
@@ -410,8 +424,9 @@ def apply_update(
     here when none is given), trained, then merged or kept as ``adapters`` says.
 
     ``cfg.trainable == "rows"``: only the input-embedding rows ``rows`` (the request's own tokens,
-    :func:`own_tokens`) move, at ``cfg.rows.lr``, the output layer untied first; fewer than
-    ``cfg.rows.min_rows`` of them: the plan's weights are trained instead (``full``).
+    :func:`own_tokens`, already widened to its rarest ones when ``cfg.rows.fallback`` is ``rarest``) move, at
+    ``cfg.rows.lr``, the output layer untied first; fewer than ``cfg.rows.min_rows`` of them: the plan's
+    weights are trained instead (``full``).
     """
     if ref_cache is None:
         ref_cache = ReferenceCache.for_config(cfg)
