@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: closed_loop.sh synth60|synth120|pch60|ablation}
 shift || true
-METHODS="fit-loop,fit,graddiff,graddiff-loop,npo,npo-loop,ga,ga-loop"  # fit: open loop (its default)
+METHODS="ga-rows-loop,fit-loop,fit,graddiff,graddiff-loop,npo,npo-loop,ga,ga-loop"  # fit: open loop (its default); ga-rows-loop: token-keyed edits (docs/rows.md)
 SET='{"update": {"template_max_df": 0.2}}'  # facts-only text for every method, as FIT's example config
 
 prepare_synth() {  # $1 forget, $2 retain, $3 holdout, $4 suffix of the data and prepared directories
@@ -29,17 +29,17 @@ case "$what" in
     prepare_synth 60 20 20 ""
     python benchmarks/stream_bench.py --prepared fit_runs/prepared --name synth60-loop \
       --runs fit_runs/bench-synth60-loop --methods "$METHODS" --limit 60 --eval-every 20 --set "$SET" \
-      --attacks quantize4 --attack-methods fit-loop "$@" ;;
+      --attacks quantize4 --attack-methods fit-loop,ga-rows-loop "$@" ;;
   synth120)
     prepare_synth 120 40 40 "120"
     python benchmarks/stream_bench.py --prepared fit_runs/prepared120 --name synth120-loop \
       --runs fit_runs/bench-synth120-loop --methods "$METHODS" --limit 120 --eval-every 20 --set "$SET" \
-      --attacks quantize4 --attack-methods fit-loop "$@" ;;
+      --attacks quantize4 --attack-methods fit-loop,ga-rows-loop "$@" ;;
   pch60)
     : "${FIT_UNLEARN_PCH_DIR:=../shared/data/pch}"
     fit-unlearn prepare --data "$FIT_UNLEARN_PCH_DIR" --n-forget 60 --n-retain 20 --epochs 3 --out fit_runs/pch60
     python benchmarks/stream_bench.py --prepared fit_runs/pch60 --name pch60-loop --runs fit_runs/bench-pch60-loop \
-      --methods "$METHODS" --limit 60 --eval-every 20 --set "$SET" --attacks quantize4 --attack-methods fit-loop "$@" ;;
+      --methods "$METHODS" --limit 60 --eval-every 20 --set "$SET" --attacks quantize4 --attack-methods fit-loop,ga-rows-loop "$@" ;;
   ablation)
     prepare_synth 60 20 20 ""
     python benchmarks/stream_bench.py --prepared fit_runs/prepared --name synth20-ablation \

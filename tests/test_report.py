@@ -396,3 +396,24 @@ def test_runs_of_two_benches_are_never_averaged_as_seeds_of_one_method(tiny_benc
     # each bench's FIT is compared with that bench's NPO
     assert s["methods"]["a/fit"]["cost"]["ratio_to_npo"] == summarise([a])["methods"]["fit"]["cost"]["ratio_to_npo"]
     assert s["methods"]["a/fit"]["cost"]["ratio_to_npo"] is not None
+
+
+def test_receipt_shows_the_rows_edited_the_closed_loop_and_the_guard():
+    record = {
+        "objective": "ga",
+        "steps": 15,
+        "loss_first": -0.2,
+        "loss_last": -6.0,
+        "params_touched": 1728,
+        "seconds": 1.0,
+        "rows": {"edited": True, "tokens": [5, 9, 11], "decoded": [" Joan", " KS", "ne"], "shared_with": 1},
+        "loop": {"loss_before": 0.147, "loss_after": 4.97, "target": 4.882, "steps": 15, "stopped": "target"},
+        "guard": {"drift_before": 0.12, "repair_steps": 2, "drift_after": 0.01},
+    }
+    out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
+    assert "rows: 3 input-embedding rows edited ' Joan', ' KS', 'ne' (rarest tokens: each in at most 1 other" in out
+    assert "closed loop: loss 0.147 -> 4.970, target 4.882, 15 steps, stopped: target" in out
+    assert "guard: probe drift +12.0%, 2 repair steps -> +1.0%" in out
+    record["rows"] = {"edited": False, "tokens": [], "decoded": [], "shared_with": 0}
+    out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
+    assert "rows: the request has no token of its own; updated as trainable: full" in out

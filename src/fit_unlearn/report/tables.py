@@ -280,6 +280,31 @@ def _receipt_lines(e: dict) -> list[Text]:
                 f" -> {fmt(r.get('loss_last'))}, {r['params_touched']:,} parameters trainable"
             )
         )
+    rows = r.get("rows")
+    if rows:
+        if rows["edited"]:
+            shared = rows.get("shared_with") or 0
+            lines.append(
+                line(
+                    f"  rows: {len(rows['tokens'])} input-embedding rows edited "
+                    f"{', '.join(repr(t) for t in rows['decoded'][:24])}"
+                    + (f" (rarest tokens: each in at most {shared} other documents)" if shared else "")
+                )
+            )
+        else:
+            lines.append(line("  rows: the request has no token of its own; updated as trainable: full"))
+    lp = r.get("loop")
+    if lp:
+        lines.append(
+            line(
+                f"  closed loop: loss {lp['loss_before']:.3f} -> {lp['loss_after']:.3f}, target {lp['target']:.3f}, "
+                f"{lp['steps']} steps, stopped: {lp['stopped']}"
+            )
+        )
+    g = r.get("guard")
+    if g:
+        repair = f", {g['repair_steps']} repair steps -> {g['drift_after']:+.1%}" if g.get("repair_steps") else ""
+        lines.append(line(f"  guard: probe drift {g['drift_before']:+.1%}{repair}"))
     secs = {**rc.get("seconds", {}), "update": r.get("seconds", 0.0)}
     lines.append(line("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in secs.items())))
     return lines
