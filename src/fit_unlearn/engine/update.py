@@ -26,7 +26,17 @@ from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
 from fit_unlearn.schema import Section
 from fit_unlearn.strategies.base import UpdatePlan
-from fit_unlearn.text import IGNORE, Example, collate, doc_example, encode_text, qa_example, qa_prompt, token_logprobs
+from fit_unlearn.text import (
+    IGNORE,
+    Example,
+    collate,
+    doc_example,
+    encode_qa,
+    encode_text,
+    qa_example,
+    qa_prompt,
+    token_logprobs,
+)
 from fit_unlearn.training import adamw_memory_kwargs, make_scheduler
 
 
@@ -256,9 +266,10 @@ def token_documents(tok, docs: list[Document]) -> dict[int, frozenset[str]]:
 
 
 def _doc_tokens(tok, text: str | None, qa) -> set[int]:
+    """The token ids a document's sequences hold: its text, and each QA pair as it is trained and scored."""
     ids = set(encode_text(tok, text or "", max_len=None, eos=False))
     for q in qa:
-        ids |= set(encode_text(tok, f"{q.question} {q.answer}", max_len=None, eos=False))
+        ids |= set(encode_qa(tok, q, max_len=1 << 30)[0])
     return ids
 
 
