@@ -14,7 +14,8 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from fit_unlearn.data.hf import QADatasetConfig
 from fit_unlearn.engine.adapters import LoraSection
 from fit_unlearn.engine.loop import LoopConfig
-from fit_unlearn.engine.update import RowsSection, UpdateConfig
+from fit_unlearn.engine.rows import RowsSection
+from fit_unlearn.engine.update import UpdateConfig
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.objectives import OBJECTIVES, Objective, resolve_objective
 from fit_unlearn.prepare import PrepareConfig

@@ -36,15 +36,9 @@ from fit_unlearn.engine.distributed import check_supported, resolve_sharding
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, nonmember_level, stop_rule
+from fit_unlearn.engine.rows import own_tokens, token_documents
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
-from fit_unlearn.engine.update import (
-    ReferenceCache,
-    StopRule,
-    apply_update,
-    common_tokens,
-    own_tokens,
-    token_documents,
-)
+from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.engine.adapters import Adapters, LoraSection
 from fit_unlearn.engine.distributed import all_ranks_true, rank_of, reduces_gradients, retain_stream
+from fit_unlearn.engine.rows import RowsSection, untie_embeddings
 from fit_unlearn.layers import num_layers, trainable_names, unwrap
 from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
@@ -31,32 +32,12 @@ from fit_unlearn.text import (
     Example,
     collate,
     doc_example,
-    encode_qa,
     encode_text,
     qa_example,
     qa_prompt,
     token_logprobs,
 )
 from fit_unlearn.training import adamw_memory_kwargs, make_scheduler
-
-
-class RowsSection(Section):
-    """Token-keyed edits (``update.trainable: rows``): only the input-embedding rows of the tokens that belong to
-    the request alone move."""
-
-    max_df: int = Field(default=0, ge=0)
-    """A token is the request's own when at most this many *other* documents of the corpus the engine holds
-    (retain-train, holdout and the forget set; never retain-eval, which measures utility) contain it."""
-    min_rows: int = Field(default=1, ge=1)
-    """Fewer own tokens than this: ``fallback`` decides."""
-    fallback: Literal["rarest", "full"] = "rarest"
-    """A request with fewer than ``min_rows`` own tokens: ``rarest`` edits its rarest tokens instead (those that
-    the fewest other documents contain, the count raised until there are ``min_rows``; the receipt records the
-    count, ``rows.shared_with``: those documents are touched too); ``full``: the request is updated like
-    ``trainable: full`` (the strategy's weights and objective, at ``loop.lr``), which moves every document."""
-    lr: float = Field(default=1e-2, gt=0)
-    """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates): an embedding row
-    moves as far in 10-30 AdamW steps at 1e-2 as the closed loop needs (benchmarks/README.md, "Token-keyed")."""
 
 
 class UpdateConfig(Section):
@@ -253,54 +234,6 @@ def common_tokens(tok, docs: list[Document], max_df: float) -> frozenset[int]:
         for t in set(encode_text(tok, d.text, max_len=None, eos=True)):
             df[t] = df.get(t, 0) + 1
     return frozenset(t for t, n in df.items() if n > max_df * len(docs))
-
-
-def token_documents(tok, docs: list[Document]) -> dict[int, frozenset[str]]:
-    """Token id -> ids of the documents (text and training QA) that contain it: the index of
-    :func:`own_tokens`."""
-    index: dict[int, set[str]] = {}
-    for d in docs:
-        for t in _doc_tokens(tok, d.text, d.qa):
-            index.setdefault(t, set()).add(d.id)
-    return {t: frozenset(ids) for t, ids in index.items()}
-
-
-def _doc_tokens(tok, text: str | None, qa) -> set[int]:
-    """The token ids a document's sequences hold: its text, and each QA pair as it is trained and scored."""
-    ids = set(encode_text(tok, text or "", max_len=None, eos=False))
-    for q in qa:
-        ids |= set(encode_qa(tok, q, max_len=1 << 30)[0])
-    return ids
-
-
-def own_tokens(
-    tok, doc_id: str, text: str | None, qa, index: dict[int, frozenset[str]], max_df: int, min_rows: int = 0
-) -> tuple[list[int], int]:
-    """The token ids of a request (``text`` and ``qa``) that at most ``max_df`` documents of ``index`` other than
-    ``doc_id`` contain: the keys by which the model recalls this document and (almost) no other.  With
-    ``min_rows``, the count is raised until that many tokens qualify (the rarest ones).  Returns (tokens, the
-    count used)."""
-    others = {t: len(index.get(t, frozenset()) - {doc_id}) for t in _doc_tokens(tok, text, qa)}
-    df = max_df
-    for count in sorted(set(others.values())):
-        if count > max_df and sum(c <= df for c in others.values()) >= min_rows:
-            break
-        df = max(df, count)
-    return sorted(t for t, c in others.items() if c <= df), df
-
-
-def untie_embeddings(model) -> bool:
-    """Give a model whose output layer shares the input-embedding matrix its own copy (theta_0's values), so
-    that editing an input row does not change what the model predicts; returns whether it was tied."""
-    base = unwrap(model)
-    inp, out = base.get_input_embeddings(), base.get_output_embeddings()
-    if out is None or out.weight is not inp.weight:
-        return False
-    out.weight = torch.nn.Parameter(inp.weight.detach().clone(), requires_grad=inp.weight.requires_grad)
-    base.config.tie_word_embeddings = False
-    if getattr(base.config, "get_text_config", None) is not None:
-        base.config.get_text_config().tie_word_embeddings = False
-    return True
 
 
 @torch.no_grad()

@@ -1,0 +1,27 @@
+"""engine/rows.py: the tokens that belong to one request alone (the row edit itself: tests/test_update.py)."""
+
+from __future__ import annotations
+
+from fit_unlearn.engine.rows import _doc_tokens, own_tokens, token_documents
+
+
+def _own(tok, data, doc, max_df=0):
+    index = token_documents(tok, data.retain + data.holdout + data.forget)
+    return own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, max_df)[0]
+
+
+def test_own_tokens_are_in_no_other_document(tiny_model, tiny_data):
+    _, tok = tiny_model
+    doc = tiny_data.forget[0]
+    own = _own(tok, tiny_data, doc)
+    assert own
+    others = tiny_data.retain + tiny_data.holdout + tiny_data.forget[1:]
+    assert all(not set(own) & _doc_tokens(tok, o.text, o.qa) for o in others)
+    loose = _own(tok, tiny_data, doc, max_df=2)  # tokens two other documents share count as the request's too
+    assert set(own) < set(loose)
+    # too few own tokens: widened to the rarest ones, the count raised no further than it takes
+    index = token_documents(tok, tiny_data.retain + tiny_data.holdout + tiny_data.forget)
+    wide, df = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=len(own) + 1)
+    assert df >= 1 and set(own) < set(wide) and len(wide) > len(own)
+    assert len(own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, df - 1)[0]) < len(own) + 1
+    assert own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=1) == (own, 0)
