@@ -415,7 +415,7 @@ class Engine:
                 adapter_name=f"req{position:06d}",
                 rows=rows,
             )
-            if rows is not None:
+            if "rows" in record:  # absent when the update had nothing to train on (skipped)
                 record["rows"]["shared_with"] = shared  # other documents holding an edited token, at most
             if self.guard is not None:  # stacked adapters: the repair trains the request's adapter only
                 params = self.lora.params(record["adapter"]) if self.lora is not None and self.lora.stacked else None
