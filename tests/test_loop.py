@@ -164,3 +164,49 @@ def test_without_the_stop_the_guard_still_runs(tiny_prepared, tmp_path):
     reqs = res["requests"]
     assert all("loop" not in r and "guard" in r for r in reqs)
     assert all(r["steps"] == r["slices"] + r["qa_items"] for r in reqs)  # one epoch of the open recipe
+
+
+def test_row_edits_on_a_tied_model_resume_bit_identical(tmp_path, tiny_data, tiny_tok):
+    """A tied model (SmolLM2's kind): the engine unties it before restoring a checkpoint, whose output matrix is
+    saved apart from the edited input rows; the resumed run ends with the uninterrupted run's weights."""
+    from fit_unlearn.models import build_tiny_llama, save_model
+    from fit_unlearn.prepare import PrepareConfig, prepare
+    from fit_unlearn.training import FinetuneConfig
+
+    model_dir = save_model(build_tiny_llama(tiny_tok, layers=2, hidden=64, seed=0, tied=True), tiny_tok, tmp_path / "m")
+    prep = tmp_path / "prep"
+    cfg = PrepareConfig(model=str(model_dir), recipe=FinetuneConfig(lr=1e-2, epochs=20, batch_size=4), probe_n=4)
+    prepare(tiny_data, prep, cfg, progress=False)
+    over = {**LOOP, "update": {**LOOP["update"], "trainable": "rows"}, "checkpoint.every": 2}
+    full = Engine(_cfg(prep, tmp_path / "full", **over), progress=False)
+    full.run()
+    full.close()
+    crashed = Engine(_cfg(prep, tmp_path / "c", **over), progress=False)
+    crashed._calibrate_loop()
+    _crash_after(crashed, 3)
+    del crashed
+    resumed = Engine(_cfg(prep, tmp_path / "c", **over), resume=True, progress=False)
+    resumed.run()
+    resumed.close()
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
+    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
+    assert "lm_head.weight" in wa and not torch.equal(wa["lm_head.weight"], wa["model.embed_tokens.weight"])
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_the_guard_measures_but_does_not_repair_row_edits(tiny_model, tiny_data):
+    """repair=False (row edits): a drift past the budget is recorded, no weight moves."""
+    import copy
+
+    from fit_unlearn.engine.loop import Guard, GuardConfig
+
+    model, tok = tiny_model
+    guard = Guard(GuardConfig(probe_size=1, budget=0.05), tiny_data.retain, tok, UpdateConfig(), 1e-4)
+    guard.calibrate(model, tok)
+    guard.baseline *= 0.5  # as if the probe had drifted 100%
+    before = copy.deepcopy(model.state_dict())
+    rec = guard.check(model, copy.deepcopy(model), tok, 0, None, repair=False)
+    assert rec["drift_before"] > 0.05 and rec["repair_steps"] == 0 and "repair_skipped" in rec
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    rec = guard.check(model, copy.deepcopy(model), tok, 0, None)
+    assert rec["repair_steps"] > 0 or rec.get("repair_undone")

@@ -285,7 +285,14 @@ def test_a_request_without_enough_own_tokens_is_updated_as_full(tiny_model, tiny
     model, tok = tiny_model
     ref = copy.deepcopy(model).eval()
     doc = tiny_data.forget[0]
-    cfg = UpdateConfig(lr=1e-3, epochs=1, trainable="rows", rows={"min_rows": 10_000})
+    # fallback rarest: whatever rows the request has are edited (own_tokens widened them already)
+    rarest = UpdateConfig(lr=1e-3, epochs=1, trainable="rows", rows={"min_rows": 10_000})
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:1])
+    m2 = copy.deepcopy(model)
+    assert apply_update(m2, ref, tok, plan, tiny_data.retain, rarest, seed=5, rows=_own(tok, tiny_data, doc))["rows"][
+        "edited"
+    ]
+    cfg = UpdateConfig(lr=1e-3, epochs=1, trainable="rows", rows={"min_rows": 10_000, "fallback": "full"})
     plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:1])
     rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=_own(tok, tiny_data, doc))
     assert not rec["rows"]["edited"]

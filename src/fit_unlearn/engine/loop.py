@@ -134,13 +134,18 @@ class Guard:
     def drift(self, model, tok) -> float:
         return examples_loss(model, tok, self.probe) / self.baseline - 1
 
-    def check(self, model, ref_model, tok, seed: int, cache: ReferenceCache | None, params=None) -> dict:
+    def check(
+        self, model, ref_model, tok, seed: int, cache: ReferenceCache | None, params=None, repair: bool = True
+    ) -> dict:
         """Score the probe; repair if it drifted past the budget.  Returns what the receipt records.
-        ``params``: the weights a repair may train (None: all of the model's)."""
+        ``params``: the weights a repair may train (None: all of the model's); ``repair=False``: measure only
+        (row edits: a repair of every weight would move what the edit left untouched)."""
         t0 = time.perf_counter()
         before = self.drift(model, tok)
         rec = {"drift_before": before, "repair_steps": 0}
-        if before > self.cfg.budget and self.cfg.max_steps:
+        if before > self.cfg.budget and self.cfg.max_steps and not repair:
+            rec["repair_skipped"] = "row edits are not repaired"
+        elif before > self.cfg.budget and self.cfg.max_steps:
             rec["repair_steps"], after, rec["repair_undone"] = self._repair(
                 model, ref_model, tok, seed, cache, before, params
             )

@@ -36,7 +36,7 @@ from fit_unlearn.engine.distributed import check_supported, resolve_sharding
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, nonmember_level, stop_rule
-from fit_unlearn.engine.rows import own_tokens, token_documents
+from fit_unlearn.engine.rows import own_tokens, token_documents, untie_embeddings
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
 from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
@@ -120,6 +120,8 @@ class Engine:
             if cfg.update.trainable == "rows"
             else None
         )
+        if self.token_docs is not None:  # untied before a checkpoint's separate output matrix is restored into it
+            untie_embeddings(self.model)
         self._stop: StopRule | None = None
         self.guard: Guard | None = None
         self.anchors = self.data.retain_train
@@ -416,11 +418,20 @@ class Engine:
                 rows=rows,
             )
             if "rows" in record:  # absent when the update had nothing to train on (skipped)
-                record["rows"]["shared_with"] = shared  # other documents holding an edited token, at most
+                record["rows"]["shared_with"] = shared
+                record["rows"]["widened"] = (
+                    shared > self.update_cfg.rows.max_df
+                )  # other documents holding an edited token, at most
             if self.guard is not None:  # stacked adapters: the repair trains the request's adapter only
                 params = self.lora.params(record["adapter"]) if self.lora is not None and self.lora.stacked else None
                 record["guard"] = self.guard.check(
-                    self.model, self._reference(), self.tok, seed, self.ref_cache, params=params
+                    self.model,
+                    self._reference(),
+                    self.tok,
+                    seed,
+                    self.ref_cache,
+                    params=params,
+                    repair=self.token_docs is None,
                 )
             if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
                 record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]

@@ -392,7 +392,9 @@ def apply_update(
     retain_rng, drawn = retain_stream(rng, seed, rank_of(accelerator)), hashlib.sha256()
     hidden_layer = resolve_hidden_layer(base, obj_cfg.layer) if spec.needs_hidden else None
 
-    row_edit = cfg.trainable == "rows" and rows is not None and len(rows) >= cfg.rows.min_rows
+    # rarest: the rows were already widened as far as the request's tokens allow; any of them will do
+    least = 1 if cfg.rows.fallback == "rarest" else cfg.rows.min_rows
+    row_edit = cfg.trainable == "rows" and rows is not None and len(rows) >= least
     if row_edit:
         untie_embeddings(base)
     saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights

@@ -288,7 +288,11 @@ def _receipt_lines(e: dict) -> list[Text]:
                 line(
                     f"  rows: {len(rows['tokens'])} input-embedding rows edited "
                     f"{', '.join(repr(t) for t in rows['decoded'][:24])}"
-                    + (f" (rarest tokens: each in at most {shared} other documents)" if shared else "")
+                    + (
+                        f" (rarest tokens: each in at most {shared} other documents)"
+                        if rows.get("widened", bool(shared))
+                        else ""
+                    )
                 )
             )
         else:
