@@ -101,21 +101,27 @@ def test_the_guard_probe_is_never_an_anchor(tiny_prepared, tmp_path, monkeypatch
     assert not set(eng.guard.pool_ids) & eng.guard.probe_ids
 
 
+def _full_and_resumed(prepared, tmp_path, over) -> tuple[dict, dict]:
+    """One uninterrupted run (``full``) and one killed at position 3 then resumed (``c``); their results."""
+    full = Engine(_cfg(prepared, tmp_path / "full", **over), progress=False)
+    res_full = full.run()
+    full.close()
+    crashed = Engine(_cfg(prepared, tmp_path / "c", **over), progress=False)
+    crashed._calibrate_loop()
+    _crash_after(crashed, 3)
+    del crashed
+    resumed = Engine(_cfg(prepared, tmp_path / "c", **over), resume=True, progress=False)
+    res = resumed.run()
+    resumed.close()
+    return res_full, res
+
+
 @pytest.mark.parametrize("trainable", ["full", "rows"])
 def test_resume_with_the_loop_is_bit_identical(tiny_prepared, tmp_path, trainable):
     over = {**LOOP, "loop": {"enabled": True, "max_steps": 12, "lr": None, "guard": {"budget": 0.01, "max_steps": 3}}}
     over["update"] = {**LOOP["update"], "trainable": trainable}
     over["checkpoint.every"] = 2
-    full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
-    res_full = full.run()
-    full.close()
-    crashed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), progress=False)
-    crashed._calibrate_loop()
-    _crash_after(crashed, 3)
-    del crashed
-    resumed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), resume=True, progress=False)
-    res = resumed.run()
-    resumed.close()
+    res_full, res = _full_and_resumed(tiny_prepared, tmp_path, over)
     assert res["applied_counts"] == res_full["applied_counts"]
     events = Journal(tmp_path / "c" / "journal.jsonl", writer=False).events
     assert sum(e["event"] == "loop_calibrated" for e in events) == 1  # read back on resume, not measured again
@@ -178,16 +184,7 @@ def test_row_edits_on_a_tied_model_resume_bit_identical(tmp_path, tiny_data, tin
     cfg = PrepareConfig(model=str(model_dir), recipe=FinetuneConfig(lr=1e-2, epochs=20, batch_size=4), probe_n=4)
     prepare(tiny_data, prep, cfg, progress=False)
     over = {**LOOP, "update": {**LOOP["update"], "trainable": "rows"}, "checkpoint.every": 2}
-    full = Engine(_cfg(prep, tmp_path / "full", **over), progress=False)
-    full.run()
-    full.close()
-    crashed = Engine(_cfg(prep, tmp_path / "c", **over), progress=False)
-    crashed._calibrate_loop()
-    _crash_after(crashed, 3)
-    del crashed
-    resumed = Engine(_cfg(prep, tmp_path / "c", **over), resume=True, progress=False)
-    resumed.run()
-    resumed.close()
+    _full_and_resumed(prep, tmp_path, over)
     wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
     wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
     assert "lm_head.weight" in wa and not torch.equal(wa["lm_head.weight"], wa["model.embed_tokens.weight"])
