@@ -28,6 +28,7 @@ import torch  # noqa: E402
 import fit_unlearn.engine.update as upd  # noqa: E402
 from fit_unlearn.data.prepared import prepared_data  # noqa: E402
 from fit_unlearn.engine.loop import nonmember_level  # noqa: E402
+from fit_unlearn.engine.rows import untie_embeddings  # noqa: E402
 from fit_unlearn.engine.update import (  # noqa: E402
     StopRule,
     UpdateConfig,
@@ -167,7 +168,9 @@ VARIANTS = {
 
 
 def rare_ids(tok, doc, others, max_df: float) -> list[int]:
-    """Token ids of ``doc`` (text and QA) found in at most ``max_df`` of ``others``."""
+    """Token ids of ``doc`` (text and QA) found in at most ``max_df`` of ``others``.  The probe's own rule, kept
+    so that its recorded results reproduce: it encodes a QA pair as question and answer joined by a space, where
+    the engine's :func:`fit_unlearn.engine.rows.own_tokens` (written after it) encodes it as it is trained."""
     from fit_unlearn.text import encode_text
 
     mine = set(encode_text(tok, doc.text, max_len=None, eos=False))
@@ -326,8 +329,7 @@ def main() -> None:
         input_only = more.pop("input_only", False)
         owm_lam = more.pop("owm", None)
         if more.pop("untie", False):  # the output head keeps theta_0's matrix; only input rows move
-            model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
-            model.config.tie_word_embeddings = False
+            untie_embeddings(model)
         if input_only:  # the tied output head sees the embedding matrix detached: rows learn from their inputs
             head = model.lm_head
             head.forward = lambda x, head=head: torch.nn.functional.linear(x, head.weight.detach())
