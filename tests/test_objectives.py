@@ -65,6 +65,24 @@ def test_ga_and_graddiff_by_hand():
     assert val == pytest.approx(-ce_f + 0.5 * ce_r, rel=1e-6)
 
 
+def test_ga_ceiling_caps_each_token_and_stops_its_gradient():
+    # token losses: position 0 predicts 1 from [2, 0] (2.13 nats), position 1 predicts 0 from [0, 1] (1.31 nats)
+    l0, l1 = -_lp(LOGITS[0][0], 1), -_lp(LOGITS[0][1], 0)
+    ga = get_objective("ga")
+    cap = (l0 + l1) / 2  # between the two: the first token is capped, the second is not
+    o = out()
+    o.logits.requires_grad_(True)
+    val = ga.fn(UnlearnBatch(o), ga.make_config({"ceiling": cap}))
+    assert val.item() == pytest.approx(-(cap + l1) / 2, rel=1e-6)
+    val.backward()
+    assert o.logits.grad[0, 0].abs().sum().item() == 0.0  # the capped token gets no more push
+    assert o.logits.grad[0, 1].abs().sum().item() > 0.0
+    high = ga.fn(UnlearnBatch(out()), ga.make_config({"ceiling": 100.0})).item()
+    assert high == pytest.approx(-cross_entropy(out()).item(), rel=1e-6)  # a cap above every token: plain GA
+    with pytest.raises(ConfigError, match="ceiling"):
+        ga.make_config({"ceiling": 0})
+
+
 def test_npo_by_hand():
     beta = 0.1
     ratio = seq_lp(LOGITS) - seq_lp(REF)

@@ -20,13 +20,29 @@ def _check_weight(w: float, name: str = "retain_weight") -> None:
 
 @dataclass(frozen=True)
 class GAConfig:
-    """Plain gradient ascent: no parameters."""
+    ceiling: float | None = field(
+        default=None,
+        metadata={
+            "help": "per-token cap in nats: a token whose loss is already this high gets no more push (null: "
+            "plain GA, unbounded)"
+        },
+    )
+
+    def __post_init__(self):
+        if self.ceiling is not None and self.ceiling <= 0:
+            raise ValueError(f"ceiling must be > 0 nats (or null), got {self.ceiling}")
 
 
 @register_objective("ga", GAConfig)
 def ga(batch: UnlearnBatch, cfg: GAConfig) -> torch.Tensor:
-    """Gradient ascent: minimise -CE(forget)."""
-    return -cross_entropy(batch.forget)
+    """Gradient ascent: minimise -CE(forget); with ``ceiling``, -mean(min(CE_token, ceiling)) so that the
+    loss spreads over the tokens still recalled instead of piling onto the few already forgotten."""
+    if cfg.ceiling is None:
+        return -cross_entropy(batch.forget)
+    out = batch.forget
+    ce = -out.token_logp()
+    m = out.mask
+    return -(ce.clamp(max=cfg.ceiling) * m).sum() / m.sum().clamp_min(1)
 
 
 @dataclass(frozen=True)
