@@ -29,10 +29,11 @@ class RowsSection(Section):
     the fewest other documents contain, the count raised until there are ``min_rows``; the receipt records the
     count, ``rows.shared_with``: those documents are touched too); ``full``: the request is updated like
     ``trainable: full`` (the strategy's weights and objective, at ``loop.lr``), which moves every document."""
-    lr: float = Field(default=3e-2, gt=0)
-    """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates).  On the default
-    model, 3e-2 reaches the closed loop's target in about 9 AdamW steps, half the steps and the time of 1e-2 with
-    the same utility and locality (benchmarks/README.md, "Token-keyed edits, session 10")."""
+    lr: float = Field(default=1e-2, gt=0)
+    """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates): an embedding row
+    moves as far in 10-30 AdamW steps at 1e-2 as the closed loop needs.  3e-2 (with ``loop.check_every: 2``)
+    takes half the steps, NPO's time per request, but over 60 requests it costs the documents that share an
+    edited token and that the index does not hold 6 points of retain score (benchmarks/README.md, "Session 10")."""
 
 
 def token_documents(tok, docs: list[Document]) -> dict[int, frozenset[str]]:
