@@ -32,8 +32,9 @@ class RowsSection(Section):
     lr: float = Field(default=1e-2, gt=0)
     """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates): an embedding row
     moves as far in 10-30 AdamW steps at 1e-2 as the closed loop needs.  3e-2 (with ``loop.check_every: 2``)
-    takes half the steps, NPO's time per request, but over 60 requests it costs the documents that share an
-    edited token and that the index does not hold 6 points of retain score (benchmarks/README.md, "Session 10")."""
+    takes half the steps and about NPO's time per request, but after 60 requests the retain-eval score is 92.6 (98.0
+    at 1e-2): four documents outside the index that read an edited token lost 1-28 points each
+    (benchmarks/README.md, "Session 10")."""
 
 
 def token_documents(tok, docs: list[Document]) -> dict[int, frozenset[str]]:

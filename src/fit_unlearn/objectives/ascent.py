@@ -35,8 +35,10 @@ class GAConfig:
 
 @register_objective("ga", GAConfig)
 def ga(batch: UnlearnBatch, cfg: GAConfig) -> torch.Tensor:
-    """Gradient ascent: minimise -CE(forget); with ``ceiling``, -mean(min(CE_token, ceiling)) so that the
-    loss spreads over the tokens still recalled instead of piling onto the few already forgotten."""
+    """Gradient ascent: minimise -CE(forget), each token's loss capped at ``ceiling`` when it is set.
+
+    With the cap, -mean(min(CE_token, ceiling)): the loss spreads over the tokens still recalled instead of piling
+    onto the few already forgotten."""
     if cfg.ceiling is None:
         return -cross_entropy(batch.forget)
     out = batch.forget
