@@ -1,9 +1,11 @@
 """Probe: forget by substitution, without a gradient step (the closed form of "Who's Harry Potter"-style anchor
 replacement on the input rows).
 
-Each request's own tokens (engine/rows.py: in no other document of retain-train, holdout and the forget set) get
-the input-embedding row of a token that only holdout documents contain (a word theta_0 was never trained on, of
-the same shape: leading space, capital, letters), output layer untied.  The model then reads the request exactly
+Each request's own tokens (engine/rows.py: in no other document of retain-train, holdout and the forget set; its
+rarest tokens when it has none) get the input-embedding row of a token that only holdout documents contain (a word
+not in theta_0's fine-tuning data, though the base model saw it in pre-training), of the same shape where the
+pool has one (leading space, capital, letters; the log counts the tokens that took any pool token instead),
+output layer untied.  The model then reads the request exactly
 as theta_0 reads the same text with those tokens replaced: if its memory of the document were keyed on them, it
 would answer like a model that never saw it.  Scored with the evaluation's own protocol (strict F.D., R.U., MIA)
 after ``--requests`` requests of the bench's stream order.
@@ -64,27 +66,32 @@ def main() -> None:
     log = []
     with torch.no_grad():
         for d in requests:
-            own, _ = own_tokens(tok, d.id, d.text, d.qa, index, 0, 1)
+            own, shared_with = own_tokens(tok, d.id, d.text, d.qa, index, 0, 1)
             rng = random.Random(d.id)
-            subs = []
+            subs, other_shape = [], 0
             for t in own:
-                r = rng.choice(by_shape.get(shape(t)) or pool)
+                same = by_shape.get(shape(t))
+                other_shape += not same
+                r = rng.choice(same or pool)
                 emb[t] = emb[r]
                 subs.append([tok.decode([t]), tok.decode([r])])
-            log.append({"id": d.id, "substituted": subs})
+            log.append({"id": d.id, "substituted": subs, "other_shape": other_shape, "shared_with": shared_with})
     t0 = time.perf_counter()
     res = evaluate_model(
         model,
         tok,
         forgotten=requests,
         retain=data.retain_eval,
-        pending=pending[:20],
+        pending=pending,
         holdout=data.holdout,
         reference=Reference.load(prep),
         T=len(data.forget),
     )
     res.pop("items")
     out = {"prepared": args.prepared, "requests": args.requests, "pool": len(pool), "log": log, "eval": res}
+    n_subs = sum(len(e["substituted"]) for e in log)
+    n_other = sum(e["other_shape"] for e in log)
+    n_widened = sum(e["shared_with"] > 0 for e in log)
     out["eval_seconds"] = time.perf_counter() - t0
     f, ref = res["forget"], res["reference"]["forget_strict"]
     md = "\n".join(
@@ -101,6 +108,10 @@ def main() -> None:
             f"({ref['retain_only']:.2f}, {ref['theta0']:.2f}) | {f['paraphrase']['score']:.2f} | "
             f"{res['collateral_forget']:.3f} | {res['mia_auc_forget_vs_holdout']:.3f} | "
             f"{res['capital_probe']['accuracy']:.2f} |",
+            "",
+            f"{n_subs} tokens substituted from a pool of {len(pool)}; {n_other} of them took a token of another "
+            f"shape (none of theirs in the pool); {n_widened} requests had no token of their own and had their "
+            "rarest tokens substituted (other documents read those too).",
             "",
         ]
     )
