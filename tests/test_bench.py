@@ -27,8 +27,8 @@ def test_method_names_suffixes_and_run_configs(tmp_path):
     with pytest.raises(ConfigError, match="put it after -lora"):
         method_spec("fit-stack")
     rows = BenchConfig(prepared=tmp_path, methods=("ga-rows-loop",)).run_config("ga-rows-loop", 0, tmp_path / "w")
-    assert (rows.update.trainable, rows.update.template_max_df, rows.update.rows.lr) == ("rows", 0.2, 1e-2)
-    assert (rows.loop.enabled, rows.loop.check_every) == (True, 1)
+    assert (rows.update.trainable, rows.update.template_max_df, rows.update.rows.lr) == ("rows", 0.2, 2e-2)
+    assert (rows.loop.enabled, rows.loop.check_every) == (True, 2)
     with pytest.raises(ConfigError, match="bench: invalid configuration: methods: .*unknown method 'fitt'"):
         bench_config(methods=("fitt",))
     cfg = BenchConfig(prepared=tmp_path, methods=("fit", "npo"), seeds=(3,), requests=5, eval_every=2)

@@ -122,8 +122,11 @@ SUFFIXES: dict[str, Callable[[dict], dict]] = {
     "-lora": lambda spec: deep_merge(spec, {"update": {"trainable": "lora", "lr": LORA_LR}}),
     "-stack": lambda spec: _stacked(spec),
     # token-keyed edits (update.trainable: rows): the input-embedding rows of the request's own tokens, trained
-    # and measured on its facts (the template left out, as the closed-loop candidates above)
-    "-rows": lambda spec: deep_merge(spec, {"update": {"trainable": "rows", "template_max_df": 0.2}}),
+    # and measured on its facts (the template left out, as the closed-loop candidates above); under the closed
+    # loop the request's loss is checked every second step (benchmarks/README.md, "Session 10")
+    "-rows": lambda spec: deep_merge(
+        spec, {"update": {"trainable": "rows", "template_max_df": 0.2}, "loop": {"check_every": 2}}
+    ),
 }
 
 
