@@ -9,7 +9,7 @@ from test_engine import _cfg, _crash_after, _weights
 from fit_unlearn.engine import Engine, Journal
 from fit_unlearn.engine.loop import nonmember_level
 from fit_unlearn.engine.update import UpdateConfig, examples_loss, forget_examples
-from fit_unlearn.errors import ConfigError
+from fit_unlearn.errors import ConfigError, FitUnlearnError
 
 LOOP = {
     "strategy.objective": "ga",
@@ -207,3 +207,38 @@ def test_the_guard_measures_but_does_not_repair_row_edits(tiny_model, tiny_data)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     rec = guard.check(model, copy.deepcopy(model), tok, 0, None)
     assert rec["repair_steps"] > 0 or rec.get("repair_undone")
+
+
+def test_the_base_target_is_each_requests_own_loss_under_the_base_model(tiny_prepared, tmp_path, tiny_model_dir):
+    """loop.target: base: each request stops at the base model's loss on the very sequences it is unlearned on
+    (the base model read from the prepared recipe), recorded per request; resume stays bit-identical."""
+    from fit_unlearn.models import load_model
+
+    over = {**LOOP, "loop": {**LOOP["loop"], "target": "base"}, "checkpoint.every": 2}
+    res_full, res = _full_and_resumed(tiny_prepared, tmp_path, over)
+    assert [r["loop"] for r in res["requests"]] == [r["loop"] for r in res_full["requests"]]
+    cal = next(
+        e for e in Journal(tmp_path / "full" / "journal.jsonl", writer=False).events if e["event"] == "loop_calibrated"
+    )
+    assert cal["target_from"] == "base" and cal["base_model"] == str(tiny_model_dir)
+    base, tok = load_model(tiny_model_dir)
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "x", **over), progress=False)
+    docs = {d.id: d for d in eng.data.forget}
+    eng.close()
+    targets = []
+    for r in res_full["requests"]:
+        d = docs[r["id"]]
+        want = examples_loss(base, tok, forget_examples(tok, d.text, d.qa, UpdateConfig(), eng.common)[1])
+        assert r["loop"]["target"] == pytest.approx(want, rel=1e-5) and r["loop"]["target_from"] == "base"
+        assert r["loop"]["target"] != cal["level"]["target"]
+        targets.append(r["loop"]["target"])
+    assert len(set(targets)) == len(targets)  # one target per document, not one for the stream
+
+
+def test_a_base_target_without_a_base_model_is_a_clear_error(tiny_prepared, tmp_path):
+    over = {**LOOP, "loop": {**LOOP["loop"], "target": "base", "base_model": str(tmp_path / "nowhere")}}
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    with pytest.raises(FitUnlearnError, match="nowhere: model directory not found"):
+        eng.run()
+    eng.close()
+    assert not any(e["event"] == "applied" for e in Journal(tmp_path / "r" / "journal.jsonl", writer=False).events)

@@ -20,8 +20,10 @@ bit-identical resume hold.
 
 from __future__ import annotations
 
+import json
 import random
 import time
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -73,8 +75,15 @@ class LoopConfig(Section):
     stop: bool = True
     """Stop each request at the non-member level (``false``: the open-loop recipe of ``update``, with the
     guard alone; an ablation)."""
+    target: Literal["holdout", "base"] = "holdout"
+    """Where the stop target comes from.  ``holdout``: quantile ``loop.quantile`` of theta_0's losses on the
+    holdout split, one value for every request.  ``base``: the base model's own loss on each request (what the
+    model knew before it was fine-tuned on the document; needs the base model, ``loop.base_model``)."""
+    base_model: str | None = None
+    """The base model of ``target: base``: a local model directory; ``null``: the base model the prepared
+    directory's recipe records (the one theta_0 was fine-tuned from)."""
     quantile: float = Field(default=0.5, gt=0, lt=1)
-    """Quantile of theta_0's holdout (non-member) losses that is the stop target."""
+    """Quantile of theta_0's holdout (non-member) losses that is the stop target (``target: holdout``)."""
     lr: float | None = Field(default=1e-4, gt=0)
     """Learning rate of closed-loop updates (``null``: ``update.lr``).  1e-4 reaches the target of the
     default model (SmolLM2-135M, fp32) in 3-16 steps with NPO; 3e-5 (the open-loop recipe) does not within
@@ -202,6 +211,20 @@ class Guard:
             for p, f in zip(params, saved, strict=True):
                 p.requires_grad_(f)
         return steps, drift, undone
+
+
+def base_model_path(cfg: LoopConfig, recipe: Path) -> str:
+    """The base model of ``loop.target: base``: ``loop.base_model``, else the one ``recipe`` (a prepared
+    directory's recipe.json) records."""
+    if cfg.base_model is not None:
+        return cfg.base_model
+    try:
+        return json.loads(recipe.read_text())["base_model"]
+    except (OSError, ValueError, KeyError):
+        raise ConfigError(
+            f"loop.target: base needs the base model theta_0 was fine-tuned from, and {recipe} does not record one; "
+            "set loop.base_model to its directory"
+        ) from None
 
 
 def stop_rule(level: dict, cfg: LoopConfig) -> StopRule:

@@ -22,6 +22,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,10 +36,17 @@ from fit_unlearn.engine.config import RunConfig
 from fit_unlearn.engine.distributed import check_supported, resolve_sharding
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
-from fit_unlearn.engine.loop import Guard, nonmember_level, stop_rule
+from fit_unlearn.engine.loop import Guard, base_model_path, nonmember_level, stop_rule
 from fit_unlearn.engine.rows import own_tokens, token_documents, untie_embeddings
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
-from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens
+from fit_unlearn.engine.update import (
+    ReferenceCache,
+    StopRule,
+    apply_update,
+    common_tokens,
+    examples_loss,
+    forget_examples,
+)
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
@@ -123,6 +131,8 @@ class Engine:
         if self.token_docs is not None:  # untied before a checkpoint's separate output matrix is restored into it
             untie_embeddings(self.model)
         self._stop: StopRule | None = None
+        #: loop.target: base: the base model theta_0 was fine-tuned from, whose own loss on each request is its target
+        self.base_model = None
         self.guard: Guard | None = None
         self.anchors = self.data.retain_train
         if self.loop_on and cfg.loop.guard.enabled:
@@ -401,6 +411,10 @@ class Engine:
                 rc = self.update_cfg.rows
                 widen = rc.min_rows if rc.fallback == "rarest" else 0
                 rows, shared = own_tokens(self.tok, request.id, plan.text, plan.qa, self.token_docs, rc.max_df, widen)
+            stop = self._stop if self.cfg.loop.stop else None
+            if stop is not None and self.base_model is not None:  # loop.target: base, the request's own target
+                examples = forget_examples(self.tok, plan.text, plan.qa, self.update_cfg, self.common)[1]
+                stop = replace(stop, target=examples_loss(self.base_model, self.tok, examples))
             record = apply_update(
                 self.model,
                 self._reference(),
@@ -411,12 +425,14 @@ class Engine:
                 seed,
                 accelerator=self.acc,
                 ref_cache=self.ref_cache,
-                stop=self._stop if self.cfg.loop.stop else None,
+                stop=stop,
                 common=self.common,
                 adapters=self.lora,
                 adapter_name=f"req{position:06d}",
                 rows=rows,
             )
+            if self.base_model is not None and "loop" in record:
+                record["loop"]["target_from"] = "base"
             if "rows" in record:  # absent when the update had nothing to train on (skipped)
                 record["rows"]["shared_with"] = shared
                 record["rows"]["widened"] = (
@@ -573,11 +589,24 @@ class Engine:
                 self.common,
             )
             guard = self.guard.calibrate(initial, self.tok) if self.guard else None
-            self._log("loop_calibrated", level=level, guard=guard, seconds=time.perf_counter() - t0)
+            target = {"target_from": self.cfg.loop.target}
+            if self.cfg.loop.target == "base":
+                target["base_model"] = base_model_path(self.cfg.loop, self.prepared.recipe)
+            self._log("loop_calibrated", level=level, guard=guard, **target, seconds=time.perf_counter() - t0)
             done = {"level": level, "guard": guard}
         elif self.guard is not None:
             self.guard.baseline = done["guard"]["probe_loss"]
         self._stop = stop_rule(done["level"], self.cfg.loop)
+        if self.cfg.loop.target == "base" and self.base_model is None:
+            path = base_model_path(self.cfg.loop, self.prepared.recipe)
+            self.base_model, base_tok = load_model(path, device=self._load_device(), dtype=self.cfg.dtype)
+            if base_tok.get_vocab() != self.tok.get_vocab():
+                raise ConfigError(
+                    f"loop.base_model {path}: its tokenizer is not the unlearned model's; give the base model theta_0 "
+                    "was fine-tuned from"
+                )
+            for p in self.base_model.parameters():
+                p.requires_grad_(False)
 
     def _calibrate(self) -> None:
         """Calibrate the strategy before the stream: FIT's importance thresholds on the first requests of
