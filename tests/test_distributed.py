@@ -227,3 +227,9 @@ def test_sharding_refuses_what_needs_whole_gradients(tiny_prepared, tmp_path):
     check_supported(cfg, Sharding("none"))
     with pytest.raises(ConfigError, match="saliency"):
         check_supported(cfg, Sharding("fsdp"))
+    cfg = build_config(
+        {"prepared": str(tiny_prepared), "out": str(tmp_path), "loop": {"enabled": True, "target": "base"}}
+    )
+    check_supported(cfg, Sharding("none"))
+    with pytest.raises(ConfigError, match="loop.target: base is not supported with sharding"):
+        check_supported(cfg, Sharding("fsdp"))

@@ -9,7 +9,7 @@ from test_engine import _cfg, _crash_after, _weights
 from fit_unlearn.engine import Engine, Journal
 from fit_unlearn.engine.loop import nonmember_level
 from fit_unlearn.engine.update import UpdateConfig, examples_loss, forget_examples
-from fit_unlearn.errors import ConfigError, FitUnlearnError
+from fit_unlearn.errors import ConfigError
 
 LOOP = {
     "strategy.objective": "ga",
@@ -214,31 +214,53 @@ def test_the_base_target_is_each_requests_own_loss_under_the_base_model(tiny_pre
     (the base model read from the prepared recipe), recorded per request; resume stays bit-identical."""
     from fit_unlearn.models import load_model
 
-    over = {**LOOP, "loop": {**LOOP["loop"], "target": "base"}, "checkpoint.every": 2}
+    over = {
+        **LOOP,
+        "update": {**LOOP["update"], "template_max_df": 0.5},
+        "loop": {**LOOP["loop"], "target": "base"},
+        "checkpoint.every": 2,
+    }
     res_full, res = _full_and_resumed(tiny_prepared, tmp_path, over)
     assert [r["loop"] for r in res["requests"]] == [r["loop"] for r in res_full["requests"]]
-    cal = next(
-        e for e in Journal(tmp_path / "full" / "journal.jsonl", writer=False).events if e["event"] == "loop_calibrated"
-    )
-    assert cal["target_from"] == "base" and cal["base_model"] == str(tiny_model_dir)
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
+    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    events = Journal(tmp_path / "full" / "journal.jsonl", writer=False).events
+    cal = next(e for e in events if e["event"] == "loop_calibrated")
+    assert cal["target_from"] == "base" and cal["base_model"] == str(tiny_model_dir) and cal["base_model_hash"]
     base, tok = load_model(tiny_model_dir)
     eng = Engine(_cfg(tiny_prepared, tmp_path / "x", **over), progress=False)
-    docs = {d.id: d for d in eng.data.forget}
+    docs, common, cfg = {d.id: d for d in eng.data.forget}, eng.common, eng.cfg.update
     eng.close()
-    targets = []
+    assert common
+    loops = []
     for r in res_full["requests"]:
         d = docs[r["id"]]
-        want = examples_loss(base, tok, forget_examples(tok, d.text, d.qa, UpdateConfig(), eng.common)[1])
+        want = examples_loss(base, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1])
         assert r["loop"]["target"] == pytest.approx(want, rel=1e-5) and r["loop"]["target_from"] == "base"
         assert r["loop"]["target"] != cal["level"]["target"]
-        targets.append(r["loop"]["target"])
-    assert len(set(targets)) == len(targets)  # one target per document, not one for the stream
+        loops.append(r["loop"])
+    assert len({lp["target"] for lp in loops}) == len(loops)  # one target per document, not one for the stream
+    reached = [lp for lp in loops if lp["stopped"] == "target" and lp["steps"] > 0]
+    assert reached and all(lp["loss_after"] >= lp["target"] > lp["loss_before"] for lp in reached)
 
 
-def test_a_base_target_without_a_base_model_is_a_clear_error(tiny_prepared, tmp_path):
+def test_a_bad_base_model_is_a_clear_error_before_any_work(tiny_prepared, tmp_path, tiny_model_dir):
+    from fit_unlearn.engine.loop import LoopConfig, base_model_path
+    from fit_unlearn.models import model_hash
+
     over = {**LOOP, "loop": {**LOOP["loop"], "target": "base", "base_model": str(tmp_path / "nowhere")}}
-    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
-    with pytest.raises(FitUnlearnError, match="nowhere: model directory not found"):
-        eng.run()
-    eng.close()
-    assert not any(e["event"] == "applied" for e in Journal(tmp_path / "r" / "journal.jsonl", writer=False).events)
+    with pytest.raises(ConfigError, match="loop.base_model: .*nowhere: model directory not found"):
+        Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    assert not (tmp_path / "r" / "journal.jsonl").exists()
+    over["loop"]["stop"] = False  # no stop, no target: the base model is neither needed nor checked
+    Engine(_cfg(tiny_prepared, tmp_path / "s", **over), progress=False).close()
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"base_model": str(tiny_model_dir), "base_model_hash": model_hash(tiny_model_dir)}))
+    assert base_model_path(LoopConfig(target="base"), recipe) == (tiny_model_dir, model_hash(tiny_model_dir))
+    recipe.write_text(json.dumps({"base_model": str(tiny_model_dir), "base_model_hash": "0123"}))
+    with pytest.raises(ConfigError, match="no longer holds the weights theta_0 was fine-tuned from"):
+        base_model_path(LoopConfig(target="base"), recipe)
+    recipe.write_text(json.dumps({}))
+    with pytest.raises(ConfigError, match="does not record one; set loop.base_model"):
+        base_model_path(LoopConfig(target="base"), recipe)

@@ -39,8 +39,9 @@ from fit_unlearn.engine.update import (
     examples_loss,
     forget_examples,
 )
-from fit_unlearn.errors import ConfigError
+from fit_unlearn.errors import ConfigError, ModelError
 from fit_unlearn.layers import unwrap
+from fit_unlearn.models import model_hash, resolve_model_path
 from fit_unlearn.objectives.base import cross_entropy, kl_to_reference
 from fit_unlearn.schema import Section
 from fit_unlearn.text import doc_example
@@ -213,18 +214,33 @@ class Guard:
         return steps, drift, undone
 
 
-def base_model_path(cfg: LoopConfig, recipe: Path) -> str:
-    """The base model of ``loop.target: base``: ``loop.base_model``, else the one ``recipe`` (a prepared
-    directory's recipe.json) records."""
+def base_model_path(cfg: LoopConfig, recipe: Path) -> tuple[Path, str | None]:
+    """The base model of ``loop.target: base`` and the hash its weights must have: ``loop.base_model`` (no hash
+    to check), else the model and hash ``recipe`` (a prepared directory's recipe.json) records.  Checked before any
+    work: a directory that is missing, or that no longer holds the weights the recipe recorded, is a clear error."""
     if cfg.base_model is not None:
-        return cfg.base_model
+        where, path, want = "loop.base_model", cfg.base_model, None
+    else:
+        try:
+            rec = json.loads(recipe.read_text())
+            where, path, want = f"the base model {recipe} records", rec["base_model"], rec.get("base_model_hash")
+        except (OSError, ValueError, KeyError):
+            raise ConfigError(
+                f"loop.target: base needs the base model theta_0 was fine-tuned from, and {recipe} does not record "
+                "one; set loop.base_model to its directory"
+            ) from None
     try:
-        return json.loads(recipe.read_text())["base_model"]
-    except (OSError, ValueError, KeyError):
+        resolved = resolve_model_path(path)
+    except ModelError as e:
         raise ConfigError(
-            f"loop.target: base needs the base model theta_0 was fine-tuned from, and {recipe} does not record one; "
-            "set loop.base_model to its directory"
+            f"loop.target: base: {where}: {e}; set loop.base_model to the base model's directory"
         ) from None
+    if want is not None and model_hash(resolved) != want:
+        raise ConfigError(
+            f"loop.target: base: {resolved} no longer holds the weights theta_0 was fine-tuned from (hash "
+            f"{model_hash(resolved)}, recipe {want}); set loop.base_model to the base model's directory"
+        )
+    return resolved, want
 
 
 def stop_rule(level: dict, cfg: LoopConfig) -> StopRule:

@@ -88,6 +88,12 @@ class Engine:
         check_source(cfg.stream)  # a missing or empty request file is refused before anything is written
         self._preflight_paths()
         self._preflight_qa()
+        #: loop.target: base: the base model's directory and weights hash, checked before anything is written
+        self._base = (
+            base_model_path(cfg.loop, self.prepared.recipe)
+            if cfg.loop_enabled and cfg.loop.stop and cfg.loop.target == "base"
+            else None
+        )
         self.data = prepared_data(self.prepared)  # with the recorded retain-train / retain-eval split
         self.split_digest = load_split(self.prepared).digest()
         self.hooks = Evaluation(self.prepared, self.data, cfg.eval, self.run_dir, self._device())
@@ -131,7 +137,7 @@ class Engine:
         if self.token_docs is not None:  # untied before a checkpoint's separate output matrix is restored into it
             untie_embeddings(self.model)
         self._stop: StopRule | None = None
-        #: loop.target: base: the base model theta_0 was fine-tuned from, whose own loss on each request is its target
+        #: loop.target: base: the base model theta_0 was fine-tuned from (loaded with the loop's calibration)
         self.base_model = None
         self.guard: Guard | None = None
         self.anchors = self.data.retain_train
@@ -570,8 +576,13 @@ class Engine:
 
     def _calibrate_loop(self) -> None:
         """Closed loop: the non-member target and the guard's probe baseline, measured on the initial model
-        (theta_0) before the first request and journaled; a resumed run reads them back."""
-        if not self.loop_on or self._stop is not None:
+        (theta_0) before the first request and journaled; a resumed run reads them back.  ``loop.target: base``
+        also loads the base model (every time: it is not part of a checkpoint)."""
+        if not self.loop_on or (self._stop is not None and (self._base is None or self.base_model is not None)):
+            return
+        if self._base is not None and self.base_model is None:  # first, so that a bad base model changes nothing
+            self.base_model = self._load_base()
+        if self._stop is not None:
             return
         done = next((e for e in self.journal.events if e["event"] == "loop_calibrated"), None)
         if done is None:
@@ -589,24 +600,26 @@ class Engine:
                 self.common,
             )
             guard = self.guard.calibrate(initial, self.tok) if self.guard else None
-            target = {"target_from": self.cfg.loop.target}
-            if self.cfg.loop.target == "base":
-                target["base_model"] = base_model_path(self.cfg.loop, self.prepared.recipe)
+            target = {"target_from": self.cfg.loop.target if self._base is not None else "holdout"}
+            if self._base is not None:
+                target.update(base_model=str(self._base[0]), base_model_hash=self._base[1])
             self._log("loop_calibrated", level=level, guard=guard, **target, seconds=time.perf_counter() - t0)
             done = {"level": level, "guard": guard}
         elif self.guard is not None:
             self.guard.baseline = done["guard"]["probe_loss"]
         self._stop = stop_rule(done["level"], self.cfg.loop)
-        if self.cfg.loop.target == "base" and self.base_model is None:
-            path = base_model_path(self.cfg.loop, self.prepared.recipe)
-            self.base_model, base_tok = load_model(path, device=self._load_device(), dtype=self.cfg.dtype)
-            if base_tok.get_vocab() != self.tok.get_vocab():
-                raise ConfigError(
-                    f"loop.base_model {path}: its tokenizer is not the unlearned model's; give the base model theta_0 "
-                    "was fine-tuned from"
-                )
-            for p in self.base_model.parameters():
-                p.requires_grad_(False)
+
+    def _load_base(self):
+        path = self._base[0]
+        model, tok = load_model(path, device=self._load_device(), dtype=self.cfg.dtype)
+        if tok.get_vocab() != self.tok.get_vocab():
+            raise ConfigError(
+                f"loop.base_model {path}: its tokenizer is not the unlearned model's; give the base model theta_0 was "
+                "fine-tuned from"
+            )
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
 
     def _calibrate(self) -> None:
         """Calibrate the strategy before the stream: FIT's importance thresholds on the first requests of
