@@ -526,10 +526,19 @@ def test_an_evaluation_lost_in_a_crash_is_redone_on_resume(tiny_prepared, tmp_pa
     assert [strip(e) for e in res["evals"]] == [strip(e) for e in res_full["evals"]]
 
 
-def test_submit_is_durable_on_return(tiny_prepared, tmp_path):
+#: the closed loop with its guard: a replayed request must stop and be guarded as it was the first time
+LOOPED = {
+    "strategy.objective": "ga",
+    "update": {"lr": 1e-2, "epochs": 1, "retain_batch_size": 1},
+    "loop": {"enabled": True, "max_steps": 4, "lr": None, "guard": {"budget": 0.01, "max_steps": 2}},
+}
+
+
+@pytest.mark.parametrize("loop", [False, True], ids=["open", "loop"])
+def test_submit_is_durable_on_return(tiny_prepared, tmp_path, loop):
     """A crash after submit() returned (before any checkpoint) loses nothing: resume applies it again."""
     docs = [Document(id=f"s{i}", text=f"Name: Person {i}\n\nAge: {30 + i}\n\nOccupation: clockmaker") for i in range(3)]
-    over = {"checkpoint.every": 10, "eval.every": None, "eval.at_end": False}
+    over = {"checkpoint.every": 10, "eval.every": None, "eval.at_end": False, **(LOOPED if loop else {})}
     full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
     for d in docs:
         full.submit(d)

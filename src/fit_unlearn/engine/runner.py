@@ -354,6 +354,9 @@ class Engine:
             doc = payloads.get((e["id"], e["position"]))
             if doc is None:  # a stream item: the stream delivers it again
                 continue
+            if self.strategy.needs_calibration:  # as submit() did: the strategy's and the loop's calibrations
+                self._calibrate()
+            self._calibrate_loop()  # read back from the journal (the target, the guard's baseline, the base model)
             self._process(e["position"], Document.from_json(doc), journal_request=True)  # same position, same seed
             self.position = e["position"] + 1
             self._after_item()
