@@ -78,8 +78,8 @@ def main() -> None:
         if name == "theta0":
             hold = [examples_loss(model, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1]) for d in data.holdout]
         if name == "base":
-            split = evaluate_split(model, tok, data.forget)
-            out["base"] = {"forget": {k: split.summary()[k] for k in KEYS}}
+            summary = evaluate_split(model, tok, data.forget).summary()
+            out["base"] = {"forget": {k: summary[k] for k in KEYS}}
         del model
     out["seconds"] = time.perf_counter() - t0
     ids = [d.id for d in data.forget]

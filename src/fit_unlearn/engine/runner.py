@@ -39,14 +39,7 @@ from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, base_model_path, nonmember_level, stop_rule
 from fit_unlearn.engine.rows import own_tokens, token_documents, untie_embeddings
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
-from fit_unlearn.engine.update import (
-    ReferenceCache,
-    StopRule,
-    apply_update,
-    common_tokens,
-    examples_loss,
-    forget_examples,
-)
+from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
@@ -420,10 +413,6 @@ class Engine:
                 rc = self.update_cfg.rows
                 widen = rc.min_rows if rc.fallback == "rarest" else 0
                 rows, shared = own_tokens(self.tok, request.id, plan.text, plan.qa, self.token_docs, rc.max_df, widen)
-            stop = self._stop if self.cfg.loop.stop else None
-            if stop is not None and self.base_model is not None:  # loop.target: base, the request's own target
-                examples = forget_examples(self.tok, plan.text, plan.qa, self.update_cfg, self.common)[1]
-                stop = replace(stop, target=examples_loss(self.base_model, self.tok, examples))
             record = apply_update(
                 self.model,
                 self._reference(),
@@ -434,14 +423,12 @@ class Engine:
                 seed,
                 accelerator=self.acc,
                 ref_cache=self.ref_cache,
-                stop=stop,
+                stop=self._stop if self.cfg.loop.stop else None,
                 common=self.common,
                 adapters=self.lora,
                 adapter_name=f"req{position:06d}",
                 rows=rows,
             )
-            if self.base_model is not None and "loop" in record:
-                record["loop"]["target_from"] = "base"
             if "rows" in record:  # absent when the update had nothing to train on (skipped)
                 record["rows"]["shared_with"] = shared
                 record["rows"]["widened"] = (
@@ -581,7 +568,7 @@ class Engine:
         """Closed loop: the non-member target and the guard's probe baseline, measured on the initial model
         (theta_0) before the first request and journaled; a resumed run reads them back.  ``loop.target: base``
         also loads the base model (every time: it is not part of a checkpoint)."""
-        if not self.loop_on or (self._stop is not None and (self._base is None or self.base_model is not None)):
+        if not self.loop_on:
             return
         if self._base is not None and self.base_model is None:  # first, so that a bad base model changes nothing
             self.base_model = self._load_base()
@@ -603,14 +590,14 @@ class Engine:
                 self.common,
             )
             guard = self.guard.calibrate(initial, self.tok) if self.guard else None
-            target = {"target_from": self.cfg.loop.target if self._base is not None else "holdout"}
+            target = {"target_from": "holdout"}
             if self._base is not None:
-                target.update(base_model=str(self._base[0]), base_model_hash=self._base[1])
+                target = {"target_from": "base", "base_model": str(self._base[0]), "base_model_hash": self._base[1]}
             self._log("loop_calibrated", level=level, guard=guard, **target, seconds=time.perf_counter() - t0)
             done = {"level": level, "guard": guard}
         elif self.guard is not None:
             self.guard.baseline = done["guard"]["probe_loss"]
-        self._stop = stop_rule(done["level"], self.cfg.loop)
+        self._stop = replace(stop_rule(done["level"], self.cfg.loop), target_model=self.base_model)
 
     def _load_base(self):
         path = self._base[0]

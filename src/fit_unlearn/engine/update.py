@@ -265,6 +265,9 @@ class StopRule:
     max_steps: int
     check_every: int = 1
     lr: float | None = None  #: the closed loop's learning rate (None: the update's)
+    #: ``loop.target: base``: a model whose own loss on the request's sequences is that request's target
+    #: (``target`` is then unused)
+    target_model: object | None = None
 
 
 def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -436,8 +439,11 @@ def apply_update(
     order = [i % len(forget_ex) for i in range(total)]  # open loop: epoch after epoch over the examples
     loop: dict | None = None
     if stop is not None:
-        loop = {"target": stop.target, "loss_before": examples_loss(model, tok, forget_ex), "stopped": "budget"}
-        if loop["loss_before"] >= stop.target:
+        target = stop.target if stop.target_model is None else examples_loss(stop.target_model, tok, forget_ex)
+        loop = {"target": target, "loss_before": examples_loss(model, tok, forget_ex), "stopped": "budget"}
+        if stop.target_model is not None:
+            loop["target_from"] = "base"
+        if loop["loss_before"] >= target:
             order, loop["stopped"] = [], "target"  # already at the non-member level: nothing to do
     sched = make_scheduler(opt, total, cfg.warmup_ratio, cfg.min_lr_ratio)
     world = accelerator.num_processes if accelerator is not None else 1
@@ -542,7 +548,7 @@ def apply_update(
                 first_loss = losses[-1]
             if loop is not None and (step + 1) % stop.check_every == 0:
                 loop["loss_after"] = examples_loss(model, tok, forget_ex)
-                if loop["loss_after"] >= stop.target:
+                if loop["loss_after"] >= loop["target"]:
                     loop["stopped"] = "target"
                     break
         ok = True
