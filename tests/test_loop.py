@@ -81,6 +81,33 @@ def test_the_guard_repairs_drift_on_retain_train_only(tiny_prepared, tmp_path):
     assert all(g["repair_steps"] == 0 for g in guards if g["drift_before"] <= 0.01)
 
 
+@pytest.mark.parametrize("scope", ["update", "all"])
+def test_a_scoped_repair_trains_only_what_the_update_trained(tiny_prepared, tmp_path, scope):
+    """guard.scope: update repairs the weights the request's update trained (here layer 0), nothing else."""
+    over = {
+        **LOOP,
+        "strategy.trainable": [0],
+        "stream.limit": 2,
+        "loop": {
+            "enabled": True,
+            "max_steps": 12,
+            "lr": None,
+            "guard": {"budget": 0.001, "max_steps": 3, "lr": 1e-3, "scope": scope},
+        },
+    }
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    before = {n: p.detach().clone() for n, p in eng.model.named_parameters()}
+    res = eng.run()
+    assert any(r["guard"]["repair_steps"] for r in res["requests"]), [r["guard"] for r in res["requests"]]
+    moved = {n for n, p in eng.model.named_parameters() if not torch.equal(p, before[n])}
+    eng.close()
+    in_layer = {n for n in before if ".layers.0." in n}
+    if scope == "update":
+        assert moved and moved <= in_layer
+    else:
+        assert moved - in_layer  # the unscoped repair moves weights the update never trained
+
+
 def test_the_guard_probe_is_never_an_anchor(tiny_prepared, tmp_path, monkeypatch):
     """An update that trained on the probe would hide its own damage from the guard."""
     import fit_unlearn.engine.runner as runner

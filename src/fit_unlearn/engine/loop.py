@@ -62,6 +62,9 @@ class GuardConfig(Section):
     """Repair objective on retain-train documents: KL(theta_0 || model) or plain cross-entropy."""
     batch_size: int = Field(default=2, ge=1)
     """Retain-train documents per repair step."""
+    scope: Literal["all", "update"] = "all"
+    """Which weights a repair trains: ``all`` of the model's, or only those the request's ``update`` trained (FIT's
+    attributed layers, a baseline's ``strategy.trainable``), where its damage was done."""
     lr: float | None = Field(default=1e-5, gt=0)
     """Learning rate of the repair (``null``: ``loop.lr``).  A repair step that does not lower the probe's
     loss is undone and ends the repair, so the guard never leaves the probe worse than it found it."""

@@ -41,7 +41,7 @@ from fit_unlearn.engine.rows import own_tokens, token_documents, untie_embedding
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
 from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
-from fit_unlearn.layers import unwrap
+from fit_unlearn.layers import trainable_names, unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
 from fit_unlearn.models import load_model
 from fit_unlearn.provenance import provenance
@@ -435,7 +435,7 @@ class Engine:
                     shared > self.update_cfg.rows.max_df
                 )  # other documents holding an edited token, at most
             if self.guard is not None:  # stacked adapters: the repair trains the request's adapter only
-                params = self.lora.params(record["adapter"]) if self.lora is not None and self.lora.stacked else None
+                params = self._repairable(plan, record)
                 record["guard"] = self.guard.check(
                     self.model,
                     self._reference(),
@@ -453,6 +453,17 @@ class Engine:
         self.forgotten.append(request)
         self.applied_ids[request.id] = position
         return record
+
+    def _repairable(self, plan, record: dict):
+        """The weights the guard may repair after a request (None: all of the model's): a stacked request's own
+        adapter, or with ``guard.scope: update`` the weights its update trained."""
+        if self.lora is not None and self.lora.stacked:
+            return self.lora.params(record["adapter"])
+        if self.cfg.loop.guard.scope == "update" and self.lora is None and plan.trainable not in (None, "all"):
+            base = unwrap(self.model)
+            selected = set(trainable_names(base, plan.trainable))
+            return [p for n, p in base.named_parameters() if n in selected]
+        return None
 
     def _after_item(self) -> None:
         self.since_ckpt += 1
