@@ -25,3 +25,17 @@ def test_own_tokens_are_in_no_other_document(tiny_model, tiny_data):
     assert df >= 1 and set(own) < set(wide) and len(wide) > len(own)
     assert len(own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, df - 1)[0]) < len(own) + 1
     assert own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=1) == (own, 0)
+
+
+def test_general_rank_keeps_the_vocabulary_s_first_tokens_unedited(tiny_model, tiny_data):
+    """Tokens below ``general_rank`` never qualify, not even when the fallback widens to the rarest ones."""
+    _, tok = tiny_model
+    doc = tiny_data.forget[0]
+    index = token_documents(tok, tiny_data.retain + tiny_data.holdout + tiny_data.forget)
+    own = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 2)[0]
+    assert len(own) >= 2
+    cut = sorted(own)[len(own) // 2]
+    kept = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 2, general_rank=cut)[0]
+    assert kept == [t for t in own if t >= cut] and len(kept) < len(own)
+    wide = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=10**6, general_rank=cut)[0]
+    assert wide and min(wide) >= cut

@@ -24,6 +24,11 @@ class RowsSection(Section):
     (retain-train, holdout and the forget set; never retain-eval, which measures utility) contain it."""
     min_rows: int = Field(default=1, ge=1)
     """Fewer own tokens than this: ``fallback`` decides."""
+    general_rank: int = Field(default=0, ge=0)
+    """Never edit the tokenizer's first ``general_rank`` tokens (by id).  Byte-level BPE vocabularies (GPT-2, Llama 3,
+    SmolLM2) number their tokens in merge order, so the lowest ids are single characters and the pieces most
+    frequent in general text (``j``, ``is``, `` if``, `` first``): a request may be the only document of the index
+    that holds one, yet any text outside it reads it.  0: every token may be edited."""
     fallback: Literal["rarest", "full"] = "rarest"
     """A request with fewer than ``min_rows`` own tokens: ``rarest`` edits its rarest tokens instead (those that
     the fewest other documents contain, the count raised until there are ``min_rows``; the receipt records the
@@ -58,13 +63,21 @@ def _doc_tokens(tok, text: str | None, qa) -> set[int]:
 
 
 def own_tokens(
-    tok, doc_id: str, text: str | None, qa, index: dict[int, frozenset[str]], max_df: int, min_rows: int = 0
+    tok,
+    doc_id: str,
+    text: str | None,
+    qa,
+    index: dict[int, frozenset[str]],
+    max_df: int,
+    min_rows: int = 0,
+    general_rank: int = 0,
 ) -> tuple[list[int], int]:
     """The token ids of a request (``text`` and ``qa``) that at most ``max_df`` documents of ``index`` other than
     ``doc_id`` contain: the keys by which the model recalls this document and (almost) no other.  With
-    ``min_rows``, the count is raised until that many tokens qualify (the rarest ones).  Returns (tokens, the
-    count used)."""
-    others = {t: len(index.get(t, frozenset()) - {doc_id}) for t in _doc_tokens(tok, text, qa)}
+    ``min_rows``, the count is raised until that many tokens qualify (the rarest ones).  Ids below
+    ``general_rank`` (general text's most frequent pieces, ``RowsSection.general_rank``) never qualify.  Returns
+    (tokens, the count used)."""
+    others = {t: len(index.get(t, frozenset()) - {doc_id}) for t in _doc_tokens(tok, text, qa) if t >= general_rank}
     df = max_df
     for count in sorted(set(others.values())):
         if count > max_df and sum(c <= df for c in others.values()) >= min_rows:

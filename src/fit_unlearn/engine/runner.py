@@ -412,7 +412,9 @@ class Engine:
             if self.token_docs is not None:  # token-keyed edits: the request's own tokens (docs/rows.md)
                 rc = self.update_cfg.rows
                 widen = rc.min_rows if rc.fallback == "rarest" else 0
-                rows, shared = own_tokens(self.tok, request.id, plan.text, plan.qa, self.token_docs, rc.max_df, widen)
+                rows, shared = own_tokens(
+                    self.tok, request.id, plan.text, plan.qa, self.token_docs, rc.max_df, widen, rc.general_rank
+                )
             record = apply_update(
                 self.model,
                 self._reference(),
