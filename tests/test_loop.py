@@ -236,6 +236,34 @@ def test_the_guard_measures_but_does_not_repair_row_edits(tiny_model, tiny_data)
     assert rec["repair_steps"] > 0 or rec.get("repair_undone")
 
 
+@pytest.mark.parametrize("backtrack", [0, 2])
+def test_an_undone_repair_step_halves_the_learning_rate_backtrack_times(tiny_model, tiny_data, monkeypatch, backtrack):
+    """guard.backtrack: a step that does not lower the probe's loss is undone, and the repair tries again at
+    half the learning rate, ``backtrack`` times, before it ends; the weights are left as the guard found them."""
+    import copy
+
+    from fit_unlearn.engine.loop import Guard, GuardConfig
+
+    model, tok = tiny_model
+    lrs, step = [], torch.optim.AdamW.step
+
+    def spy(opt, *a, **k):
+        lrs.append(opt.param_groups[0]["lr"])
+        return step(opt, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    cfg = GuardConfig(probe_size=1, budget=0.05, max_steps=10, lr=1e-3, backtrack=backtrack)
+    guard = Guard(cfg, tiny_data.retain, tok, UpdateConfig(), None)
+    guard.calibrate(model, tok)
+    drifts = iter([1.0] + [2.0] * 20)  # the probe drifted 100%, and every repair step makes it worse
+    monkeypatch.setattr(guard, "drift", lambda *a: next(drifts))
+    before = copy.deepcopy(model.state_dict())
+    rec = guard.check(model, copy.deepcopy(model), tok, 0, None)
+    assert rec["repair_steps"] == 0 and rec["repair_undone"] == backtrack + 1 and rec["drift_after"] == 1.0
+    assert lrs == [1e-3 / 2**i for i in range(backtrack + 1)]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_the_base_target_is_each_requests_own_loss_under_the_base_model(tiny_prepared, tmp_path, tiny_model_dir):
     """loop.target: base: each request stops at the base model's loss on the very sequences it is unlearned on
     (the base model read from the prepared recipe), recorded per request; resume stays bit-identical."""

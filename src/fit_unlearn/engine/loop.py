@@ -67,7 +67,11 @@ class GuardConfig(Section):
     attributed layers, a baseline's ``strategy.trainable``), where its damage was done."""
     lr: float | None = Field(default=1e-5, gt=0)
     """Learning rate of the repair (``null``: ``loop.lr``).  A repair step that does not lower the probe's
-    loss is undone and ends the repair, so the guard never leaves the probe worse than it found it."""
+    loss is undone and ends the repair (or halves the learning rate, ``backtrack``), so the guard never leaves
+    the probe worse than it found it."""
+    backtrack: int = Field(default=0, ge=0)
+    """How many times an undone repair step halves the learning rate and tries again before the repair ends
+    (every try counts against ``max_steps``)."""
 
 
 class LoopConfig(Section):
@@ -182,7 +186,7 @@ class Guard:
         steps = undone = 0
         model.train()
         try:
-            while steps < self.cfg.max_steps and drift > self.cfg.budget / 2:
+            while steps + undone < self.cfg.max_steps and drift > self.cfg.budget / 2:
                 saved_w = [p.detach().clone() for p in params]
                 idx = rng.sample(range(len(self.pool)), min(self.cfg.batch_size, len(self.pool)))
                 out = _outputs(
@@ -202,12 +206,16 @@ class Guard:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 new = self.drift(model, tok)
-                if new >= drift:  # no better: undo the step and stop
+                if new >= drift:  # no better: undo the step; stop, or try again at half the learning rate
                     with torch.no_grad():
                         for p, w in zip(params, saved_w, strict=True):
                             p.copy_(w)
-                    undone = 1
-                    break
+                    undone += 1
+                    if undone > self.cfg.backtrack:
+                        break
+                    for group in opt.param_groups:
+                        group["lr"] /= 2
+                    continue
                 steps += 1
                 drift = new
         finally:
