@@ -28,7 +28,9 @@ class RowsSection(Section):
     """Never edit the tokenizer's first ``general_rank`` tokens (by id).  Byte-level BPE vocabularies (GPT-2, Llama 3,
     SmolLM2) number their tokens in merge order, so the lowest ids are single characters and the pieces most
     frequent in general text (``j``, ``is``, `` if``, `` first``): a request may be the only document of the index
-    that holds one, yet any text outside it reads it.  0: every token may be edited."""
+    that holds one, yet any text outside it reads it.  0: every token may be edited.  Measured with 2000 over 60
+    synthetic requests (benchmarks/README.md, "Session 12"): it moves the retain loss onto the documents holding an
+    edited surname (fewer rows per request, each pushed further) rather than removing it; hence off."""
     fallback: Literal["rarest", "full"] = "rarest"
     """A request with fewer than ``min_rows`` own tokens: ``rarest`` edits its rarest tokens instead (those that
     the fewest other documents contain, the count raised until there are ``min_rows``; the receipt records the
