@@ -10,6 +10,7 @@ from fit_unlearn.engine import Engine, Journal
 from fit_unlearn.engine.loop import nonmember_level
 from fit_unlearn.engine.update import UpdateConfig, examples_loss, forget_examples
 from fit_unlearn.errors import ConfigError
+from fit_unlearn.layers import trainable_names
 
 LOOP = {
     "strategy.objective": "ga",
@@ -100,8 +101,8 @@ def test_a_scoped_repair_trains_only_what_the_update_trained(tiny_prepared, tmp_
     res = eng.run()
     assert any(r["guard"]["repair_steps"] for r in res["requests"]), [r["guard"] for r in res["requests"]]
     moved = {n for n, p in eng.model.named_parameters() if not torch.equal(p, before[n])}
+    in_layer = set(trainable_names(eng.model, [0]))
     eng.close()
-    in_layer = {n for n in before if ".layers.0." in n}
     if scope == "update":
         assert moved and moved <= in_layer
     else:
@@ -262,6 +263,18 @@ def test_an_undone_repair_step_halves_the_learning_rate_backtrack_times(tiny_mod
     assert rec["repair_steps"] == 0 and rec["repair_undone"] == backtrack + 1 and rec["drift_after"] == 1.0
     assert lrs == [1e-3 / 2**i for i in range(backtrack + 1)]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # every try counts against the step budget
+    guard.cfg = cfg.model_copy(update={"max_steps": 2, "backtrack": 5})
+    drifts = iter([1.0] + [2.0] * 20)
+    assert guard.check(model, copy.deepcopy(model), tok, 0, None)["repair_undone"] == 2
+
+
+def test_a_scoped_repair_is_refused_for_merged_lora_updates(tiny_prepared, tmp_path):
+    over = {**LOOP, "update": {**LOOP["update"], "trainable": "lora"}}
+    over["loop"] = {**LOOP["loop"], "guard": {"scope": "update"}}
+    with pytest.raises(ConfigError, match="cannot tell which weights a merged LoRA"):
+        Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    assert not (tmp_path / "r" / "journal.jsonl").exists()
 
 
 def test_the_base_target_is_each_requests_own_loss_under_the_base_model(tiny_prepared, tmp_path, tiny_model_dir):

@@ -39,3 +39,19 @@ def test_general_rank_keeps_the_vocabulary_s_first_tokens_unedited(tiny_model, t
     assert kept == [t for t in own if t >= cut] and len(kept) < len(own)
     wide = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=10**6, general_rank=cut)[0]
     assert wide and min(wide) >= cut
+    # the floor applies before widening: the widened set still holds min_rows tokens at or above it
+    some = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=len(kept) + 1, general_rank=cut)[0]
+    assert len(some) >= len(kept) + 1 and min(some) >= cut
+
+
+def test_a_general_rank_past_the_vocabulary_is_refused_before_any_work(tiny_prepared, tmp_path):
+    import pytest
+    from test_engine import _cfg
+
+    from fit_unlearn.engine import Engine
+    from fit_unlearn.errors import ConfigError
+
+    over = {"strategy.objective": "ga", "update": {"trainable": "rows", "rows": {"general_rank": 10**9}}}
+    with pytest.raises(ConfigError, match="general_rank 1000000000 leaves no token"):
+        Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    assert not (tmp_path / "r" / "journal.jsonl").exists()

@@ -234,7 +234,7 @@ _ADDED_LATER: dict = {
         # weight could not hold, and are resumed with them
         "master_weights": True,
     },
-    "loop": {"enabled": False},
+    "loop": {"enabled": False, "guard": {"scope": "all", "backtrack": 0}},
     "stream": {"dataset": QADatasetConfig().model_dump(mode="json")},
 }
 

@@ -64,14 +64,16 @@ class GuardConfig(Section):
     """Retain-train documents per repair step."""
     scope: Literal["all", "update"] = "all"
     """Which weights a repair trains: ``all`` of the model's, or only those the request's ``update`` trained (FIT's
-    attributed layers, a baseline's ``strategy.trainable``), where its damage was done."""
+    attributed layers, a baseline's ``strategy.trainable``: whole tensors, also under ``update.saliency``), where
+    its damage was done.  Not with merged LoRA updates (stacked ones repair the request's adapter either way)."""
     lr: float | None = Field(default=1e-5, gt=0)
     """Learning rate of the repair (``null``: ``loop.lr``).  A repair step that does not lower the probe's
     loss is undone and ends the repair (or halves the learning rate, ``backtrack``), so the guard never leaves
     the probe worse than it found it."""
     backtrack: int = Field(default=0, ge=0)
     """How many times an undone repair step halves the learning rate and tries again before the repair ends
-    (every try counts against ``max_steps``)."""
+    (every try counts against ``max_steps``).  The retry draws the next repair batch; the optimiser's moments
+    keep the undone step's gradient, and the halved rate holds for the rest of the repair."""
 
 
 class LoopConfig(Section):

@@ -87,11 +87,23 @@ class Engine:
             if cfg.loop_enabled and cfg.loop.stop and cfg.loop.target == "base"
             else None
         )
+        guard = cfg.loop.guard
+        if cfg.loop_enabled and guard.enabled and guard.scope == "update" and cfg.update.trainable == "lora":
+            if cfg.update.lora.mode != "stack":
+                raise ConfigError(
+                    "loop.guard.scope: update cannot tell which weights a merged LoRA update changed; use "
+                    "update.lora.mode: stack (the repair trains the request's adapter) or loop.guard.scope: all"
+                )
         self.data = prepared_data(self.prepared)  # with the recorded retain-train / retain-eval split
         self.split_digest = load_split(self.prepared).digest()
         self.hooks = Evaluation(self.prepared, self.data, cfg.eval, self.run_dir, self._device())
         self.model_path = self.prepared.resolve_model(cfg.model)
         self.model, self.tok = load_model(self.model_path, device=self._load_device(), dtype=cfg.dtype)
+        if cfg.update.trainable == "rows" and cfg.update.rows.general_rank >= len(self.tok):
+            raise ConfigError(
+                f"update.rows.general_rank {cfg.update.rows.general_rank} leaves no token of the tokenizer's "
+                f"{len(self.tok)} editable; set it below that (0: every token may be edited)"
+            )
         self._preflight_disk()
         self.model = self.sharding.shard(self.model)
         self.ref_model = None
