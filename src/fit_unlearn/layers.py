@@ -86,3 +86,9 @@ def trainable_names(model, spec) -> list[str]:
     if isinstance(spec, list | tuple) and all(isinstance(x, str) for x in spec):
         return list(spec)
     raise ModelError(f"unknown trainable-parameter selection {spec!r}; use 'all' or a list of layer indices")
+
+
+def trainable_params(model, spec) -> list[torch.nn.Parameter]:
+    """The parameters of :func:`trainable_names`, in the model's order."""
+    selected = set(trainable_names(model, spec))
+    return [p for n, p in unwrap(model).named_parameters() if n in selected]

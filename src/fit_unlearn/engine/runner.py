@@ -41,7 +41,7 @@ from fit_unlearn.engine.rows import own_tokens, token_documents, untie_embedding
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
 from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
-from fit_unlearn.layers import trainable_names, unwrap
+from fit_unlearn.layers import trainable_params, unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
 from fit_unlearn.models import load_model
 from fit_unlearn.provenance import provenance
@@ -473,10 +473,8 @@ class Engine:
         adapter, or with ``guard.scope: update`` the weights its update trained."""
         if self.lora is not None and self.lora.stacked:
             return self.lora.params(record["adapter"])
-        if self.cfg.loop.guard.scope == "update" and self.lora is None and plan.trainable not in (None, "all"):
-            base = unwrap(self.model)
-            selected = set(trainable_names(base, plan.trainable))
-            return [p for n, p in base.named_parameters() if n in selected]
+        if self.cfg.loop.guard.scope == "update":  # merged LoRA updates are refused with it (__init__)
+            return trainable_params(self.model, plan.trainable)
         return None
 
     def _after_item(self) -> None:

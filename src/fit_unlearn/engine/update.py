@@ -22,7 +22,7 @@ from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.engine.adapters import Adapters, LoraSection
 from fit_unlearn.engine.distributed import all_ranks_true, rank_of, reduces_gradients, retain_stream
 from fit_unlearn.engine.rows import RowsSection, untie_embeddings
-from fit_unlearn.layers import num_layers, trainable_names, unwrap
+from fit_unlearn.layers import num_layers, trainable_params, unwrap
 from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
 from fit_unlearn.schema import Section
@@ -408,8 +408,7 @@ def apply_update(
         lora = adapters if adapters is not None else Adapters(base, cfg.lora)
         names = {id(p) for p in lora.attach(adapter_name, plan.trainable)}
     else:
-        selected = set(trainable_names(base, plan.trainable))
-        names = {id(p) for n, p in base.named_parameters() if n in selected}
+        names = {id(p) for p in trainable_params(base, plan.trainable)}
     params = []
     for p in base.parameters():
         p.requires_grad_(id(p) in names)
