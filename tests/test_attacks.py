@@ -113,6 +113,44 @@ def test_bnb_errors_in_one_line(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(quantize, "bnb_available", lambda: True)
     with pytest.raises(ConfigError, match="needs --device cuda"):
         quantize_model(tiny_model_dir, 4, "bnb", device="cpu")
+    with pytest.raises(ConfigError, match="--embeddings needs --method quanto or rtn"):
+        quantize_model(tiny_model_dir, 4, "bnb", device="cuda", embeddings=True)
+
+
+def test_quanto_group_size_follows_its_layers():
+    from fit_unlearn.attacks.quantize import quanto_group_size
+
+    assert quanto_group_size(576) == 96  # the default model's width: 128 does not divide it, 96 does
+    assert quanto_group_size(2048) == 128
+    assert quanto_group_size(64) is None  # one group per row
+
+
+@pytest.mark.parametrize("method", ["quanto", "rtn"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_embeddings_option_rounds_the_tied_embedding_to_the_grid(tiny_tok, tmp_path, method, bits):
+    """Without the option the embeddings stay as they are (transformers' and quanto's convention); with it the
+    embedding matrix, and the output layer tied to it, hold at most 2**bits values per quantization group."""
+    from fit_unlearn.models import build_tiny_llama, save_model
+
+    path = save_model(build_tiny_llama(tiny_tok, layers=1, hidden=192, heads=4, seed=0, tied=True), tiny_tok, tmp_path)
+    plain, _, label = quantize_model(path, bits, method)
+    fp = plain.get_input_embeddings().weight.detach().clone()
+    q, _, label_e = quantize_model(path, bits, method, embeddings=True)
+    w = q.get_input_embeddings().weight.detach()
+    assert "embeddings" not in label and label_e.endswith("token embeddings too (rounded to the same grid)")
+    assert q.get_output_embeddings().weight.data_ptr() == q.get_input_embeddings().weight.data_ptr()
+    group = 96 if method == "quanto" and bits == 4 else 192  # quanto int4: groups of 96 of 192; else per row
+    if bits == 4:
+        levels = max(len(torch.unique(g)) for g in w.reshape(-1, group))
+        assert levels <= 16 < len(torch.unique(fp[5][:group]))
+        per_row = max(len(torch.unique(r)) for r in w)
+        assert (per_row > 16) == (method == "quanto")  # two groups of 96 per row have two grids
+    else:  # per row, symmetric: every value a whole multiple of the row's absmax / 127
+        steps = w / (fp.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127)
+        assert torch.allclose(steps, steps.round(), atol=1e-2)
+    live = fp.reshape(-1, group).abs().amax(1) > 0  # the padding row is all zeros
+    err = (w - fp).abs().reshape(-1, group).amax(1)[live] / fp.reshape(-1, group).abs().amax(1)[live]
+    assert 0 < err.max() <= 2.0 / (2**bits - 1)  # rounded, at most about one step of the grid from the weight
 
 
 def test_split_relearn_is_seeded_and_disjoint(tiny_data):

@@ -4,6 +4,11 @@ Back-ends: bitsandbytes on CUDA (LLM.int8 / NF4); optimum-quanto on CPU (weight-
 group-wise); ``rtn`` is a plain round-to-nearest per-channel *fake* quantization fallback, labelled so
 in every output.  The default model comes from a Q4_1 GGUF (4-bit, blocks of 32), so the attack must
 not use that same grid: quanto's int4 uses groups of 128 and int8 is per-channel.
+
+Transformers and quanto keep the token embeddings (and ``lm_head``) in full precision; GGUF files quantize
+them too.  ``embeddings=True`` also rounds the input-embedding matrix, and with it an output layer tied to
+it, to the same grid (quanto's own quantizer, then dequantized: the values a 4-bit file would hold), so
+an unlearning that lives in the embedding rows (``update.trainable: rows``) meets the attack as well.
 """
 
 from __future__ import annotations
@@ -27,14 +32,50 @@ log = logging.getLogger(__name__)
 METHODS = ("auto", "quanto", "bnb", "rtn")
 
 
-def _rtn_(model, bits: int) -> None:
+def _rtn_weight_(w: torch.Tensor, bits: int) -> None:
     qmax = 2 ** (bits - 1) - 1
+    scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / qmax
+    w.copy_((w / scale).round().clamp(-qmax - 1, qmax) * scale)
+
+
+def _rtn_(model, bits: int) -> None:
     with torch.no_grad():
         for name, mod in model.named_modules():
             if isinstance(mod, torch.nn.Linear) and "lm_head" not in name:
-                w = mod.weight
-                scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / qmax
-                w.copy_((w / scale).round().clamp(-qmax - 1, qmax) * scale)
+                _rtn_weight_(mod.weight, bits)
+
+
+def quanto_group_size(width: int) -> int | None:
+    """The group size quanto's int4 layers use for rows of ``width`` values (``QModuleMixin``): 128, lowered
+    by 32 until it divides the width; None (per-row) when none down to 32 does."""
+    group = 128
+    if width <= group:
+        return None
+    while width % group != 0 and group > 32:
+        group -= 32
+    return group if width % group == 0 else None
+
+
+def _quantize_embeddings_(model, bits: int, method: str) -> None:
+    """Round the input-embedding matrix in place to the ``bits``-bit grid of ``method`` (quanto: its int4
+    groups / int8 rows, dequantized; rtn: per-row round-to-nearest); a tied output layer shares it."""
+    w = model.get_input_embeddings().weight
+    with torch.no_grad():
+        if method == "rtn":
+            _rtn_weight_(w, bits)
+            return
+        from optimum.quanto import AbsmaxOptimizer, MaxOptimizer, qint4, qint8, quantize_weight
+
+        if bits == 8:
+            scale = AbsmaxOptimizer()(w.data, qtype=qint8, axis=0)
+            q = quantize_weight(w.data, qtype=qint8, axis=0, scale=scale, optimized=False)
+        else:
+            group = quanto_group_size(w.shape[1])
+            scale, shift = MaxOptimizer()(w.data, qtype=qint4, axis=0, group_size=group)
+            q = quantize_weight(
+                w.data, qtype=qint4, axis=0, scale=scale, shift=shift, group_size=group, optimized=False
+            )
+        w.copy_(q.dequantize().to(w.dtype))
 
 
 def bnb_available() -> bool:
@@ -65,8 +106,10 @@ def bnb_config(bits: int):
     raise ConfigError(f"--bits must be 8 or 4, got {bits}")
 
 
-def quantize_model(path: str | Path, bits: int, method: str = "auto", device: str = "cpu"):
-    """Load the model at ``path`` with ``bits``-bit weights; returns (model, tokenizer, method label)."""
+def quantize_model(path: str | Path, bits: int, method: str = "auto", device: str = "cpu", *, embeddings: bool = False):
+    """Load the model at ``path`` with ``bits``-bit weights; returns (model, tokenizer, method label).
+
+    ``embeddings``: also round the token embeddings (and a tied output layer) to the same grid."""
     if bits not in (4, 8):
         raise ConfigError(f"--bits must be 8 or 4, got {bits}")
     if method not in METHODS:
@@ -75,6 +118,8 @@ def quantize_model(path: str | Path, bits: int, method: str = "auto", device: st
         method = "bnb" if device.startswith("cuda") and bnb_available() else "quanto"
     if method == "bnb":
         check_bnb(device)
+        if embeddings:
+            raise ConfigError("--embeddings needs --method quanto or rtn: bitsandbytes keeps the embeddings in 16 bits")
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
@@ -94,9 +139,14 @@ def quantize_model(path: str | Path, bits: int, method: str = "auto", device: st
             ) from None
         quantize(model, weights=qint8 if bits == 8 else qint4, exclude=["lm_head"])
         freeze(model)
-        return model.eval(), tok, f"optimum-quanto weight-only int{bits}"
-    _rtn_(model, bits)
-    return model.eval(), tok, f"FAKE-QUANT fallback: round-to-nearest per-channel int{bits} (not a real kernel)"
+        label = f"optimum-quanto weight-only int{bits}"
+    else:
+        _rtn_(model, bits)
+        label = f"FAKE-QUANT fallback: round-to-nearest per-channel int{bits} (not a real kernel)"
+    if embeddings:
+        _quantize_embeddings_(model, bits, method)
+        label += ", token embeddings too (rounded to the same grid)"
+    return model.eval(), tok, label
 
 
 def quantize_attack(
@@ -108,6 +158,7 @@ def quantize_attack(
     *,
     method: str = "auto",
     device: str = "cpu",
+    embeddings: bool = False,
     batch_size: int = 16,
     t: int | None = None,
     T: int | None = None,
@@ -115,10 +166,11 @@ def quantize_attack(
     """Scores of each model at full precision and at each bit width; recovery of the unlearned one.
 
     ``models`` maps labels to paths and must hold "unlearned", "theta0" and "retain_only"."""
-    out: dict = {"method": None, "models": {}}
+    out: dict = {"method": None, "embeddings": embeddings, "models": {}}
+    cache_method = method + ("+embeddings" if embeddings else "")  # unchanged key without the option
     for label, path in models.items():
         rows = {}
-        cache = _Cache(Path(path), forget, retain, method, t, T) if label in CACHEABLE else None
+        cache = _Cache(Path(path), forget, retain, cache_method, t, T) if label in CACHEABLE else None
         hit = cache.get(bits_list) if cache else None
         if hit is not None:  # theta_0 / retain-only are the same for every run: scored once per setting
             out["models"][label] = hit["rows"]
@@ -144,7 +196,7 @@ def quantize_attack(
         rows["fp"] = score(m, tok)
         del m
         for bits in bits_list:
-            qm, qtok, label_method = quantize_model(path, bits, method, device)
+            qm, qtok, label_method = quantize_model(path, bits, method, device, embeddings=embeddings)
             out["method"] = label_method
             rows[f"int{bits}"] = score(qm, qtok)
             rows[f"int{bits}"]["method"] = label_method
@@ -160,7 +212,9 @@ def quantize_attack(
     return out
 
 
-def quantize_run(run: str | Path, bits_list: list[int], *, method: str = "auto", device: str = "cpu") -> dict:
+def quantize_run(
+    run: str | Path, bits_list: list[int], *, method: str = "auto", device: str = "cpu", embeddings: bool = False
+) -> dict:
     """:func:`quantize_attack` on a run directory: its final model next to theta_0 and the retain-only model,
     scored on the documents the run forgot at t = len(forgotten) of T = the prepared forget set."""
     model_path, forgotten, prepared = run_model_and_forgotten(Path(run))
@@ -173,6 +227,7 @@ def quantize_run(run: str | Path, bits_list: list[int], *, method: str = "auto",
         Reference.load(prepared),
         method=method,
         device=device,
+        embeddings=embeddings,
         t=len(forgotten),
         T=len(splits.forget),
     )

@@ -22,11 +22,18 @@ def attack_quantize(
     method: Annotated[
         str, typer.Option(help="auto (bitsandbytes on CUDA if installed, else quanto), quanto, bnb, rtn")
     ] = "auto",
+    embeddings: Annotated[
+        bool,
+        typer.Option(
+            help="also round the token embeddings (and a tied output layer) to the same grid, as GGUF files do; "
+            "quanto or rtn only"
+        ),
+    ] = False,
     device: DeviceOpt = "cpu",
     out: Annotated[Path | None, typer.Option(help="results JSON (default: <run>/attack-quantize.json)")] = None,
 ):
     """Reload the unlearned weights in 8/4 bits; recovery = (F_q - F_unl) / (F_0 - F_unl), next to theta_0."""
-    res = quantize_run(run, list(bits), method=method, device=device)
+    res = quantize_run(run, list(bits), method=method, device=device, embeddings=embeddings)
     out = write_results(res, out or RunDir(run).attack_file("quantize"))
     out_console.print(tables.quantize_summary(res, out))
 
