@@ -117,40 +117,51 @@ def test_bnb_errors_in_one_line(tiny_model_dir, monkeypatch):
         quantize_model(tiny_model_dir, 4, "bnb", device="cuda", embeddings=True)
 
 
-def test_quanto_group_size_follows_its_layers():
-    from fit_unlearn.attacks.quantize import quanto_group_size
+def test_embeddings_refused_with_bitsandbytes_before_anything_is_loaded(monkeypatch):
+    from fit_unlearn.attacks import quantize
 
-    assert quanto_group_size(576) == 96  # the default model's width: 128 does not divide it, 96 does
-    assert quanto_group_size(2048) == 128
-    assert quanto_group_size(64) is None  # one group per row
+    monkeypatch.setattr(quantize, "bnb_available", lambda: True)
+    models = {"unlearned": "/nonexistent", "theta0": "/nonexistent", "retain_only": "/nonexistent"}
+    with pytest.raises(ConfigError, match="--embeddings needs --method quanto or rtn"):
+        quantize.quantize_attack(models, [4], [], [], None, method="bnb", device="cuda", embeddings=True)
+    with pytest.raises(ConfigError, match="unknown quantization method 'quanto\\+embeddings'"):
+        quantize.quantize_attack(models, [4], [], [], None, method="quanto+embeddings")
+    assert quantize.resolve_method("auto", "cuda", embeddings=True) == "quanto"  # auto avoids the refusal
+    assert quantize.resolve_method("auto", "cuda") == "bnb"
 
 
 @pytest.mark.parametrize("method", ["quanto", "rtn"])
 @pytest.mark.parametrize("bits", [8, 4])
-def test_embeddings_option_rounds_the_tied_embedding_to_the_grid(tiny_tok, tmp_path, method, bits):
+@pytest.mark.parametrize("tied", [True, False])
+def test_embeddings_option_rounds_the_embeddings_to_the_grid(tiny_tok, tmp_path, method, bits, tied):
     """Without the option the embeddings stay as they are (transformers' and quanto's convention); with it the
-    embedding matrix, and the output layer tied to it, hold at most 2**bits values per quantization group."""
+    embedding matrix and the output layer, tied or not, hold at most 2**bits values per quantization group,
+    each the nearest one."""
     from fit_unlearn.models import build_tiny_llama, save_model
 
-    path = save_model(build_tiny_llama(tiny_tok, layers=1, hidden=192, heads=4, seed=0, tied=True), tiny_tok, tmp_path)
+    path = save_model(build_tiny_llama(tiny_tok, layers=1, hidden=192, heads=4, seed=0, tied=tied), tiny_tok, tmp_path)
     plain, _, label = quantize_model(path, bits, method)
-    fp = plain.get_input_embeddings().weight.detach().clone()
     q, _, label_e = quantize_model(path, bits, method, embeddings=True)
-    w = q.get_input_embeddings().weight.detach()
     assert "embeddings" not in label and label_e.endswith("token embeddings too (rounded to the same grid)")
-    assert q.get_output_embeddings().weight.data_ptr() == q.get_input_embeddings().weight.data_ptr()
-    group = 96 if method == "quanto" and bits == 4 else 192  # quanto int4: groups of 96 of 192; else per row
-    if bits == 4:
-        levels = max(len(torch.unique(g)) for g in w.reshape(-1, group))
-        assert levels <= 16 < len(torch.unique(fp[5][:group]))
-        per_row = max(len(torch.unique(r)) for r in w)
-        assert (per_row > 16) == (method == "quanto")  # two groups of 96 per row have two grids
-    else:  # per row, symmetric: every value a whole multiple of the row's absmax / 127
-        steps = w / (fp.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127)
-        assert torch.allclose(steps, steps.round(), atol=1e-2)
-    live = fp.reshape(-1, group).abs().amax(1) > 0  # the padding row is all zeros
-    err = (w - fp).abs().reshape(-1, group).amax(1)[live] / fp.reshape(-1, group).abs().amax(1)[live]
-    assert 0 < err.max() <= 2.0 / (2**bits - 1)  # rounded, at most about one step of the grid from the weight
+    shared = q.get_output_embeddings().weight.data_ptr() == q.get_input_embeddings().weight.data_ptr()
+    assert shared == tied
+    for get in ("get_input_embeddings", "get_output_embeddings"):
+        fp = getattr(plain, get)().weight.detach().clone()
+        w = getattr(q, get)().weight.detach()
+        group = 96 if method == "quanto" and bits == 4 else 192  # quanto int4: groups of 96 of 192; else per row
+        g, g0 = w.reshape(-1, group), fp.reshape(-1, group)
+        live = g0.abs().amax(1) > 0  # the padding row is all zeros
+        if method == "quanto" and bits == 4:  # affine: 16 levels from the group's min to its max
+            step = (g0.amax(1) - g0.amin(1)) / 15
+        else:  # symmetric: whole multiples of the row's absmax / (2**(bits-1) - 1)
+            step = g0.abs().amax(1) / (2 ** (bits - 1) - 1)
+            assert torch.allclose(g[live] / step[live, None], (g[live] / step[live, None]).round(), atol=1e-3)
+        if bits == 4:
+            assert max(len(torch.unique(r)) for r in g) <= 16 < len(torch.unique(g0[5]))
+            per_row = max(len(torch.unique(r)) for r in w)
+            assert (per_row > 16) == (method == "quanto")  # two groups of 96 per row have two grids
+        err = (g - g0).abs().amax(1)[live] / step[live]
+        assert 0 < err.max() <= 0.5 + 1e-3  # rounded to the nearest level
 
 
 def test_split_relearn_is_seeded_and_disjoint(tiny_data):
@@ -216,6 +227,15 @@ def test_cli_attacks(tiny_run, capsys):
     # recovery = (F_q - F_unl) / (F_0 - F_unl), from the scores in the same file
     assert set(q["recovery"]) == {"int4"} and q["recovery"]["int4"] is not None
     assert q["recovery"]["int4"] == pytest.approx((f_q - f_unl) / (f_0 - f_unl))
+    plain = (out / "attack-quantize.json").read_text()
+    assert main(["attack", "quantize", "--run", str(out), "--bits", "4", "--method", "rtn", "--embeddings"]) == 0
+    assert "token embeddings too" in capsys.readouterr().out
+    assert (out / "attack-quantize.json").read_text() == plain  # its own file: the layers-only result is kept
+    e = json.loads((out / "attack-quantize-embeddings.json").read_text())
+    assert e["embeddings"] is True and q["embeddings"] is False
+    # theta_0 scored again with its embeddings rounded, not served from the layers-only cache entry
+    assert e["models"]["theta0"]["int4"]["forget_score"] != th0["int4"]["forget_score"]
+    assert e["models"]["theta0"]["fp"] == th0["fp"]
     assert main(["attack", "relearn", "--run", str(out), "--fraction", "0.3"]) == 0
     assert "held-out forget score" in capsys.readouterr().out
 

@@ -3,12 +3,15 @@
 Back-ends: bitsandbytes on CUDA (LLM.int8 / NF4); optimum-quanto on CPU (weight-only int8 / int4,
 group-wise); ``rtn`` is a plain round-to-nearest per-channel *fake* quantization fallback, labelled so
 in every output.  The default model comes from a Q4_1 GGUF (4-bit, blocks of 32), so the attack must
-not use that same grid: quanto's int4 uses groups of 128 and int8 is per-channel.
+not use that same grid: quanto's int4 uses groups of 128 (96 on the default model's 576-wide rows: the
+largest multiple of 32 up to 128 that divides the width), each with its own scale and offset, and int8 is
+per-channel.
 
 Transformers and quanto keep the token embeddings (and ``lm_head``) in full precision; GGUF files quantize
 them too.  ``embeddings=True`` also rounds the input-embedding matrix, and with it an output layer tied to
-it, to the same grid (quanto's own quantizer, then dequantized: the values a 4-bit file would hold), so
-an unlearning that lives in the embedding rows (``update.trainable: rows``) meets the attack as well.
+it, or an untied output layer as well, to the same grid (quanto's own ``QLinear`` quantizer, then
+dequantized: the values a 4-bit file would hold), so an unlearning that lives in the embedding rows
+(``update.trainable: rows``) meets the attack as well.
 """
 
 from __future__ import annotations
@@ -45,37 +48,31 @@ def _rtn_(model, bits: int) -> None:
                 _rtn_weight_(mod.weight, bits)
 
 
-def quanto_group_size(width: int) -> int | None:
-    """The group size quanto's int4 layers use for rows of ``width`` values (``QModuleMixin``): 128, lowered
-    by 32 until it divides the width; None (per-row) when none down to 32 does."""
-    group = 128
-    if width <= group:
-        return None
-    while width % group != 0 and group > 32:
-        group -= 32
-    return group if width % group == 0 else None
+def _round_to_grid_(w: torch.Tensor, bits: int, method: str) -> None:
+    """Round a [rows, width] weight in place to the grid ``method`` gives a Linear layer of that shape: quanto's
+    own ``QLinear`` (int4 groups along the width, int8 per row), dequantized; or ``rtn``'s per-row grid."""
+    if method == "rtn":
+        _rtn_weight_(w, bits)
+        return
+    from optimum.quanto import qint4, qint8, quantize_module
+
+    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+    lin.weight = torch.nn.Parameter(w.detach().clone(), requires_grad=False)
+    q = quantize_module(lin, weights=qint8 if bits == 8 else qint4)
+    q.freeze()
+    w.copy_(q.weight.dequantize().to(w.dtype))
 
 
 def _quantize_embeddings_(model, bits: int, method: str) -> None:
-    """Round the input-embedding matrix in place to the ``bits``-bit grid of ``method`` (quanto: its int4
-    groups / int8 rows, dequantized; rtn: per-row round-to-nearest); a tied output layer shares it."""
-    w = model.get_input_embeddings().weight
+    """Round the input-embedding matrix and the output layer in place to the ``bits``-bit grid of ``method``.
+    Tied, they are one tensor; untied (row edits untie them, ``docs/rows.md``), both are rounded, as a GGUF file
+    rounds ``token_embd`` and ``output``."""
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    tensors = [emb] + ([out.weight] if out is not None and out.weight.data_ptr() != emb.data_ptr() else [])
     with torch.no_grad():
-        if method == "rtn":
-            _rtn_weight_(w, bits)
-            return
-        from optimum.quanto import AbsmaxOptimizer, MaxOptimizer, qint4, qint8, quantize_weight
-
-        if bits == 8:
-            scale = AbsmaxOptimizer()(w.data, qtype=qint8, axis=0)
-            q = quantize_weight(w.data, qtype=qint8, axis=0, scale=scale, optimized=False)
-        else:
-            group = quanto_group_size(w.shape[1])
-            scale, shift = MaxOptimizer()(w.data, qtype=qint4, axis=0, group_size=group)
-            q = quantize_weight(
-                w.data, qtype=qint4, axis=0, scale=scale, shift=shift, group_size=group, optimized=False
-            )
-        w.copy_(q.dequantize().to(w.dtype))
+        for w in tensors:
+            _round_to_grid_(w, bits, method)
 
 
 def bnb_available() -> bool:
@@ -106,20 +103,28 @@ def bnb_config(bits: int):
     raise ConfigError(f"--bits must be 8 or 4, got {bits}")
 
 
+def resolve_method(method: str, device: str, embeddings: bool = False) -> str:
+    """The back-end ``method`` names on ``device`` ("auto" resolved: bitsandbytes on CUDA when installed and the
+    embeddings are not asked for, quanto otherwise); refused in one line where it cannot run."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown quantization method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "auto":
+        method = "bnb" if device.startswith("cuda") and bnb_available() and not embeddings else "quanto"
+    if method == "bnb":
+        check_bnb(device)
+        if embeddings:
+            raise ConfigError("--embeddings needs --method quanto or rtn: bitsandbytes keeps the embeddings in 16 bits")
+    return method
+
+
 def quantize_model(path: str | Path, bits: int, method: str = "auto", device: str = "cpu", *, embeddings: bool = False):
     """Load the model at ``path`` with ``bits``-bit weights; returns (model, tokenizer, method label).
 
     ``embeddings``: also round the token embeddings (and a tied output layer) to the same grid."""
     if bits not in (4, 8):
         raise ConfigError(f"--bits must be 8 or 4, got {bits}")
-    if method not in METHODS:
-        raise ConfigError(f"unknown quantization method {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "auto":
-        method = "bnb" if device.startswith("cuda") and bnb_available() else "quanto"
+    method = resolve_method(method, device, embeddings)
     if method == "bnb":
-        check_bnb(device)
-        if embeddings:
-            raise ConfigError("--embeddings needs --method quanto or rtn: bitsandbytes keeps the embeddings in 16 bits")
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
@@ -166,6 +171,10 @@ def quantize_attack(
     """Scores of each model at full precision and at each bit width; recovery of the unlearned one.
 
     ``models`` maps labels to paths and must hold "unlearned", "theta0" and "retain_only"."""
+    for bits in bits_list:
+        if bits not in (4, 8):
+            raise ConfigError(f"--bits must be 8 or 4, got {bits}")
+    resolve_method(method, device, embeddings)  # refused before any model is loaded and scored
     out: dict = {"method": None, "embeddings": embeddings, "models": {}}
     cache_method = method + ("+embeddings" if embeddings else "")  # unchanged key without the option
     for label, path in models.items():

@@ -25,16 +25,19 @@ def attack_quantize(
     embeddings: Annotated[
         bool,
         typer.Option(
-            help="also round the token embeddings (and a tied output layer) to the same grid, as GGUF files do; "
-            "quanto or rtn only"
+            help="also round the token embeddings and the output layer to the same grid, as GGUF files do; "
+            "quanto or rtn only; results in <run>/attack-quantize-embeddings.json"
         ),
     ] = False,
     device: DeviceOpt = "cpu",
-    out: Annotated[Path | None, typer.Option(help="results JSON (default: <run>/attack-quantize.json)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="results JSON (default: <run>/attack-quantize.json, -embeddings.json with --embeddings)"),
+    ] = None,
 ):
     """Reload the unlearned weights in 8/4 bits; recovery = (F_q - F_unl) / (F_0 - F_unl), next to theta_0."""
     res = quantize_run(run, list(bits), method=method, device=device, embeddings=embeddings)
-    out = write_results(res, out or RunDir(run).attack_file("quantize"))
+    out = write_results(res, out or RunDir(run).attack_file("quantize-embeddings" if embeddings else "quantize"))
     out_console.print(tables.quantize_summary(res, out))
 
 
