@@ -8,7 +8,7 @@
 # Every stage is resumable (re-run the same line after an interruption: prepared models and finished
 # methods are kept, a method cut mid-stream resumes from its journal).  Cost on 2 CPU cores with the
 # default model: preparing the 120-request set trains theta_0 on 160 documents and the retain-only model
-# on 40 (roughly 1-1.5 hours); a closed-loop method spends about 20-40 s per request plus about 3 minutes
+# on 40 (24 minutes in session 13); a closed-loop method spends about 20-40 s per request plus about 3 minutes
 # per evaluation, so one 120-request method is about an hour: run it over several sessions.
 set -euo pipefail
 cd "$(dirname "$0")/.."

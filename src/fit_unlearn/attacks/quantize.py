@@ -103,6 +103,11 @@ def bnb_config(bits: int):
     raise ConfigError(f"--bits must be 8 or 4, got {bits}")
 
 
+def check_bits(bits: int) -> None:
+    if bits not in (4, 8):
+        raise ConfigError(f"--bits must be 8 or 4, got {bits}")
+
+
 def resolve_method(method: str, device: str, embeddings: bool = False) -> str:
     """The back-end ``method`` names on ``device`` ("auto" resolved: bitsandbytes on CUDA when installed and the
     embeddings are not asked for, quanto otherwise); refused in one line where it cannot run."""
@@ -120,9 +125,8 @@ def resolve_method(method: str, device: str, embeddings: bool = False) -> str:
 def quantize_model(path: str | Path, bits: int, method: str = "auto", device: str = "cpu", *, embeddings: bool = False):
     """Load the model at ``path`` with ``bits``-bit weights; returns (model, tokenizer, method label).
 
-    ``embeddings``: also round the token embeddings (and a tied output layer) to the same grid."""
-    if bits not in (4, 8):
-        raise ConfigError(f"--bits must be 8 or 4, got {bits}")
+    ``embeddings``: also round the token embeddings and the output layer to the same grid."""
+    check_bits(bits)
     method = resolve_method(method, device, embeddings)
     if method == "bnb":
         from transformers import AutoModelForCausalLM
@@ -172,8 +176,7 @@ def quantize_attack(
 
     ``models`` maps labels to paths and must hold "unlearned", "theta0" and "retain_only"."""
     for bits in bits_list:
-        if bits not in (4, 8):
-            raise ConfigError(f"--bits must be 8 or 4, got {bits}")
+        check_bits(bits)
     resolve_method(method, device, embeddings)  # refused before any model is loaded and scored
     out: dict = {"method": None, "embeddings": embeddings, "models": {}}
     cache_method = method + ("+embeddings" if embeddings else "")  # unchanged key without the option
