@@ -96,11 +96,10 @@ def bnb_config(bits: int):
     model quantized but the output layer (transformers keeps ``lm_head`` in 16 bits)."""
     from transformers import BitsAndBytesConfig
 
+    check_bits(bits)
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
-    if bits == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    raise ConfigError(f"--bits must be 8 or 4, got {bits}")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
 
 
 def check_bits(bits: int) -> None:

@@ -88,12 +88,12 @@ class Engine:
             else None
         )
         guard = cfg.loop.guard
-        if cfg.loop_enabled and guard.enabled and guard.scope == "update" and cfg.update.trainable == "lora":
-            if cfg.update.lora.mode != "stack":
-                raise ConfigError(
-                    "loop.guard.scope: update cannot tell which weights a merged LoRA update changed; use "
-                    "update.lora.mode: stack (the repair trains the request's adapter) or loop.guard.scope: all"
-                )
+        lora_merged = cfg.update.trainable == "lora" and cfg.update.lora.mode != "stack"
+        if cfg.loop_enabled and guard.enabled and guard.scope == "update" and lora_merged:
+            raise ConfigError(
+                "loop.guard.scope: update cannot tell which weights a merged LoRA update changed; use "
+                "update.lora.mode: stack (the repair trains the request's adapter) or loop.guard.scope: all"
+            )
         self.data = prepared_data(self.prepared)  # with the recorded retain-train / retain-eval split
         self.split_digest = load_split(self.prepared).digest()
         self.hooks = Evaluation(self.prepared, self.data, cfg.eval, self.run_dir, self._device())
