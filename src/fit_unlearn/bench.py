@@ -179,6 +179,11 @@ class BenchConfig(Section):
     """Weights' dtype of every run."""
     overrides: dict = Field(default_factory=dict)
     """Run configuration merged into every method's (e.g. ``{"update": {"lr": 1e-5}}``)."""
+    retrain_reference: bool = False
+    """Before the runs, retrain theta_0's recipe without the documents each seed's stream has forgotten at each
+    evaluation before the end (``fit_unlearn.retrain``, a fine-tuning run each), so that every evaluation also
+    reports F.D. against exact unlearning (``forget_degree_retrain``).  Not a setting the runs share: adding it
+    to a bench only adds the reference to the evaluations still to come."""
 
     @field_validator("methods")
     @classmethod
@@ -231,7 +236,7 @@ class BenchConfig(Section):
 
     def settings(self) -> dict:
         """What every run of the bench shares (a bench directory keeps them; methods and seeds may grow)."""
-        return self.model_dump(mode="json", exclude={"methods", "seeds"})
+        return self.model_dump(mode="json", exclude={"methods", "seeds", "retrain_reference"})
 
 
 def bench_config(**fields) -> BenchConfig:
@@ -333,6 +338,22 @@ def _same_settings(run, run_cfg) -> None:
         )
 
 
+def _build_retrain_references(cfg: BenchConfig, progress: bool) -> None:
+    """The exact-unlearning reference of every evaluation before the end of each seed's stream."""
+    from fit_unlearn.data.prepared import prepared_data
+    from fit_unlearn.retrain import build_retrain_reference, checkpoints, stream_prefixes
+
+    if cfg.overrides.get("stream", {}).get("source", "forget") != "forget":
+        raise ConfigError(
+            "retrain_reference needs the prepared forget split as the stream (its documents are what is retrained "
+            "without); drop stream.source from --set, or the reference"
+        )
+    n = cfg.requests or len(prepared_data(cfg.prepared).forget)
+    for seed in cfg.seeds:
+        for forgotten in stream_prefixes(cfg.prepared, seed, checkpoints(n, cfg.eval_every)):
+            build_retrain_reference(cfg.prepared, forgotten, device=cfg.device, progress=progress)
+
+
 def run_bench(
     cfg: BenchConfig,
     out: str | Path | BenchDir,
@@ -353,6 +374,8 @@ def run_bench(
             "bench --data DIR to prepare one)"
         )
     manifest = _open_manifest(bench, cfg, command)
+    if cfg.retrain_reference:
+        _build_retrain_references(cfg, progress)
     todo = [r for r in manifest["runs"] if r["method"] in cfg.methods and r["seed"] in cfg.seeds]
     # every run's configuration is built (validated) before the manifest is written: a bad --set must not
     # leave a bench that refuses the corrected command as "other settings"

@@ -43,9 +43,11 @@ REFERENCE_VERSION = 3
 class Reference:
     """Per-document scores of theta_0 and of the retain-only model (``reference.json``)."""
 
-    def __init__(self, data: dict):
+    def __init__(self, data: dict, retrain: Sequence[dict] = ()):
         self.data = data
         self._index = {m: {s: {it["id"]: it for it in data[m][s]} for s in ("forget", "retain")} for m in GOLD}
+        #: exact-unlearning references (``fit_unlearn.retrain``): each the forgotten set and its per-document items
+        self._retrain = {frozenset(e["forgotten"]): {it["id"]: it for it in e["items"]} for e in retrain}
 
     @classmethod
     def load(cls, prepared: str | Path | PreparedDir) -> Reference:
@@ -59,7 +61,16 @@ class Reference:
                 "256 tokens); run `fit-unlearn prepare` with the same arguments again: it rescores the gold models "
                 "without retraining them"
             )
-        return cls(data)
+        return cls(data, retrain_entries(prepared))
+
+    def retrain_items(self, forgotten: Sequence[str]) -> list[dict] | None:
+        """The per-document items of the model retrained without exactly ``forgotten`` (theta_0's recipe and
+        seed), in that order: the retain-only model when ``forgotten`` is the whole forget set, else a
+        reference ``fit_unlearn.retrain`` built; None when there is none for that set."""
+        if set(forgotten) == set(self.forget_ids):
+            return self.items("retain_only", "forget", forgotten)
+        idx = self._retrain.get(frozenset(forgotten))
+        return None if idx is None else [idx[i] for i in forgotten]
 
     def items(self, model: str, split: str, ids: Sequence[str]) -> list[dict]:
         idx = self._index[model][split]
@@ -104,6 +115,23 @@ class Reference:
     @property
     def holdout_stats(self) -> list[dict]:
         return self.data.get("holdout_stats_theta0", [])
+
+
+def retrain_entries(prepared: str | Path | PreparedDir, seed: int | None = None) -> list[dict]:
+    """The exact-unlearning references under ``prepared`` (``retrain/*/retrain.json``) that were retrained from
+    the prepared directory's current training inputs with ``seed`` (default: the recipe's, theta_0's own)."""
+    prepared = PreparedDir.of(prepared)
+    if not prepared.retrain.is_dir():
+        return []
+    key = json.loads(prepared.stages.read_text()).get("key") if prepared.stages.exists() else None
+    if seed is None and prepared.recipe.exists():
+        seed = json.loads(prepared.recipe.read_text())["finetune"]["seed"]
+    out = []
+    for f in sorted(prepared.retrain.glob("*/retrain.json")):
+        entry = json.loads(f.read_text())
+        if entry.get("training_key") == key and entry.get("seed") == seed:
+            out.append(entry)
+    return out
 
 
 def build_reference(
@@ -264,6 +292,13 @@ def _against_reference(ref: Reference, f, pend, r, whole, forgotten, pending, re
                 f.items, ref.items("retain_only", "forget", f_ids), ref.items("theta0", "forget", f_ids), strict=True
             )
         ]
+    if forgotten and known_f and (exact := ref.retrain_items(f_ids)) is not None:
+        gold = scores_from_items(exact)
+        reference["forget_retrain"] = gold["score"]
+        out["forget_degree_retrain"] = closeness(f.score, gold["score"])
+        if f.paraphrase is not None and "paraphrase" in gold:
+            reference["forget_retrain_paraphrase"] = gold["paraphrase"]["score"]
+            out["forget_degree_retrain_paraphrase"] = closeness(f.paraphrase["score"], gold["paraphrase"]["score"])
     if known_f and known_p and set(f_ids) | set(p_ids) == set(ref.forget_ids):  # the whole forget set only
         mix = ref.mixture(f_ids, p_ids)["score"]
         all_ids = f_ids + p_ids

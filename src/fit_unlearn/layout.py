@@ -6,6 +6,8 @@ A **prepared directory** (``fit-unlearn prepare --out``)::
     split.json                           retain-train / retain-eval division of the retain split
     theta0/  retain_only/                the two gold models
     recipe.json  stages.json  prepare.json  reference.json
+    retrain/<key>/{model files, retrain.json}  exact-unlearning references (``fit_unlearn.retrain``): theta_0's
+                                         recipe without the documents forgotten by step t of a stream
 
 A **run directory** (``fit-unlearn run --out``)::
 
@@ -73,6 +75,14 @@ class PreparedDir:
     @property
     def report(self) -> Path:
         return self.root / "prepare.json"
+
+    @property
+    def retrain(self) -> Path:
+        return self.root / "retrain"
+
+    def retrain_entry(self, key: str) -> Path:
+        """One exact-unlearning reference: its model files and ``retrain.json``."""
+        return self.retrain / key
 
     def model(self, name: str) -> Path:
         if name not in GOLD_MODELS:

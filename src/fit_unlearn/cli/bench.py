@@ -77,6 +77,13 @@ def bench_cmd(
     set_: Annotated[
         str | None, typer.Option("--set", help='JSON merged into every run config: \'{"update": {"lr": 1e-5}}\'')
     ] = None,
+    retrain_reference: Annotated[
+        bool,
+        typer.Option(
+            help="first retrain theta_0's recipe without the documents forgotten at each evaluation before the end "
+            "(a fine-tuning run each): every evaluation then also reports F.D. against exact unlearning"
+        ),
+    ] = False,
     report: Annotated[bool, typer.Option(help="render <out>/report at the end")] = True,
 ):
     """Run every method x seed (same requests per seed), resumable: run it again to continue or to add
@@ -101,6 +108,7 @@ def bench_cmd(
         device=device,
         dtype=dtype,
         overrides=overrides,
+        retrain_reference=retrain_reference,
     )
     command = " ".join(
         shlex.quote(str(a))
@@ -133,6 +141,7 @@ def bench_cmd(
             *(("--attacks", attacks) if attacks else ()),
             *("--device", device, "--dtype", dtype),
             *(("--set", set_) if set_ else ()),
+            *(("--retrain-reference",) if retrain_reference else ()),
         )
     )
     if data is not None:

@@ -129,4 +129,7 @@ def progress_postfix(evals: list[dict]) -> dict | None:
     def fmt(v):
         return "n/a" if v is None else f"{v:.3f}"
 
-    return {"t": e["t"], "F.D.strict": fmt(e.get("forget_degree_strict")), "R.U.": fmt(e.get("retain_utility"))}
+    out = {"t": e["t"], "F.D.strict": fmt(e.get("forget_degree_strict")), "R.U.": fmt(e.get("retain_utility"))}
+    if e.get("forget_degree_retrain") is not None:  # against exact unlearning (fit_unlearn.retrain)
+        out["F.D.retrain"] = fmt(e["forget_degree_retrain"])
+    return out

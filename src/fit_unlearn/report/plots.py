@@ -121,6 +121,7 @@ def plot_forget_scores(summary: dict, path: Path) -> Path | None:
         for key, label, style in (
             ("F_forgotten", "forgotten (requested so far)", {"color": "C3"}),
             ("F_forgotten_retain_only", "retain-only model on them (target)", {"color": "C3", "linestyle": ":"}),
+            ("F_forgotten_retrain", "retrained without them (exact)", {"color": "C3", "linestyle": "--"}),
             ("F_pending", "not yet requested", {"color": "C0"}),
             ("F_pending_theta0", "theta_0 on them (untouched)", {"color": "C0", "linestyle": ":"}),
         ):

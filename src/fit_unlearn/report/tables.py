@@ -195,9 +195,20 @@ def eval_summary(res: dict, out: str | Path) -> Group:
 
 def run_table(results: dict, out: str | Path) -> Table:
     """One row per evaluation of a run (``Engine.run`` / ``results.json``)."""
+    exact = any(e.get("forget_degree_retrain") is not None for e in results["evals"])
     table = _table(
         f"run {out}",
-        ("t", "F (forgotten)", "R (retain-eval)", "F.D. strict", "F.D. paper", "collateral", "R.U.", "MIA AUC"),
+        (
+            "t",
+            "F (forgotten)",
+            "R (retain-eval)",
+            "F.D. strict",
+            *(("F.D. retrain",) if exact else ()),
+            "F.D. paper",
+            "collateral",
+            "R.U.",
+            "MIA AUC",
+        ),
     )
     for e in results["evals"]:
         table.add_row(
@@ -205,6 +216,7 @@ def run_table(results: dict, out: str | Path) -> Table:
             f"{e['forget']['score']:.2f}",
             f"{e['retain']['score']:.2f}",
             fmt(e.get("forget_degree_strict")),
+            *((fmt(e.get("forget_degree_retrain")),) if exact else ()),
             fmt(e.get("forget_degree_paper")),
             fmt(e.get("collateral_forget")),
             fmt(e.get("retain_utility")),
@@ -390,15 +402,17 @@ def bench_table(summary: dict) -> Table:
     """Strict F.D. / R.U. per method and checkpoint (mean +- std over seeds), cost and ratio to NPO (a
     summary of ``fit_unlearn.summary.summarise``)."""
     ts = sorted({e["t"] for m in summary["methods"].values() for e in m["evals"]})
-    table = _table(
-        "strict F.D. / R.U. per checkpoint", ("method", "seeds", *(f"t={t}" for t in ts), "s/request", "ratio to NPO")
-    )
+    exact = any(e.get("forget_degree_retrain") for m in summary["methods"].values() for e in m["evals"])
+    title = "strict F.D. / R.U." + (" (F.D. against exact unlearning)" if exact else "") + " per checkpoint"
+    table = _table(title, ("method", "seeds", *(f"t={t}" for t in ts), "s/request", "ratio to NPO"))
+
+    def cell(e: dict) -> str:
+        out = f"{_agg(e.get('forget_degree_strict'))} / {_agg(e.get('retain_utility'))}"
+        return out + (f" ({_agg(e['forget_degree_retrain'])})" if e.get("forget_degree_retrain") else "")
+
     for name, m in summary["methods"].items():
         by_t = {e["t"]: e for e in m["evals"]}
-        cells = [
-            f"{_agg(e.get('forget_degree_strict'))} / {_agg(e.get('retain_utility'))}" if (e := by_t.get(t)) else "-"
-            for t in ts
-        ]
+        cells = [cell(e) if (e := by_t.get(t)) else "-" for t in ts]
         ratio = "1" if name == "npo" else _agg(m["cost"]["ratio_to_npo"], ".2f")
         seeds = ", ".join(map(str, m["seeds"]))
         table.add_row(name, seeds, *cells, _agg(m["cost"]["seconds_per_request"], ".2f"), ratio)
