@@ -694,3 +694,13 @@ def test_row_edits_index_the_corpus_but_never_retain_eval(tiny_prepared, tmp_pat
     eng.close()
     rec = res["requests"][0]
     assert rec["rows"]["edited"] and rec["params_touched"] == len(rec["rows"]["tokens"]) * 64
+
+
+def test_the_evaluation_schedule():
+    from fit_unlearn.engine.config import EvalSection
+
+    assert EvalSection(every=2).checkpoints(5) == [2, 4, 5]
+    assert EvalSection(every=None).checkpoints(4) == [4]
+    assert EvalSection(every=3).checkpoints(6) == [3, 6]
+    assert EvalSection(every=2, at_end=False).checkpoints(5) == [2, 4]
+    assert not EvalSection(every=2).due(0) and EvalSection(every=2).due(4) and not EvalSection(every=2).due(5)

@@ -21,13 +21,14 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import Field
 
-from fit_unlearn.data.documents import DataSplits, write_jsonl
+from fit_unlearn.data.documents import DataSplits, Document, write_jsonl
 from fit_unlearn.data.prepared import load_split, prepared_data
 from fit_unlearn.data.splits import DEFAULT_EVAL_FRACTION, RetainSplit, split_from_ids, split_retain
 from fit_unlearn.errors import ConfigError
@@ -110,6 +111,32 @@ def prepared_from_other(data: DataSplits, out: str | Path, cfg: PrepareConfig = 
     return [words[k] for k, v in mine.items() if recipe.get(k) not in (None, v)]
 
 
+def train_gold(
+    base_path: str | Path,
+    docs: Sequence[Document],
+    recipe: FinetuneConfig,
+    *,
+    train_on_qa: bool,
+    freeze_embeddings: bool,
+    replay: Sequence[str] = (),
+    device: str = "cpu",
+    dtype: str = "fp32",
+    desc: str = "fine-tune",
+    progress: bool = True,
+):
+    """The base model fine-tuned on ``docs`` (their QA pairs too with ``train_on_qa``) and ``replay`` facts:
+    how theta_0, the retain-only model and every exact-unlearning reference (``fit_unlearn.retrain``) are made.
+    Returns (model, tokenizer, :class:`~fit_unlearn.training.FinetuneResult`)."""
+    model, tok = load_model(base_path, device=device, dtype=dtype)
+    if freeze_embeddings:
+        for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if emb is not None:
+                emb.weight.requires_grad_(False)
+    examples = training_examples(tok, docs, with_qa=train_on_qa)
+    examples += [doc_example(tok, f) for f in replay]
+    return model, tok, finetune(model, tok, examples, recipe, desc=desc, progress=progress)
+
+
 def prepare(
     data: DataSplits, out: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True, force: bool = False
 ) -> dict:
@@ -159,15 +186,18 @@ def prepare(
         if name in stages and (layout.model(name) / "config.json").exists():
             log.info("%s already trained (resumed)", name)
             continue
-        model, tok = load_model(base_path, device=cfg.device, dtype=cfg.dtype)
-        if cfg.freeze_embeddings:
-            model.get_input_embeddings().weight.requires_grad_(False)
-            out_emb = model.get_output_embeddings()
-            if out_emb is not None:
-                out_emb.weight.requires_grad_(False)
-        examples = training_examples(tok, docs, with_qa=cfg.train_on_qa)
-        examples += [doc_example(tok, f) for f in replay]
-        res = finetune(model, tok, examples, cfg.recipe, desc=f"prepare {name}", progress=progress)
+        model, tok, res = train_gold(
+            base_path,
+            docs,
+            cfg.recipe,
+            train_on_qa=cfg.train_on_qa,
+            freeze_embeddings=cfg.freeze_embeddings,
+            replay=replay,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            desc=f"prepare {name}",
+            progress=progress,
+        )
         stages[name] = {
             "seconds": res.seconds,
             "epochs": res.epochs_run,

@@ -110,6 +110,15 @@ class EvalSection(Section):
     """Evaluate after every N applied requests (``null``: only at the end)."""
     at_end: bool = True
     """Evaluate once more after the last request."""
+
+    def due(self, t: int) -> bool:
+        """Whether the stream is evaluated after its t-th applied request (besides the end, ``at_end``)."""
+        return bool(self.every and t and t % self.every == 0)
+
+    def checkpoints(self, n: int) -> list[int]:
+        """Every t a stream that applies ``n`` requests is evaluated at."""
+        return [t for t in range(1, n + 1) if self.due(t) or (self.at_end and t == n)]
+
     batch_size: int = Field(default=16, ge=1)
     """Sequences per scoring batch."""
     T: int | None = Field(default=None, ge=1)

@@ -486,9 +486,8 @@ class Engine:
     def _evaluate_if_due(self) -> None:
         """Evaluate at t when t is a multiple of ``eval.every`` and t has no evaluation yet: after an item,
         and on resume, where a crash during the evaluation that followed the checkpoint at t lost it."""
-        every = self.cfg.eval.every
         t = len(self.forgotten)
-        if every and t and t % every == 0 and (not self.evals or self.evals[-1]["t"] != t):
+        if self.cfg.eval.due(t) and (not self.evals or self.evals[-1]["t"] != t):
             self.evaluate()
 
     def checkpoint(self) -> Path | None:
