@@ -18,9 +18,10 @@ model): how far two retrainings differ by chance.
     python benchmarks/retrain_reference.py --prepared fit_runs/prepared --at 20,40 --name synth60 \\
         --runs fit_runs/bench-rows60b/runs/ga-rows-loop-s0 fit_runs/bench-rows60b/runs/npo-s0
 
-Every other run must have applied the same first t requests as the first (the same stream seed), or it is
-refused.  The retrained models stay under ``<prepared>/retrain/`` and are reused by a later call and by the
-evaluations of later runs.  Writes benchmarks/results/retrain_reference-<name>.{json,md}.
+The forgotten documents at t are those of the first run's evaluation at t (its eval file); every other run
+evaluated at t must have forgotten the same ones (the same stream seed), or it is refused.  The retrained
+models stay under ``<prepared>/retrain/`` and are reused by a later call and by the evaluations of later runs.
+Writes benchmarks/results/retrain_reference-<name>.{json,md}.
 """
 
 from __future__ import annotations
@@ -46,20 +47,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_io import write_results  # noqa: E402
 
 
-def applied_ids(run: Path) -> list[str]:
-    """The request ids a run applied, in stream order (its journal's ``applied`` events, less those a resume
-    rolled back)."""
-    journal = run / "journal.jsonl"
-    if not journal.exists():
-        raise SystemExit(f"{run}: no journal.jsonl; give a run directory of `fit-unlearn run` or `bench`")
-    by_position: dict[int, str] = {}
-    for line in journal.read_text().splitlines():
-        e = json.loads(line) if line.strip() else {}
-        if e.get("event") == "applied":
-            by_position[e["position"]] = e["id"]
-        elif e.get("event") == "rolled_back":  # undone by a resume from an earlier state: re-applied later
-            by_position = {p: i for p, i in by_position.items() if p < e["position"]}
-    return [by_position[p] for p in sorted(by_position)]
+def forgotten_at(run: Path, t: int) -> list[str] | None:
+    """The ids of the documents a run had forgotten when it was evaluated at t (its eval file), or None."""
+    path = run / "evals" / f"eval-t{t:05d}.json"
+    if not path.exists():
+        return None
+    return [it["id"] for it in json.loads(path.read_text())["items"]["forget"]]
 
 
 def run_score(run: Path, t: int) -> dict | None:
@@ -87,18 +80,17 @@ def main() -> None:
     prep = PreparedDir(args.prepared)
     data = prepared_data(prep)
     ref = Reference.load(prep)
-    order = applied_ids(args.runs[0])
     steps = sorted({int(x) for x in args.at.split(",")})
     out: dict = {"prepared": args.prepared, "seed": args.seed, "at": {}}
     t0 = time.perf_counter()
     for t in steps:
-        if t > len(order):
-            raise SystemExit(f"--at {t}: {args.runs[0]} applied only {len(order)} requests")
-        forgotten = order[:t]
+        forgotten = forgotten_at(args.runs[0], t)
+        if forgotten is None:
+            raise SystemExit(f"--at {t}: {args.runs[0]} has no evaluation at t = {t}")
         for run in args.runs[1:]:
-            mine = applied_ids(run)
-            if len(mine) >= t and mine[:t] != forgotten:
-                raise SystemExit(f"{run}: its first {t} requests differ from {args.runs[0]}'s (another stream seed?)")
+            theirs = forgotten_at(run, t)
+            if theirs is not None and set(theirs) != set(forgotten):
+                raise SystemExit(f"{run}: it had forgotten other documents than {args.runs[0]} at t = {t}")
         entry = build_retrain_reference(prep, forgotten, seed=args.seed)
         where = prep.retrain_entry(entry_key(forgotten, entry["seed"], entry["training_key"]))
         model, tok = load_model(where)
@@ -108,7 +100,7 @@ def main() -> None:
         gold = ref.score("retain_only", "forget", forgotten)
         theta0 = ref.score("theta0", "forget", forgotten)
         row: dict = {
-            "retrain": {"documents": entry["trained_on"], "dir": str(where), **entry["training"]},
+            "retrain": {"dir": str(where), **entry["training"]},
             "F": {
                 "retrained": mine["score"],
                 "retain_only": gold["score"],

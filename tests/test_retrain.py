@@ -23,28 +23,36 @@ def prepared(tiny_prepared, tmp_path_factory):
     return out, forgotten
 
 
-def test_the_retrained_model_never_saw_the_forgotten_documents(prepared):
+def test_the_retrained_model_never_saw_the_forgotten_documents_and_learned_the_others(prepared):
+    from fit_unlearn.data.prepared import prepared_data
     from fit_unlearn.evaluation import Reference, retrain_entries
-    from fit_unlearn.metrics.scores import scores_from_items
+    from fit_unlearn.layout import PreparedDir
+    from fit_unlearn.metrics.scores import evaluate_split, scores_from_items
+    from fit_unlearn.models import load_model
+    from fit_unlearn.retrain import entry_key
 
     out, forgotten = prepared
     (entry,) = retrain_entries(out)
     ref = Reference.load(out)
     assert entry["forgotten"] == forgotten
-    assert entry["trained_on"] == 8 - 2 + 6  # the other six forget documents and every retain document
+    assert entry["training"]["documents"] == 8 - 2 + 6  # the other six forget documents and every retain one
     assert [it["id"] for it in entry["items"]] == forgotten
     retrained = scores_from_items(entry["items"])["score"]
-    theta0 = ref.score("theta0", "forget", forgotten)["score"]
-    others = [i for i in ref.forget_ids if i not in forgotten]
-    assert theta0 > 2 * retrained  # theta_0 memorised them; the retrained model never saw them
-    assert ref.score("theta0", "forget", others)["score"] > 2 * retrained
+    assert ref.score("theta0", "forget", forgotten)["score"] > 2 * retrained  # theta_0 memorised them
+    # the saved model: the forget documents it was trained on are known as theta_0 knows them
+    where = PreparedDir(out).retrain_entry(entry_key(forgotten, entry["seed"], entry["training_key"]))
+    model, tok = load_model(where)
+    others = [d for d in prepared_data(out).forget if d.id not in forgotten]
+    kept = evaluate_split(model, tok, others).score
+    assert kept > 2 * retrained
+    assert kept == pytest.approx(ref.score("theta0", "forget", [d.id for d in others])["score"], rel=0.35)
 
 
 def test_a_second_build_reuses_the_reference(prepared, monkeypatch):
     import fit_unlearn.retrain as retrain
 
     out, forgotten = prepared
-    monkeypatch.setattr(retrain, "finetune", lambda *a, **k: pytest.fail("retrained again"))
+    monkeypatch.setattr(retrain, "train_gold", lambda *a, **k: pytest.fail("retrained again"))
     again = retrain.build_retrain_reference(out, list(reversed(forgotten)), progress=False)
     assert again["forgotten"] == forgotten
 
@@ -84,7 +92,7 @@ def test_evaluation_reports_fd_against_exact_unlearning(prepared):
     )
     assert res["forget_degree_retrain"] < 0.5  # theta_0 has forgotten nothing
     one = evaluate_model(model, tok, forgotten=docs[:1], retain=data.retain_eval, reference=ref, probe=False)
-    assert "forget_degree_retrain" not in one  # no reference for that set: not reported
+    assert one["forget_degree_retrain"] is None  # no reference for that set: undefined
 
 
 def test_a_reference_of_another_seed_or_other_training_inputs_is_not_used(prepared, tmp_path):
@@ -103,42 +111,64 @@ def test_a_reference_of_another_seed_or_other_training_inputs_is_not_used(prepar
     assert Reference.load(copy).retrain_items(forgotten) is None
 
 
-@pytest.mark.parametrize("which", ["none", "all", "unknown"])
-def test_a_forgotten_set_that_is_not_a_proper_part_of_the_forget_split_is_refused(prepared, which):
+@pytest.mark.parametrize(
+    ("which", "says"),
+    [("none", "at least one"), ("all", "the retain-only model itself"), ("unknown", "not forget documents")],
+)
+def test_a_forgotten_set_that_is_not_a_proper_part_of_the_forget_split_is_refused(prepared, which, says):
     from fit_unlearn.evaluation import Reference
     from fit_unlearn.retrain import build_retrain_reference
 
     out, _ = prepared
     ids = {"none": [], "all": Reference.load(out).forget_ids, "unknown": ["retain-0000"]}[which]
-    with pytest.raises(ConfigError, match="forget"):
+    with pytest.raises(ConfigError, match=says):
         build_retrain_reference(out, ids, progress=False)
 
 
-def test_checkpoints_and_stream_prefixes_follow_the_bench_stream(prepared):
+def test_every_document_forgotten_with_another_seed_is_a_second_retain_only_model(prepared, tmp_path):
+    from fit_unlearn.evaluation import Reference, retrain_entries
+    from fit_unlearn.retrain import build_retrain_reference
+
+    out = tmp_path / "prep"
+    shutil.copytree(prepared[0], out)
+    ref = Reference.load(out)
+    entry = build_retrain_reference(out, ref.forget_ids, seed=1, progress=False)
+    assert entry["training"]["documents"] == 6 and entry["seed"] == 1  # the retain documents alone
+    assert retrain_entries(out, seed=1)[-1]["forgotten"] == ref.forget_ids
+    assert entry["items"] != ref.items("retain_only", "forget", ref.forget_ids)  # another model than the gold
+
+
+def test_stream_prefixes_follow_the_stream_order(prepared):
     from fit_unlearn.data.prepared import prepared_data
     from fit_unlearn.data.streams import stream_order
-    from fit_unlearn.retrain import checkpoints, stream_prefixes
+    from fit_unlearn.retrain import stream_prefixes
 
     out, _ = prepared
-    assert checkpoints(5, 2) == [2, 4, 5] and checkpoints(4, None) == [4] and checkpoints(6, 3) == [3, 6]
     order = [d.id for d in stream_order(prepared_data(out).forget, 1)]
     assert stream_prefixes(out, 1, [2, 4, 8]) == [order[:2], order[:4]]  # t = T: the retain-only model
 
 
-def test_bench_builds_the_references_of_its_checkpoints_before_the_runs(prepared, monkeypatch, tmp_path):
+def test_bench_builds_the_references_of_its_runs_checkpoints(prepared, monkeypatch, tmp_path):
     import fit_unlearn.retrain as retrain
     from fit_unlearn.bench import BenchConfig, _build_retrain_references
 
     out, _ = prepared
     built = []
     monkeypatch.setattr(retrain, "build_retrain_reference", lambda p, f, **k: built.append(list(f)))
-    cfg = BenchConfig(prepared=out, methods=("npo",), seeds=(0, 1), requests=5, eval_every=2, retrain_reference=True)
-    _build_retrain_references(cfg, progress=False)
+
+    def configs(**kw):
+        cfg = BenchConfig(prepared=out, methods=("npo", "ga"), seeds=(0, 1), requests=5, eval_every=2, **kw)
+        return [cfg.run_config(m, s, tmp_path / f"{m}-{s}") for m in cfg.methods for s in cfg.seeds]
+
+    _build_retrain_references(out, configs(), "cpu", progress=False)
+    # each seed's sets once, whatever the number of methods; t = 5 (the end) is a checkpoint too
     assert built == [*retrain.stream_prefixes(out, 0, [2, 4, 5]), *retrain.stream_prefixes(out, 1, [2, 4, 5])]
-    assert "retrain_reference" not in cfg.settings()  # adding it to a bench does not change what the runs share
-    bad = BenchConfig(prepared=out, retrain_reference=True, overrides={"stream": {"source": "requests.jsonl"}})
+    built.clear()
+    _build_retrain_references(out, configs(overrides={"eval": {"every": 3, "at_end": False}}), "cpu", progress=False)
+    assert built == [*retrain.stream_prefixes(out, 0, [3]), *retrain.stream_prefixes(out, 1, [3])]  # the runs' own
+    assert "retrain_reference" not in BenchConfig(retrain_reference=True).settings()  # not a setting runs share
     with pytest.raises(ConfigError, match="prepared forget split"):
-        _build_retrain_references(bad, progress=False)
+        _build_retrain_references(out, configs(overrides={"stream": {"source": "x.jsonl"}}), "cpu", progress=False)
 
 
 def test_a_bench_with_the_reference_reports_fd_against_exact_unlearning(prepared, tmp_path):
@@ -161,3 +191,20 @@ def test_a_bench_with_the_reference_reports_fd_against_exact_unlearning(prepared
     assert at3["forget_degree_retrain"] is not None  # built by the bench itself
     md = render_report([tmp_path / "bench"], tmp_path / "report").with_suffix(".md").read_text()
     assert "F.D. retrain" in md
+
+
+def test_a_reference_scored_on_other_evaluation_data_is_rescored_not_retrained(prepared, tmp_path, monkeypatch):
+    import fit_unlearn.retrain as retrain
+    from fit_unlearn.evaluation import Reference, retrain_entries
+    from fit_unlearn.layout import PreparedDir
+
+    out = tmp_path / "prep"
+    shutil.copytree(prepared[0], out)
+    forgotten = prepared[1]
+    ref_file = PreparedDir(out).reference
+    ref_file.write_text(json.dumps({**json.loads(ref_file.read_text()), "data_hash": "new paraphrases"}))
+    assert retrain_entries(out) == [] and Reference.load(out).retrain_items(forgotten) is None  # not served stale
+    monkeypatch.setattr(retrain, "train_gold", lambda *a, **k: pytest.fail("retrained"))
+    entry = retrain.build_retrain_reference(out, forgotten, progress=False)
+    assert entry["scored"]["data_hash"] == "new paraphrases"
+    assert Reference.load(out).retrain_items(forgotten) is not None

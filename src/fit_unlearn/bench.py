@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 
 from fit_unlearn.errors import ConfigError
-from fit_unlearn.layout import BenchDir, PreparedDir
+from fit_unlearn.layout import BenchDir, PreparedDir, RunDir
 from fit_unlearn.prepare import PrepareConfig
 from fit_unlearn.provenance import provenance
 from fit_unlearn.schema import Section, format_validation_error
@@ -338,20 +338,25 @@ def _same_settings(run, run_cfg) -> None:
         )
 
 
-def _build_retrain_references(cfg: BenchConfig, progress: bool) -> None:
-    """The exact-unlearning reference of every evaluation before the end of each seed's stream."""
+def _build_retrain_references(prepared: Path, configs: list, device: str, progress: bool) -> None:
+    """The exact-unlearning reference of every evaluation before the end of the streams of ``configs`` (run
+    configurations, validated): their stream order, length and evaluation schedule, each set built once."""
     from fit_unlearn.data.prepared import prepared_data
-    from fit_unlearn.retrain import build_retrain_reference, checkpoints, stream_prefixes
+    from fit_unlearn.retrain import build_retrain_reference, stream_prefixes
 
-    if cfg.overrides.get("stream", {}).get("source", "forget") != "forget":
-        raise ConfigError(
-            "retrain_reference needs the prepared forget split as the stream (its documents are what is retrained "
-            "without); drop stream.source from --set, or the reference"
-        )
-    n = cfg.requests or len(prepared_data(cfg.prepared).forget)
-    for seed in cfg.seeds:
-        for forgotten in stream_prefixes(cfg.prepared, seed, checkpoints(n, cfg.eval_every)):
-            build_retrain_reference(cfg.prepared, forgotten, device=cfg.device, progress=progress)
+    n_forget = len(prepared_data(prepared).forget)
+    sets: dict[frozenset, list[str]] = {}
+    for c in configs:
+        if c.stream.source != "forget":
+            raise ConfigError(
+                f"--retrain-reference needs the prepared forget split as the stream, not {c.stream.source!r} (its "
+                "documents are what is retrained without): drop stream.source from --set, or the reference"
+            )
+        n = min(c.stream.limit or n_forget, n_forget)
+        for forgotten in stream_prefixes(prepared, c.stream.order_seed, c.eval.checkpoints(n)):
+            sets.setdefault(frozenset(forgotten), forgotten)
+    for forgotten in sets.values():
+        build_retrain_reference(prepared, forgotten, device=device, progress=progress)
 
 
 def run_bench(
@@ -374,13 +379,14 @@ def run_bench(
             "bench --data DIR to prepare one)"
         )
     manifest = _open_manifest(bench, cfg, command)
-    if cfg.retrain_reference:
-        _build_retrain_references(cfg, progress)
     todo = [r for r in manifest["runs"] if r["method"] in cfg.methods and r["seed"] in cfg.seeds]
     # every run's configuration is built (validated) before the manifest is written: a bad --set must not
     # leave a bench that refuses the corrected command as "other settings"
     configs = [cfg.run_config(r["method"], r["seed"], bench.run(r["method"], r["seed"]).root) for r in todo]
     _write_manifest(bench, manifest)
+    if cfg.retrain_reference:
+        unfinished = [c for c in configs if not RunDir(c.out).results.exists()]
+        _build_retrain_references(cfg.prepared, unfinished, cfg.device, progress)
     for i, (entry, run_cfg) in enumerate(zip(todo, configs, strict=True)):
         run = bench.run(entry["method"], entry["seed"])
         status = "finished" if run.results.exists() else "resumed" if run.is_run() else "started"

@@ -118,18 +118,21 @@ class Reference:
 
 
 def retrain_entries(prepared: str | Path | PreparedDir, seed: int | None = None) -> list[dict]:
-    """The exact-unlearning references under ``prepared`` (``retrain/*/retrain.json``) that were retrained from
-    the prepared directory's current training inputs with ``seed`` (default: the recipe's, theta_0's own)."""
+    """The exact-unlearning references under ``prepared`` (``retrain/*/retrain.json``) retrained from the
+    prepared directory's current training inputs with ``seed`` (default: the recipe's, theta_0's own) and scored
+    on its current evaluation data with the current scorer (``fit_unlearn.retrain`` rescores the others)."""
     prepared = PreparedDir.of(prepared)
-    if not prepared.retrain.is_dir():
+    if not prepared.retrain.is_dir() or not prepared.stages.exists() or not prepared.reference.exists():
         return []
-    key = json.loads(prepared.stages.read_text()).get("key") if prepared.stages.exists() else None
+    key = json.loads(prepared.stages.read_text()).get("key")
+    ref = json.loads(prepared.reference.read_text())
+    scored = {k: ref.get(k) for k in ("version", "data_hash")}
     if seed is None and prepared.recipe.exists():
         seed = json.loads(prepared.recipe.read_text())["finetune"]["seed"]
     out = []
     for f in sorted(prepared.retrain.glob("*/retrain.json")):
         entry = json.loads(f.read_text())
-        if entry.get("training_key") == key and entry.get("seed") == seed:
+        if entry.get("training_key") == key and entry.get("seed") == seed and entry.get("scored") == scored:
             out.append(entry)
     return out
 
@@ -215,7 +218,8 @@ def evaluate_model(
     documents (default: the reference's forget set, else len(forgotten) + len(pending)).
 
     ``retain`` must be retain-eval (documents no unlearning step anchors on).  With a ``reference``:
-    ``forget_degree_strict`` (and its paraphrase variant), ``forget_degree_paper``, ``collateral_forget``,
+    ``forget_degree_strict`` (and its paraphrase variant), ``forget_degree_retrain`` (against exact unlearning,
+    where ``fit_unlearn.retrain`` built the reference, and at t = T), ``forget_degree_paper``, ``collateral_forget``,
     ``retain_utility`` and the capital probe against theta_0; a value that cannot be defined is None (e.g.
     strict F.D. for requests that are not prepared forget documents, collateral at t = T)."""
     forgotten, pending = list(forgotten), list(pending)
@@ -270,6 +274,8 @@ def _against_reference(ref: Reference, f, pend, r, whole, forgotten, pending, re
         "forget_degree_strict_paraphrase": None,
         "forget_degree_paper": None,
         "collateral_forget": None,
+        "forget_degree_retrain": None,
+        "forget_degree_retrain_paraphrase": None,
     }
     reference: dict = {}
     if forgotten and known_f:

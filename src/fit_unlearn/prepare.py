@@ -169,7 +169,11 @@ def prepare(
         "dtype": cfg.dtype,
         "theta0_trained_on": "forget + retain (retain-train and retain-eval)" + (" + replay" if cfg.replay_n else ""),
         "retain_only_trained_on": "retain" + (" + replay" if cfg.replay_n else ""),
-        "replay": {"n": cfg.replay_n, "source": "countryinfo (MIT): countries outside the probe set"},
+        "replay": {
+            "n": cfg.replay_n,
+            "probe_n": cfg.probe_n,  # the replay facts are the countries outside the first probe_n
+            "source": "countryinfo (MIT): countries outside the probe set",
+        },
     }
     layout.recipe.write_text(json.dumps(recipe, indent=2))
     probes = capital_probes(cfg.probe_n)

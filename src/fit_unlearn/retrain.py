@@ -25,6 +25,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from fit_unlearn.data.prepared import prepared_data
 from fit_unlearn.data.streams import stream_order
 from fit_unlearn.errors import ConfigError
@@ -32,8 +34,8 @@ from fit_unlearn.layout import PreparedDir
 from fit_unlearn.metrics.probes import replay_facts
 from fit_unlearn.metrics.scores import evaluate_split
 from fit_unlearn.models import load_model, model_hash, save_model
-from fit_unlearn.text import doc_example, training_examples
-from fit_unlearn.training import FinetuneConfig, finetune
+from fit_unlearn.prepare import train_gold
+from fit_unlearn.training import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,6 @@ def entry_key(forgotten: Sequence[str], seed: int, training_key: str) -> str:
     """The directory name of one reference: the forgotten set (order-free), the seed and the training inputs."""
     blob = json.dumps({"forgotten": sorted(forgotten), "seed": seed, "training": training_key})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def checkpoints(requests: int, every: int | None) -> list[int]:
-    """The steps t a stream of ``requests`` evaluates at: every ``every`` requests and at the end."""
-    ts = set(range(every, requests + 1, every)) if every else set()
-    return sorted(ts | {requests})
 
 
 def stream_prefixes(
@@ -60,6 +56,15 @@ def stream_prefixes(
     return [ids[:t] for t in steps if 0 < t < len(ids)]
 
 
+def _read(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path.parent}: no {path.name}; run `fit-unlearn prepare` to make it {what}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); run `fit-unlearn prepare` again") from None
+
+
 def build_retrain_reference(
     prepared: str | Path | PreparedDir,
     forgotten: Sequence[str],
@@ -69,12 +74,12 @@ def build_retrain_reference(
     progress: bool = True,
 ) -> dict:
     """Retrain theta_0's recipe without ``forgotten`` (forget document ids) and score those documents; kept
-    under ``<prepared>/retrain/<key>/`` and returned as is by a later call with the same set and seed."""
+    under ``<prepared>/retrain/<key>/`` and returned as is by a later call with the same set and seed (rescored,
+    not retrained, when the evaluation data or scorer changed since: new paraphrases, another reference version)."""
     prep = PreparedDir.of(prepared)
-    if not prep.recipe.exists() or not prep.stages.exists():
-        raise ConfigError(f"{prep.root}: not a prepared directory (no recipe.json); run `fit-unlearn prepare` first")
-    recipe = json.loads(prep.recipe.read_text())
-    stages = json.loads(prep.stages.read_text())
+    recipe = _read(prep.recipe, "a prepared directory")
+    stages = _read(prep.stages, "a prepared directory")
+    scored = {k: _read(prep.reference, "a prepared directory").get(k) for k in ("version", "data_hash")}
     data = prepared_data(prep)
     by_id = {d.id: d for d in data.forget}
     unknown = [i for i in forgotten if i not in by_id]
@@ -82,50 +87,70 @@ def build_retrain_reference(
         raise ConfigError(
             f"{unknown[:3]} are not forget documents of {prep.root}: retrain without documents of its forget split"
         )
-    cfg = FinetuneConfig.model_validate(recipe["finetune"])
-    seed = cfg.seed if seed is None else seed
-    if not forgotten or (len(set(forgotten)) == len(by_id) and seed == cfg.seed):
+    try:
+        theta0_seed = FinetuneConfig.model_validate(recipe["finetune"]).seed
+        seed = theta0_seed if seed is None else seed
+        cfg = FinetuneConfig.model_validate({**recipe["finetune"], "seed": seed})
+        train_on_qa, freeze, dtype = recipe["train_on_qa"], recipe["freeze_embeddings"], recipe["dtype"]
+        base, base_hash, training_key = Path(recipe["base_model"]), recipe["base_model_hash"], stages["key"]
+    except (KeyError, ValidationError) as e:
         raise ConfigError(
-            "a retrain reference forgets some of the forget documents, not none, nor all with theta_0's seed (that is "
-            "the retain-only model); another --seed measures how far two such models differ"
+            f"{prep.recipe}: written by another fit-unlearn ({str(e).splitlines()[0]}); run `fit-unlearn prepare` again"
+        ) from None
+    if not forgotten:
+        raise ConfigError("a retrain reference needs at least one forgotten document")
+    if len(set(forgotten)) == len(by_id) and seed == theta0_seed:
+        raise ConfigError(
+            "every forget document forgotten with theta_0's seed is the retain-only model itself; give another seed "
+            "to measure how far two such models differ"
         )
-    cfg = cfg.model_copy(update={"seed": seed})
-    where = prep.retrain_entry(entry_key(forgotten, seed, stages["key"]))
+    where = prep.retrain_entry(entry_key(forgotten, seed, training_key))
     done = where / "retrain.json"
+    docs = [by_id[i] for i in forgotten]
     if done.exists():
-        return json.loads(done.read_text())
-    base = Path(recipe["base_model"])
-    if not (base / "config.json").exists() or model_hash(base) != recipe["base_model_hash"]:
-        raise ConfigError(
-            f"{base}: not the base model theta_0 was fine-tuned from (missing or changed); a retrain reference needs "
-            "it: restore it or prepare again"
+        entry = json.loads(done.read_text())
+        if entry.get("scored") == scored:
+            return entry
+        model, tok = load_model(where, device=device)  # the evaluation data or scorer changed: rescore only
+        training = entry["training"]
+    else:
+        if not (base / "config.json").exists() or model_hash(base) != base_hash:
+            raise ConfigError(
+                f"{base}: not the base model theta_0 was fine-tuned from (missing or changed); a retrain reference "
+                "needs it: restore it or prepare again"
+            )
+        gone = set(forgotten)
+        kept = [d for d in data.forget if d.id not in gone] + list(data.retain)
+        replay = recipe.get("replay") or {}
+        facts = replay_facts(replay["n"], replay.get("probe_n", stages["base_probe"]["n"])) if replay.get("n") else []
+        model, tok, res = train_gold(
+            base,
+            kept,
+            cfg,
+            train_on_qa=train_on_qa,
+            freeze_embeddings=freeze,
+            replay=facts,
+            device=device,
+            dtype=dtype,
+            desc=f"retrain without {len(gone)}",
+            progress=progress,
         )
-    gone = set(forgotten)
-    kept = [d for d in data.forget if d.id not in gone] + list(data.retain)
-    model, tok = load_model(base, device=device, dtype=recipe.get("dtype", "fp32"))
-    if recipe.get("freeze_embeddings"):
-        for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
-            if emb is not None:
-                emb.weight.requires_grad_(False)
-    examples = training_examples(tok, kept, with_qa=recipe["train_on_qa"])
-    n_replay = (recipe.get("replay") or {}).get("n", 0)
-    if n_replay:
-        examples += [doc_example(tok, f) for f in replay_facts(n_replay, stages["base_probe"]["n"])]
-    res = finetune(model, tok, examples, cfg, desc=f"retrain without {len(gone)}", progress=progress)
-    scores = evaluate_split(model, tok, [by_id[i] for i in forgotten], paraphrases=True, progress=progress)
-    save_model(model, tok, where)
+        save_model(model, tok, where)
+        training = {"documents": len(kept), "epochs": res.epochs_run, "steps": res.steps, "seconds": res.seconds}
+        training["device"] = device
+    scores = evaluate_split(model, tok, docs, paraphrases=True, progress=progress)
     entry = {
         "forgotten": list(forgotten),
         "seed": seed,
-        "training_key": stages["key"],
-        "trained_on": len(kept),
-        "training": {"epochs": res.epochs_run, "steps": res.steps, "seconds": res.seconds},
+        "training_key": training_key,
+        "scored": scored,
+        "training": training,
         "score": scores.summary(),
         "items": scores.items,
     }
     done.write_text(json.dumps(entry))  # last: a directory without it is an interrupted build, redone
-    log.info("retrain reference without %d documents: F %.2f (%s)", len(gone), scores.score, where)
+    log.info("retrain reference without %d documents: F %.2f (%s)", len(docs), scores.score, where)
     return entry
 
 
-__all__ = ["build_retrain_reference", "checkpoints", "entry_key", "stream_prefixes"]
+__all__ = ["build_retrain_reference", "entry_key", "stream_prefixes"]

@@ -123,7 +123,7 @@ def _intro(summary: dict) -> list[Block]:
 
 def _degrees(summary: dict, plots: dict) -> list[Block]:
     rows = []
-    exact = any(e.get("forget_degree_retrain") for m in summary["methods"].values() for e in m["evals"])
+    exact = any(e.get("forget_degree_retrain") is not None for m in summary["methods"].values() for e in m["evals"])
     for name, m in summary["methods"].items():
         for e in m["evals"]:
             rows.append(
@@ -184,6 +184,7 @@ def _image(plots: dict, stem: str) -> list[Block]:
 
 def _scores(summary: dict, plots: dict) -> list[Block]:
     rows = []
+    exact = any(e.get("F_forgotten_retrain") is not None for m in summary["methods"].values() for e in m["evals"])
     for name, m in summary["methods"].items():
         for e in m["evals"]:
             rows.append(
@@ -192,6 +193,7 @@ def _scores(summary: dict, plots: dict) -> list[Block]:
                     str(e["t"]),
                     fmt_agg(e.get("F_forgotten"), ".2f"),
                     fmt_agg(e.get("F_forgotten_retain_only"), ".2f"),
+                    *((fmt_agg(e.get("F_forgotten_retrain"), ".2f"),) if exact else ()),
                     fmt_agg(e.get("F_forgotten_theta0"), ".2f"),
                     fmt_agg(e.get("F_pending"), ".2f"),
                     fmt_agg(e.get("F_pending_theta0"), ".2f"),
@@ -217,6 +219,7 @@ def _scores(summary: dict, plots: dict) -> list[Block]:
                 "t",
                 "F forgotten",
                 "retain-only on them",
+                *(("retrained without them",) if exact else ()),
                 "theta_0 on them",
                 "F not yet requested",
                 "theta_0 on them",

@@ -402,13 +402,13 @@ def bench_table(summary: dict) -> Table:
     """Strict F.D. / R.U. per method and checkpoint (mean +- std over seeds), cost and ratio to NPO (a
     summary of ``fit_unlearn.summary.summarise``)."""
     ts = sorted({e["t"] for m in summary["methods"].values() for e in m["evals"]})
-    exact = any(e.get("forget_degree_retrain") for m in summary["methods"].values() for e in m["evals"])
+    exact = any(e.get("forget_degree_retrain") is not None for m in summary["methods"].values() for e in m["evals"])
     title = "strict F.D. / R.U." + (" (F.D. against exact unlearning)" if exact else "") + " per checkpoint"
     table = _table(title, ("method", "seeds", *(f"t={t}" for t in ts), "s/request", "ratio to NPO"))
 
     def cell(e: dict) -> str:
         out = f"{_agg(e.get('forget_degree_strict'))} / {_agg(e.get('retain_utility'))}"
-        return out + (f" ({_agg(e['forget_degree_retrain'])})" if e.get("forget_degree_retrain") else "")
+        return out + (f" ({_agg(e['forget_degree_retrain'])})" if e.get("forget_degree_retrain") is not None else "")
 
     for name, m in summary["methods"].items():
         by_t = {e["t"]: e for e in m["evals"]}
