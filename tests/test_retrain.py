@@ -208,3 +208,14 @@ def test_a_reference_scored_on_other_evaluation_data_is_rescored_not_retrained(p
     entry = retrain.build_retrain_reference(out, forgotten, progress=False)
     assert entry["scored"]["data_hash"] == "new paraphrases"
     assert Reference.load(out).retrain_items(forgotten) is not None
+
+
+def test_a_damaged_reference_is_skipped_by_evaluations(prepared, tmp_path):
+    from fit_unlearn.evaluation import Reference
+    from fit_unlearn.layout import PreparedDir
+
+    out = tmp_path / "prep"
+    shutil.copytree(prepared[0], out, ignore=shutil.ignore_patterns("*.safetensors"))
+    (f,) = PreparedDir(out).retrain.glob("*/retrain.json")
+    f.write_text(f.read_text()[:100])  # a write cut short
+    assert Reference.load(out).retrain_items(prepared[1]) is None

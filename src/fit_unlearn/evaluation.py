@@ -131,7 +131,10 @@ def retrain_entries(prepared: str | Path | PreparedDir, seed: int | None = None)
         seed = json.loads(prepared.recipe.read_text())["finetune"]["seed"]
     out = []
     for f in sorted(prepared.retrain.glob("*/retrain.json")):
-        entry = json.loads(f.read_text())
+        try:
+            entry = json.loads(f.read_text())
+        except ValueError:  # damaged: not a reference (`fit_unlearn.retrain` builds it again)
+            continue
         if entry.get("training_key") == key and entry.get("seed") == seed and entry.get("scored") == scored:
             out.append(entry)
     return out

@@ -13,7 +13,7 @@ replay facts, seed) on the retain documents and the forget documents not in ``fo
 ones with the evaluation's own scorer (paraphrases included), and keeps model and scores under
 ``<prepared>/retrain/<key>/``.  :class:`~fit_unlearn.evaluation.Reference` reads them back:
 an evaluation whose forgotten set matches one reports ``forget_degree_retrain``.  It costs a fine-tuning run
-per checkpoint (about 3-5 minutes for 40-60 documents of the default model on 2 CPU cores): a benchmark
+per checkpoint (1.5-5 minutes for 40-60 documents of the default model on 2 CPU cores): a benchmark
 reference, never a stop target (retraining is what unlearning is there to avoid).
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -107,11 +108,14 @@ def build_retrain_reference(
     where = prep.retrain_entry(entry_key(forgotten, seed, training_key))
     done = where / "retrain.json"
     docs = [by_id[i] for i in forgotten]
-    if done.exists():
-        entry = json.loads(done.read_text())
-        if entry.get("scored") == scored:
-            return entry
-        model, tok = load_model(where, device=device)  # the evaluation data or scorer changed: rescore only
+    try:
+        entry = json.loads(done.read_text()) if done.exists() else None
+    except ValueError:
+        entry = None  # unreadable: built again
+    if entry is not None and entry.get("scored") == scored:
+        return entry
+    if entry is not None and (where / "config.json").exists():  # the evaluation data or scorer changed: rescore
+        model, tok = load_model(where, device=device, dtype=dtype)
         training = entry["training"]
     else:
         if not (base / "config.json").exists() or model_hash(base) != base_hash:
@@ -148,7 +152,9 @@ def build_retrain_reference(
         "score": scores.summary(),
         "items": scores.items,
     }
-    done.write_text(json.dumps(entry))  # last: a directory without it is an interrupted build, redone
+    tmp = done.with_suffix(".json.tmp")  # last, and whole: a directory without it is an interrupted build, redone
+    tmp.write_text(json.dumps(entry))
+    os.replace(tmp, done)
     log.info("retrain reference without %d documents: F %.2f (%s)", len(docs), scores.score, where)
     return entry
 
