@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fit_unlearn.data.prepared import prepared_data  # noqa: E402
 from fit_unlearn.evaluation import Reference  # noqa: E402
-from fit_unlearn.layout import PreparedDir  # noqa: E402
+from fit_unlearn.layout import PreparedDir, RunDir  # noqa: E402
 from fit_unlearn.metrics.reference import closeness  # noqa: E402
 from fit_unlearn.metrics.scores import evaluate_split  # noqa: E402
 from fit_unlearn.models import load_model  # noqa: E402
@@ -47,19 +47,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_io import write_results  # noqa: E402
 
 
-def forgotten_at(run: Path, t: int) -> list[str] | None:
-    """The ids of the documents a run had forgotten when it was evaluated at t (its eval file), or None."""
-    path = run / "evals" / f"eval-t{t:05d}.json"
-    if not path.exists():
-        return None
-    return [it["id"] for it in json.loads(path.read_text())["items"]["forget"]]
+def read_eval(run: Path, t: int) -> dict | None:
+    """A run's evaluation at t (its eval file), or None."""
+    path = RunDir(run).eval_file(t)
+    return json.loads(path.read_text()) if path.exists() else None
 
 
-def run_score(run: Path, t: int) -> dict | None:
-    path = run / "evals" / f"eval-t{t:05d}.json"
-    if not path.exists():
-        return None
-    ev = json.loads(path.read_text())
+def forgotten_ids(ev: dict) -> list[str]:
+    """The ids of the documents the run had forgotten when it was evaluated."""
+    return [it["id"] for it in ev["items"]["forget"]]
+
+
+def run_score(ev: dict) -> dict:
     return {
         "F": ev["forget"]["score"],
         "F_paraphrase": (ev["forget"].get("paraphrase") or {}).get("score"),
@@ -84,12 +83,12 @@ def main() -> None:
     out: dict = {"prepared": args.prepared, "seed": args.seed, "at": {}}
     t0 = time.perf_counter()
     for t in steps:
-        forgotten = forgotten_at(args.runs[0], t)
-        if forgotten is None:
+        evals = {run: ev for run in args.runs if (ev := read_eval(run, t)) is not None}
+        if args.runs[0] not in evals:
             raise SystemExit(f"--at {t}: {args.runs[0]} has no evaluation at t = {t}")
-        for run in args.runs[1:]:
-            theirs = forgotten_at(run, t)
-            if theirs is not None and set(theirs) != set(forgotten):
+        forgotten = forgotten_ids(evals[args.runs[0]])
+        for run, ev in evals.items():
+            if set(forgotten_ids(ev)) != set(forgotten):
                 raise SystemExit(f"{run}: it had forgotten other documents than {args.runs[0]} at t = {t}")
         entry = build_retrain_reference(prep, forgotten, seed=args.seed)
         where = prep.retrain_entry(entry_key(forgotten, entry["seed"], entry["training_key"]))
@@ -112,10 +111,8 @@ def main() -> None:
             "strict_fd_of_retrained": closeness(mine["score"], gold["score"]),
             "runs": {},
         }
-        for run in args.runs:
-            s = run_score(run, t)
-            if s is None:
-                continue
+        for run, ev in evals.items():
+            s = run_score(ev)
             s["retrain_fd"] = closeness(s["F"], mine["score"])
             if s["F_paraphrase"] is not None and row["F"]["retrained_paraphrase"]:
                 s["retrain_fd_paraphrase"] = closeness(s["F_paraphrase"], row["F"]["retrained_paraphrase"])

@@ -117,6 +117,13 @@ class Reference:
         return self.data.get("holdout_stats_theta0", [])
 
 
+def scoring_stamp(reference: dict) -> dict:
+    """What a set of per-document scores depends on besides the model: the evaluation data and the scorer's
+    version, as ``reference.json`` records them (an exact-unlearning reference scored under another stamp is
+    rescored)."""
+    return {k: reference.get(k) for k in ("version", "data_hash")}
+
+
 def retrain_entries(prepared: str | Path | PreparedDir, seed: int | None = None) -> list[dict]:
     """The exact-unlearning references under ``prepared`` (``retrain/*/retrain.json``) retrained from the
     prepared directory's current training inputs with ``seed`` (default: the recipe's, theta_0's own) and scored
@@ -125,8 +132,7 @@ def retrain_entries(prepared: str | Path | PreparedDir, seed: int | None = None)
     if not prepared.retrain.is_dir() or not prepared.stages.exists() or not prepared.reference.exists():
         return []
     key = json.loads(prepared.stages.read_text()).get("key")
-    ref = json.loads(prepared.reference.read_text())
-    scored = {k: ref.get(k) for k in ("version", "data_hash")}
+    scored = scoring_stamp(json.loads(prepared.reference.read_text()))
     if seed is None and prepared.recipe.exists():
         seed = json.loads(prepared.recipe.read_text())["finetune"]["seed"]
     out = []

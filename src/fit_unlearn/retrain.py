@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from fit_unlearn.data.prepared import prepared_data
 from fit_unlearn.data.streams import stream_order
 from fit_unlearn.errors import ConfigError
+from fit_unlearn.evaluation import scoring_stamp
 from fit_unlearn.layout import PreparedDir
 from fit_unlearn.metrics.probes import replay_facts
 from fit_unlearn.metrics.scores import evaluate_split
@@ -80,7 +81,7 @@ def build_retrain_reference(
     prep = PreparedDir.of(prepared)
     recipe = _read(prep.recipe, "a prepared directory")
     stages = _read(prep.stages, "a prepared directory")
-    scored = {k: _read(prep.reference, "a prepared directory").get(k) for k in ("version", "data_hash")}
+    scored = scoring_stamp(_read(prep.reference, "a prepared directory"))
     data = prepared_data(prep)
     by_id = {d.id: d for d in data.forget}
     unknown = [i for i in forgotten if i not in by_id]
@@ -140,8 +141,13 @@ def build_retrain_reference(
             progress=progress,
         )
         save_model(model, tok, where)
-        training = {"documents": len(kept), "epochs": res.epochs_run, "steps": res.steps, "seconds": res.seconds}
-        training["device"] = device
+        training = {
+            "documents": len(kept),
+            "epochs": res.epochs_run,
+            "steps": res.steps,
+            "seconds": res.seconds,
+            "device": device,
+        }
     scores = evaluate_split(model, tok, docs, paraphrases=True, progress=progress)
     entry = {
         "forgotten": list(forgotten),
