@@ -291,6 +291,17 @@ def test_stream_dataset_options_leave_old_configurations_unchanged(tmp_path):
     assert grouped.hash() != cfg.hash() and grouped.diff(legacy) == ["stream.dataset.group_by"]
 
 
+def test_fit_rows_mass_leaves_old_configurations_unchanged(tmp_path):
+    base = {"prepared": str(tmp_path), "out": str(tmp_path / "run"), "strategy": {"name": "fit"}}
+    cfg = build_config(base)
+    assert "rows_mass" not in cfg.canonical()["strategy"]["fit"]["layers"]  # hashes as before the option existed
+    legacy = cfg.model_dump(mode="json")
+    del legacy["strategy"]["fit"]["layers"]["rows_mass"]
+    assert cfg.diff(legacy) == []
+    mass = build_config({**base, "strategy": {"name": "fit", "fit": {"layers": {"rows_mass": 0.9}}}})
+    assert mass.hash() != cfg.hash() and mass.diff(legacy) == ["strategy.fit.layers.rows_mass"]
+
+
 def test_document_only_requests(tiny_prepared, tmp_path):
     """strategy.include_qa: false — a request is its document alone; its QA pairs are still scored."""
     eng = Engine(

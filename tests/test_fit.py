@@ -401,3 +401,85 @@ def test_malicious_streams(tiny_data):
     for a, b in zip(nd, nd[2:], strict=False):  # 2 sources, alternating, each with 1-2 words changed
         wa, wb = a.text.split(" "), b.text.split(" ")
         assert len(wa) == len(wb) and sum(x == y for x, y in zip(wa, wb, strict=True)) >= len(wa) - 4
+
+
+def test_row_scores_are_the_loss_change_of_reading_a_token_as_zero(tiny_model, tiny_data):
+    """T under row edits: score_r = |L_r - L_0| (mean token CE over the examples), L_r with every occurrence of r
+    read as a zero embedding; a token the examples do not hold scores 0."""
+    from fit_unlearn.strategies.fit.attribution import row_scores
+    from fit_unlearn.text import IGNORE, collate, doc_example, qa_example, sequence_ce
+
+    model, tok = tiny_model
+    doc = tiny_data.forget[0]
+    examples = [doc_example(tok, doc.text, 64), qa_example(tok, doc.qa[0])]
+    ids = examples[0].ids
+    present, absent = ids[3], next(t for t in range(len(tok)) if all(t not in e.ids for e in examples))
+    scores = row_scores(model, tok, examples, [present, absent], batch_size=1)
+    assert scores[1] == 0.0
+
+    def mean_ce(zero: int | None) -> float:
+        total = n = 0.0
+        for e in examples:
+            b = collate([e], tok.pad_token_id)
+            emb = model.get_input_embeddings()(b["input_ids"]).detach()
+            if zero is not None:
+                emb[b["input_ids"] == zero] = 0
+            with torch.no_grad():
+                ce = sequence_ce(model(inputs_embeds=emb, attention_mask=b["attention_mask"]).logits, b["labels"])
+            k = int((b["labels"][:, 1:] != IGNORE).sum())
+            total, n = total + float(ce) * k, n + k
+        return total / n
+
+    assert scores[0] > 1e-4
+    assert scores[0] == pytest.approx(abs(mean_ce(present) - mean_ce(None)), rel=1e-4)
+
+
+def test_target_rows_keeps_the_rows_holding_the_mass(tiny_model, tiny_data, monkeypatch):
+    """T under row edits: the highest-scoring own rows that hold ``rows_mass`` of the total, at least ``least``;
+    every row when T is off."""
+    import fit_unlearn.strategies.fit.strategy as fs
+
+    model, tok = tiny_model
+    monkeypatch.setattr(fs, "row_scores", lambda m, t, ex, rows, bs: [0.1, 0.5, 0.3, 0.1])
+    fit = FitStrategy("ga", options={"filter": False, "importance": False, "layers": {"rows_mass": 0.75}})
+    rows, rec = fit.target_rows([10, 11, 12, 13], [], model, tok)
+    assert rows == [11, 12] and rec["kept"] == 2 and rec["candidates"] == [10, 11, 12, 13]
+    assert fit.target_rows([10, 11, 12, 13], [], model, tok, least=3)[0] == [10, 11, 12]  # ties: lower id first
+    assert FitStrategy("ga", options={"filter": False, "importance": False, "layers": {"rows_mass": 1.0}}).target_rows(
+        [10, 11, 12, 13], [], model, tok
+    )[0] == [10, 11, 12, 13]
+    off = FitStrategy("ga", options={"filter": False, "importance": False, "layers": False})
+    assert off.target_rows([10, 11, 12, 13], [], model, tok) == ([10, 11, 12, 13], None)
+
+
+def test_fit_under_row_edits_attributes_rows_not_layers(tiny_prepared, tmp_path):
+    """update.trainable: rows with FIT: no layer attribution is planned (rows are what moves); the rows edited are
+    the ones T kept, a subset of the request's own tokens, and the receipt records the choice."""
+    from fit_unlearn.engine import Engine, load_config
+
+    over = {
+        "prepared": str(tiny_prepared),
+        "out": str(tmp_path / "r"),
+        "stream": {"order_seed": 3, "limit": 3},
+        "strategy": {
+            "name": "fit",
+            "objective": "ga",
+            "fit": {"filter": False, "importance": False, "layers": {"rows_mass": 0.5}},
+        },
+        "update": {"lr": 1e-3, "epochs": 1, "retain_batch_size": 1, "trainable": "rows", "rows": {"max_df": 3}},
+        "eval": {"every": None, "at_end": False},
+    }
+    eng = Engine(load_config(None, over), progress=False)
+    res = eng.run()
+    eng.close()
+    for rec in res["requests"]:
+        assert "layers" not in rec["receipt"]
+        t = rec["rows"].get("targeted")
+        if t is None:  # a single own row: nothing to choose
+            assert len(rec["rows"]["tokens"]) == 1
+            continue
+        assert set(rec["rows"]["tokens"]) <= set(t["candidates"]) and len(rec["rows"]["tokens"]) == t["kept"]
+        top = sorted(zip(t["scores"], t["candidates"], strict=True), key=lambda p: (-p[0], p[1]))[: t["kept"]]
+        assert sorted(c for _, c in top) == rec["rows"]["tokens"]
+    chosen = [r["rows"]["targeted"] for r in res["requests"] if "targeted" in r["rows"]]
+    assert any(t["kept"] < len(t["candidates"]) for t in chosen)

@@ -245,6 +245,7 @@ _ADDED_LATER: dict = {
     },
     "loop": {"enabled": False, "guard": {"scope": "all", "backtrack": 0}},
     "stream": {"dataset": QADatasetConfig().model_dump(mode="json")},
+    "strategy": {"fit": {"layers": {"rows_mass": 1.0}}},
 }
 
 

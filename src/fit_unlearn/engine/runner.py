@@ -39,7 +39,7 @@ from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, base_model_path, nonmember_level, stop_rule
 from fit_unlearn.engine.rows import own_tokens, token_documents, untie_embeddings
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
-from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens
+from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens, forget_examples
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import trainable_params, unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
@@ -78,6 +78,7 @@ class Engine:
         self.run_dir = RunDir(self.out)
         self.prepared = PreparedDir(cfg.prepared)
         self.strategy = cfg.strategy.build(cfg.device)
+        self.strategy.row_edits = cfg.update.trainable == "rows"
         check_source(cfg.stream)  # a missing or empty request file is refused before anything is written
         self._preflight_paths()
         self._preflight_qa()
@@ -420,13 +421,15 @@ class Engine:
             record = {"redundant": True, "receipt": plan.receipt, "seconds_plan": t_plan}
             self._log("redundant", id=request.id, position=position, record=record)
         else:
-            rows = shared = None
+            rows = shared = targeted = None
             if self.token_docs is not None:  # token-keyed edits: the request's own tokens (docs/rows.md)
                 rc = self.update_cfg.rows
                 widen = rc.min_rows if rc.fallback == "rarest" else 0
                 rows, shared = own_tokens(
                     self.tok, request.id, plan.text, plan.qa, self.token_docs, rc.max_df, widen, rc.general_rank
                 )
+                examples = forget_examples(self.tok, plan.text, plan.qa, self.update_cfg, self.common)[1]
+                rows, targeted = self.strategy.target_rows(rows, examples, self.model, self.tok, least=rc.min_rows)
             record = apply_update(
                 self.model,
                 self._reference(),
@@ -445,6 +448,8 @@ class Engine:
             )
             if "rows" in record:  # absent when the update had nothing to train on (skipped)
                 record["rows"]["shared_with"] = shared
+                if targeted is not None:  # FIT's T under row edits: which own rows it kept
+                    record["rows"]["targeted"] = targeted
                 record["rows"]["widened"] = (
                     shared > self.update_cfg.rows.max_df
                 )  # other documents holding an edited token, at most

@@ -39,6 +39,10 @@ class Strategy:
     #: loop FIT still destroys utility on 20 synthetic requests (R.U. 0.11; benchmarks/README.md, "Closed
     #: loop, session 6"); ``loop.enabled: true`` switches it on for any strategy
     closed_loop: bool = False
+    #: set by the engine when its updates are token-keyed edits (``update.trainable: rows``): only the request's
+    #: own input-embedding rows move, so a plan's ``trainable`` layers are not used (FIT then attributes rows,
+    #: :meth:`target_rows`, instead of layers)
+    row_edits: bool = False
 
     def __init__(
         self,
@@ -76,6 +80,12 @@ class Strategy:
 
     def plan(self, request: Document, model, tok) -> UpdatePlan:
         raise NotImplementedError
+
+    def target_rows(self, rows: list[int], examples: list, model, tok, least: int = 1) -> tuple[list[int], dict | None]:
+        """Token-keyed edits: which of the request's own token ids (``rows``) the update edits, given the sequences
+        it is unlearned on (``examples``), at least ``least`` of them; returns them and what the receipt records
+        (None: nothing chosen)."""
+        return rows, None
 
     def after_update(self, request: Document, plan: UpdatePlan, model, tok) -> None:
         """Called once the update of ``request`` is applied (FIT adds kept chunks to its memory)."""

@@ -28,7 +28,7 @@ import torch
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.layers import attr_path, decoder_layers, unwrap
 from fit_unlearn.strategies.fit.config import LayerConfig
-from fit_unlearn.text import collate, doc_example, sequence_ce
+from fit_unlearn.text import IGNORE, Example, collate, doc_example, sequence_ce, token_logprobs
 
 #: attribute paths of the final norm applied after the last decoder layer, by architecture family
 FINAL_NORM_PATHS = (
@@ -195,3 +195,34 @@ class LayerAttribution:
         if self.cfg.relative:
             info["relative_scores"] = rank
         return chosen, info
+
+
+@torch.no_grad()
+def row_scores(model, tok, examples: list[Example], rows: list[int], batch_size: int = 8) -> list[float]:
+    """T for token-keyed edits (``update.trainable: rows``): score_r = |L_r - L_0| for each token id r of ``rows``,
+    where L_0 is the current model's mean token CE over ``examples`` (the sequences the request is unlearned on)
+    and L_r the same loss with every occurrence of r read as a zero input embedding: the row-level analogue of
+    skipping a layer."""
+    device = next(model.parameters()).device
+    embed = unwrap(model).get_input_embeddings()
+    delta = torch.zeros(len(rows), dtype=torch.float64)
+    scored = 0
+    for ex in examples:
+        b = collate([ex], tok.pad_token_id, device)
+        ids, labels = b["input_ids"][0], b["labels"]
+        n = int((labels[:, 1:] != IGNORE).sum())
+        if n == 0:
+            continue
+        scored += n
+        e = embed(ids[None])
+        base = -token_logprobs(model(inputs_embeds=e, attention_mask=b["attention_mask"]).logits, labels)[0].sum()
+        present = [i for i, r in enumerate(rows) if bool((ids == r).any())]
+        for k in range(0, len(present), batch_size):
+            chunk = present[k : k + batch_size]
+            var = e.expand(len(chunk), *e.shape[1:]).clone()
+            for j, i in enumerate(chunk):
+                var[j, ids == rows[i]] = 0
+            logits = model(inputs_embeds=var, attention_mask=b["attention_mask"].expand(len(chunk), -1)).logits
+            ce = -token_logprobs(logits, labels.expand(len(chunk), -1))[0].sum(-1)
+            delta[chunk] += (ce - base).double().cpu()
+    return (delta / max(scored, 1)).abs().tolist()

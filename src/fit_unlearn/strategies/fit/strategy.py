@@ -14,7 +14,7 @@ from fit_unlearn.errors import ConfigError
 from fit_unlearn.objectives import Objective
 from fit_unlearn.schema import format_validation_error
 from fit_unlearn.strategies.base import UpdatePlan, register_strategy
-from fit_unlearn.strategies.fit.attribution import LayerAttribution
+from fit_unlearn.strategies.fit.attribution import LayerAttribution, row_scores
 from fit_unlearn.strategies.fit.config import FitOptions
 from fit_unlearn.strategies.fit.filter import RedundancyFilter
 from fit_unlearn.strategies.fit.importance import ImportanceSelector
@@ -86,7 +86,7 @@ class FitStrategy(SequentialStrategy):
             return UpdatePlan(text=None, objective=self.objective, receipt=receipt)
         t = time.perf_counter()
         trainable = self.trainable
-        if self.layers is not None:
+        if self.layers is not None and not self.row_edits:  # row edits: T attributes rows (target_rows)
             trainable, receipt["layers"] = self.layers.select(text, model, tok)
         receipt["seconds"]["attribution"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -102,6 +102,31 @@ class FitStrategy(SequentialStrategy):
             qa=request.qa if self.include_qa else (),
             receipt=receipt,
         )
+
+    def target_rows(self, rows: list[int], examples: list, model, tok, least: int = 1) -> tuple[list[int], dict | None]:
+        """T under token-keyed edits: the request's own rows ranked by :func:`row_scores`; the top ones that hold
+        ``layers.rows_mass`` of the total score are edited (all of them when every score is 0)."""
+        if self.layers is None or self.layers.cfg.rows_mass >= 1 or len(rows) <= least:
+            return rows, None
+        t = time.perf_counter()
+        scores = row_scores(model, tok, examples, rows, self.layers.cfg.batch_size)
+        order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i]))
+        total, kept, acc = sum(scores), [], 0.0
+        for i in order:
+            if len(kept) >= least and acc >= self.layers.cfg.rows_mass * total:
+                break
+            kept.append(i)
+            acc += scores[i]
+        if total <= 0:
+            kept = order
+        receipt = {
+            "candidates": list(rows),
+            "scores": scores,
+            "kept": len(kept),
+            "mass": self.layers.cfg.rows_mass,
+            "seconds": time.perf_counter() - t,
+        }
+        return sorted(rows[i] for i in kept), receipt
 
     def after_update(self, request, plan, model, tok) -> None:
         if self.filter is not None:
