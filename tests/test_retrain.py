@@ -151,6 +151,7 @@ def test_stream_prefixes_follow_the_stream_order(prepared):
 def test_bench_builds_the_references_of_its_runs_checkpoints(prepared, monkeypatch, tmp_path):
     import fit_unlearn.retrain as retrain
     from fit_unlearn.bench import BenchConfig, _build_retrain_references
+    from fit_unlearn.layout import RunDir
 
     out, _ = prepared
     built = []
@@ -166,6 +167,13 @@ def test_bench_builds_the_references_of_its_runs_checkpoints(prepared, monkeypat
     built.clear()
     _build_retrain_references(out, configs(overrides={"eval": {"every": 3, "at_end": False}}), "cpu", progress=False)
     assert built == [*retrain.stream_prefixes(out, 0, [3]), *retrain.stream_prefixes(out, 1, [3])]  # the runs' own
+    built.clear()
+    done = configs()  # resumed runs: an evaluation already written needs no reference any more
+    for c in done:
+        RunDir(c.out).eval_file(2).parent.mkdir(parents=True)
+        RunDir(c.out).eval_file(2).write_text("{}")
+    _build_retrain_references(out, done, "cpu", progress=False)
+    assert built == [*retrain.stream_prefixes(out, 0, [4, 5]), *retrain.stream_prefixes(out, 1, [4, 5])]
     assert "retrain_reference" not in BenchConfig(retrain_reference=True).settings()  # not a setting runs share
     with pytest.raises(ConfigError, match="prepared forget split"):
         _build_retrain_references(out, configs(overrides={"stream": {"source": "x.jsonl"}}), "cpu", progress=False)

@@ -339,8 +339,8 @@ def _same_settings(run, run_cfg) -> None:
 
 
 def _build_retrain_references(prepared: Path, configs: list, device: str, progress: bool) -> None:
-    """The exact-unlearning reference of every evaluation before the end of the streams of ``configs`` (run
-    configurations, validated): their stream order, length and evaluation schedule, each set built once."""
+    """The exact-unlearning reference of every evaluation still to come before the end of the streams of ``configs``
+    (run configurations, validated): their stream order, length and evaluation schedule, each set built once."""
     from fit_unlearn.data.prepared import prepared_data
     from fit_unlearn.retrain import build_retrain_reference, stream_prefixes
 
@@ -353,7 +353,9 @@ def _build_retrain_references(prepared: Path, configs: list, device: str, progre
                 "documents are what is retrained without): drop stream.source from --set, or the reference"
             )
         n = min(c.stream.limit or n_forget, n_forget)
-        for forgotten in stream_prefixes(prepared, c.stream.order_seed, c.eval.checkpoints(n)):
+        run = RunDir(c.out)  # a resumed run: its evaluations already written are not redone, nor their references
+        due = [t for t in c.eval.checkpoints(n) if not run.eval_file(t).exists()]
+        for forgotten in stream_prefixes(prepared, c.stream.order_seed, due):
             sets.setdefault(frozenset(forgotten), forgotten)
     for forgotten in sets.values():
         build_retrain_reference(prepared, forgotten, device=device, progress=progress)
