@@ -416,6 +416,10 @@ def test_row_scores_are_the_loss_change_of_reading_a_token_as_zero(tiny_model, t
     present, absent = ids[3], next(t for t in range(len(tok)) if all(t not in e.ids for e in examples))
     scores = row_scores(model, tok, examples, [present, absent], batch_size=1)
     assert scores[1] == 0.0
+    several = list(dict.fromkeys(ids[1:6]))  # batched: the same scores as one row at a time
+    assert row_scores(model, tok, examples, several, batch_size=3) == pytest.approx(
+        row_scores(model, tok, examples, several, batch_size=1), rel=1e-4, abs=1e-7
+    )
 
     def mean_ce(zero: int | None) -> float:
         total = n = 0.0
@@ -483,3 +487,31 @@ def test_fit_under_row_edits_attributes_rows_not_layers(tiny_prepared, tmp_path)
         assert sorted(c for _, c in top) == rec["rows"]["tokens"]
     chosen = [r["rows"]["targeted"] for r in res["requests"] if "targeted" in r["rows"]]
     assert any(t["kept"] < len(t["candidates"]) for t in chosen)
+
+
+def test_a_row_edit_that_falls_back_to_weights_gets_fit_s_layers(tiny_prepared, tmp_path):
+    """rows.fallback: full below rows.min_rows own tokens: the request is a weight update, and FIT's T chooses its
+    layers as it does without row edits."""
+    from fit_unlearn.engine import Engine, load_config
+
+    over = {
+        "prepared": str(tiny_prepared),
+        "out": str(tmp_path / "r"),
+        "stream": {"order_seed": 3, "limit": 2},
+        "strategy": {"name": "fit", "objective": "ga", "fit": {"filter": False, "importance": False}},
+        "update": {
+            "lr": 1e-3,
+            "epochs": 1,
+            "retain_batch_size": 1,
+            "trainable": "rows",
+            "rows": {"min_rows": 10_000, "fallback": "full"},
+        },
+        "eval": {"every": None, "at_end": False},
+    }
+    eng = Engine(load_config(None, over), progress=False)
+    res = eng.run()
+    eng.close()
+    for rec in res["requests"]:
+        assert not rec["rows"]["edited"] and "targeted" not in rec["rows"]
+        chosen = rec["receipt"]["layers"]["layers"]
+        assert chosen and rec["tensors_touched"] == len(layer_param_names(eng.model, chosen))

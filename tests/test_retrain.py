@@ -151,6 +151,7 @@ def test_stream_prefixes_follow_the_stream_order(prepared):
 def test_bench_builds_the_references_of_its_runs_checkpoints(prepared, monkeypatch, tmp_path):
     import fit_unlearn.retrain as retrain
     from fit_unlearn.bench import BenchConfig, _build_retrain_references
+    from fit_unlearn.engine.journal import Journal
     from fit_unlearn.layout import RunDir
 
     out, _ = prepared
@@ -168,11 +169,21 @@ def test_bench_builds_the_references_of_its_runs_checkpoints(prepared, monkeypat
     _build_retrain_references(out, configs(overrides={"eval": {"every": 3, "at_end": False}}), "cpu", progress=False)
     assert built == [*retrain.stream_prefixes(out, 0, [3]), *retrain.stream_prefixes(out, 1, [3])]  # the runs' own
     built.clear()
-    done = configs()  # resumed runs: an evaluation already written needs no reference any more
-    for c in done:
-        RunDir(c.out).eval_file(2).parent.mkdir(parents=True)
-        RunDir(c.out).eval_file(2).write_text("{}")
-    _build_retrain_references(out, done, "cpu", progress=False)
+    runs = configs()  # resumed runs: an evaluation a resume keeps needs no reference any more
+    for c, (t_eval, t_ckpt) in zip(runs, [(2, 2), (2, 4), (4, 2), (2, 1)], strict=True):
+        c.out.mkdir(parents=True)
+        journal = Journal(RunDir(c.out).journal)
+        journal.append("eval", t=t_eval)
+        journal.append("checkpoint", t=t_ckpt)
+        journal.close()
+    _build_retrain_references(out, runs, "cpu", progress=False)
+    # npo (both seeds) keeps t = 2; ga keeps nothing: seed 0's evaluation is at 4, after its checkpoint at 2, and
+    # seed 1's at 2 is after its checkpoint at 1. So t = 2 is still due for ga, once per seed
+    assert sorted(built) == sorted(
+        [*retrain.stream_prefixes(out, 0, [2, 4, 5]), *retrain.stream_prefixes(out, 1, [2, 4, 5])]
+    )
+    built.clear()
+    _build_retrain_references(out, runs[:2], "cpu", progress=False)  # npo alone: both seeds kept t = 2
     assert built == [*retrain.stream_prefixes(out, 0, [4, 5]), *retrain.stream_prefixes(out, 1, [4, 5])]
     assert "retrain_reference" not in BenchConfig(retrain_reference=True).settings()  # not a setting runs share
     with pytest.raises(ConfigError, match="prepared forget split"):

@@ -342,6 +342,7 @@ def _build_retrain_references(prepared: Path, configs: list, device: str, progre
     """The exact-unlearning reference of every evaluation still to come before the end of the streams of ``configs``
     (run configurations, validated): their stream order, length and evaluation schedule, each set built once."""
     from fit_unlearn.data.prepared import prepared_data
+    from fit_unlearn.engine.journal import Journal
     from fit_unlearn.retrain import build_retrain_reference, stream_prefixes
 
     n_forget = len(prepared_data(prepared).forget)
@@ -353,8 +354,9 @@ def _build_retrain_references(prepared: Path, configs: list, device: str, progre
                 "documents are what is retrained without): drop stream.source from --set, or the reference"
             )
         n = min(c.stream.limit or n_forget, n_forget)
-        run = RunDir(c.out)  # a resumed run: its evaluations already written are not redone, nor their references
-        due = [t for t in c.eval.checkpoints(n) if not run.eval_file(t).exists()]
+        journal = RunDir(c.out).journal  # a resumed run keeps its evaluations up to its last checkpoint
+        kept = Journal(journal, writer=False).kept_evaluations() if journal.exists() else set()
+        due = [t for t in c.eval.checkpoints(n) if t not in kept]
         for forgotten in stream_prefixes(prepared, c.stream.order_seed, due):
             sets.setdefault(frozenset(forgotten), forgotten)
     for forgotten in sets.values():

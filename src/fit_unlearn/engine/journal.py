@@ -76,6 +76,13 @@ class Journal:
     def last_checkpoint(self) -> dict | None:
         return next((e for e in reversed(self.events) if e["event"] == "checkpoint"), None)
 
+    def kept_evaluations(self) -> set[int]:
+        """t of every evaluation a resume keeps: journaled, at or before the last checkpoint (the engine redoes
+        the ones after it, as it replays their requests)."""
+        ck = self.last_checkpoint()
+        last = ck["t"] if ck is not None and "t" in ck else 0
+        return {e["t"] for e in self.events if e["event"] == "eval" and e["t"] <= last}
+
     def committed_ids(self) -> dict[str, int]:
         """id -> stream position of requests applied (or found redundant) before the last checkpoint."""
         ck = self.last_checkpoint()

@@ -39,7 +39,14 @@ from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, base_model_path, nonmember_level, stop_rule
 from fit_unlearn.engine.rows import own_tokens, token_documents, untie_embeddings
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
-from fit_unlearn.engine.update import ReferenceCache, StopRule, apply_update, common_tokens, forget_examples
+from fit_unlearn.engine.update import (
+    ReferenceCache,
+    StopRule,
+    apply_update,
+    common_tokens,
+    edits_rows,
+    forget_examples,
+)
 from fit_unlearn.errors import ConfigError, FitUnlearnError, JournalError, RequestError
 from fit_unlearn.layers import trainable_params, unwrap
 from fit_unlearn.layout import CheckpointDir, PreparedDir, RunDir
@@ -428,8 +435,15 @@ class Engine:
                 rows, shared = own_tokens(
                     self.tok, request.id, plan.text, plan.qa, self.token_docs, rc.max_df, widen, rc.general_rank
                 )
-                examples = forget_examples(self.tok, plan.text, plan.qa, self.update_cfg, self.common)[1]
-                rows, targeted = self.strategy.target_rows(rows, examples, self.model, self.tok, least=rc.min_rows)
+                t1 = time.perf_counter()
+                if edits_rows(self.update_cfg, rows):
+                    examples = forget_examples(self.tok, plan.text, plan.qa, self.update_cfg, self.common)[1]
+                    rows, targeted = self.strategy.target_rows(rows, examples, self.model, self.tok, least=rc.min_rows)
+                else:  # a weight update instead (rows.fallback): the strategy chooses its weights now
+                    self.strategy.plan_weights(plan, self.model, self.tok)
+                t_plan += time.perf_counter() - t1  # T over rows (or layers) is part of the planning
+                if targeted is not None:
+                    plan.receipt["seconds"]["attribution"] = targeted["seconds"]
             record = apply_update(
                 self.model,
                 self._reference(),

@@ -342,6 +342,14 @@ def resolve_hidden_layer(model, layer: int) -> int:
     return n // 3 if layer == -1 else layer % n
 
 
+def edits_rows(cfg: UpdateConfig, rows: list[int] | None) -> bool:
+    """Whether a request with own tokens ``rows`` gets a row edit (``cfg.trainable == "rows"``), rather than its
+    plan's weights (``rows.fallback: full`` below ``rows.min_rows`` own tokens, or no row at all)."""
+    # rarest: the rows were already widened as far as the request's tokens allow; any of them will do
+    least = 1 if cfg.rows.fallback == "rarest" else cfg.rows.min_rows
+    return cfg.trainable == "rows" and rows is not None and len(rows) >= least
+
+
 def apply_update(
     model,
     ref_model,
@@ -395,9 +403,7 @@ def apply_update(
     retain_rng, drawn = retain_stream(rng, seed, rank_of(accelerator)), hashlib.sha256()
     hidden_layer = resolve_hidden_layer(base, obj_cfg.layer) if spec.needs_hidden else None
 
-    # rarest: the rows were already widened as far as the request's tokens allow; any of them will do
-    least = 1 if cfg.rows.fallback == "rarest" else cfg.rows.min_rows
-    row_edit = cfg.trainable == "rows" and rows is not None and len(rows) >= least
+    row_edit = edits_rows(cfg, rows)
     if row_edit:
         untie_embeddings(base)
     saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights

@@ -40,8 +40,9 @@ class Strategy:
     #: loop, session 6"); ``loop.enabled: true`` switches it on for any strategy
     closed_loop: bool = False
     #: set by the engine when its updates are token-keyed edits (``update.trainable: rows``): only the request's
-    #: own input-embedding rows move, so a plan's ``trainable`` layers are not used (FIT then attributes rows,
-    #: :meth:`target_rows`, instead of layers)
+    #: own input-embedding rows move, so :meth:`plan` need not choose weights (FIT then attributes rows,
+    #: :meth:`target_rows`, instead of layers); a request that falls back to a weight update gets them from
+    #: :meth:`plan_weights`
     row_edits: bool = False
 
     def __init__(
@@ -86,6 +87,10 @@ class Strategy:
         it is unlearned on (``examples``), at least ``least`` of them; returns them and what the receipt records
         (None: nothing chosen)."""
         return rows, None
+
+    def plan_weights(self, plan: UpdatePlan, model, tok) -> None:
+        """Token-keyed edits that fall back to a weight update (too few own tokens, ``rows.fallback: full``): fill in
+        the plan's ``trainable`` weights that :meth:`plan` left out (FIT: its layer attribution)."""
 
     def after_update(self, request: Document, plan: UpdatePlan, model, tok) -> None:
         """Called once the update of ``request`` is applied (FIT adds kept chunks to its memory)."""

@@ -202,7 +202,8 @@ def row_scores(model, tok, examples: list[Example], rows: list[int], batch_size:
     """T for token-keyed edits (``update.trainable: rows``): score_r = |L_r - L_0| for each token id r of ``rows``,
     where L_0 is the current model's mean token CE over ``examples`` (the sequences the request is unlearned on)
     and L_r the same loss with every occurrence of r read as a zero input embedding: the row-level analogue of
-    skipping a layer."""
+    skipping a layer.  The unchanged sequence is the first row of every batch, so that L_r - L_0 compares two rows
+    computed alike (batched kernels differ slightly on GPU and in 16 bits)."""
     device = next(model.parameters()).device
     embed = unwrap(model).get_input_embeddings()
     delta = torch.zeros(len(rows), dtype=torch.float64)
@@ -215,14 +216,13 @@ def row_scores(model, tok, examples: list[Example], rows: list[int], batch_size:
             continue
         scored += n
         e = embed(ids[None])
-        base = -token_logprobs(model(inputs_embeds=e, attention_mask=b["attention_mask"]).logits, labels)[0].sum()
         present = [i for i, r in enumerate(rows) if bool((ids == r).any())]
         for k in range(0, len(present), batch_size):
             chunk = present[k : k + batch_size]
-            var = e.expand(len(chunk), *e.shape[1:]).clone()
-            for j, i in enumerate(chunk):
+            var = e.expand(len(chunk) + 1, *e.shape[1:]).clone()
+            for j, i in enumerate(chunk, start=1):
                 var[j, ids == rows[i]] = 0
-            logits = model(inputs_embeds=var, attention_mask=b["attention_mask"].expand(len(chunk), -1)).logits
-            ce = -token_logprobs(logits, labels.expand(len(chunk), -1))[0].sum(-1)
-            delta[chunk] += (ce - base).double().cpu()
+            logits = model(inputs_embeds=var, attention_mask=b["attention_mask"].expand(len(chunk) + 1, -1)).logits
+            ce = -token_logprobs(logits, labels.expand(len(chunk) + 1, -1))[0].sum(-1).double().cpu()
+            delta[chunk] += ce[1:] - ce[0]
     return (delta / max(scored, 1)).abs().tolist()

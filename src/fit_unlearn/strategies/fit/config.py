@@ -54,10 +54,11 @@ class LayerConfig(Section):
     retain_sample: int = Field(default=8, gt=0)
     """Retain-train documents used for the ``relative`` profile."""
     rows_mass: float = Field(default=1.0, gt=0, le=1)
-    """Token-keyed edits (``update.trainable: rows``) plan no layers; below 1, T scores each of the request's own
-    rows instead (the loss change when the token is read as a zero embedding) and edits the highest-scoring rows
-    that together hold this share of the total score (at least one).  1: every own row, nothing scored.  0.9 forgot
-    less at 1.4x the time over 20 synthetic requests (benchmarks/README.md, "Session 15"); hence 1."""
+    """Token-keyed edits (``update.trainable: rows``) plan no layers (but for a request that falls back to a weight
+    update); below 1, T scores each of the request's own rows instead (the loss change when the token is read as a
+    zero embedding) and edits the highest-scoring rows that together hold this share of the total score (at least
+    ``update.rows.min_rows``).  1: every own row, nothing scored.  0.9 forgot less at 1.6x the time over 20 synthetic
+    requests (benchmarks/README.md, "Session 15"); hence 1."""
 
     def top_k(self, n_layers: int) -> int:
         return min(n_layers, self.k if self.k is not None else max(1, math.ceil(self.fraction * n_layers)))

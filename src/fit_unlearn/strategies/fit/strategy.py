@@ -103,6 +103,13 @@ class FitStrategy(SequentialStrategy):
             receipt=receipt,
         )
 
+    def plan_weights(self, plan: UpdatePlan, model, tok) -> None:
+        """T's layer attribution for a request that falls back from a row edit to a weight update."""
+        if self.layers is not None and plan.text is not None:
+            t = time.perf_counter()
+            plan.trainable, plan.receipt["layers"] = self.layers.select(plan.text, model, tok)
+            plan.receipt["seconds"]["attribution"] = time.perf_counter() - t
+
     def target_rows(self, rows: list[int], examples: list, model, tok, least: int = 1) -> tuple[list[int], dict | None]:
         """T under token-keyed edits: the request's own rows ranked by :func:`row_scores`; the top ones that hold
         ``layers.rows_mass`` of the total score are edited (all of them when every score is 0)."""
