@@ -119,13 +119,12 @@ class FitStrategy(SequentialStrategy):
         scores = row_scores(model, tok, examples, rows, self.layers.cfg.batch_size)
         order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i]))
         total, kept, acc = sum(scores), [], 0.0
-        for i in order:
+        for i in order if total > 0 else ():  # every score 0: nothing to rank, every row is kept
             if len(kept) >= least and acc >= self.layers.cfg.rows_mass * total:
                 break
             kept.append(i)
             acc += scores[i]
-        if total <= 0:
-            kept = order
+        kept = kept or order
         receipt = {
             "candidates": list(rows),
             "scores": scores,
