@@ -100,3 +100,46 @@ def untie_embeddings(model) -> bool:
     if getattr(base.config, "get_text_config", None) is not None:
         base.config.get_text_config().tie_word_embeddings = False
     return True
+
+
+class EditedRows:
+    """The rows one request edits, trained as a tensor of their own: a forward hook on the input embedding reads
+    them in place of the matrix's rows, and :meth:`close` writes them back.  The result is the masked update of the
+    whole matrix (the other rows' gradients are zero, so AdamW leaves them as they are), without an optimiser step,
+    a dense gradient and a mask over every row of the vocabulary at each step: on the default model the matrix has
+    28 M weights and a request edits a few hundred.  Only for a plain ``torch.nn.Embedding`` (no scale, no
+    ``max_norm``; see :meth:`supports`)."""
+
+    def __init__(self, embedding: torch.nn.Embedding, rows: list[int]):
+        w = embedding.weight
+        self.embedding = embedding
+        self.index = torch.tensor(sorted(rows), dtype=torch.long, device=w.device)
+        self.param = torch.nn.Parameter(w.detach()[self.index].clone())
+        self.slot = torch.full((w.shape[0],), -1, dtype=torch.long, device=w.device)
+        self.slot[self.index] = torch.arange(len(self.index), device=w.device)
+        self._hook = None
+
+    def attach(self) -> None:
+        """From now on the model reads the rows from :attr:`param`."""
+        self._hook = self.embedding.register_forward_hook(self._read)
+
+    @staticmethod
+    def supports(embedding) -> bool:
+        """A plain embedding lookup of a plain tensor: its output at a token is exactly the token's row."""
+        return (
+            type(embedding) is torch.nn.Embedding
+            and embedding.max_norm is None
+            and type(embedding.weight.data) is torch.Tensor
+        )
+
+    def _read(self, module, args, out):
+        slot = self.slot[args[0]]
+        return torch.where((slot >= 0).unsqueeze(-1), self.param[slot.clamp_min(0)], out)
+
+    @torch.no_grad()
+    def close(self) -> None:
+        """Remove the hook and write the trained rows into the embedding matrix."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+            self.embedding.weight[self.index] = self.param.detach().to(self.embedding.weight.dtype)

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.engine.adapters import Adapters, LoraSection
 from fit_unlearn.engine.distributed import all_ranks_true, rank_of, reduces_gradients, retain_stream
-from fit_unlearn.engine.rows import RowsSection, untie_embeddings
+from fit_unlearn.engine.rows import EditedRows, RowsSection, untie_embeddings
 from fit_unlearn.layers import num_layers, trainable_params, unwrap
 from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
@@ -256,6 +256,25 @@ def examples_loss(model, tok, examples: list[Example], batch_size: int = 8) -> f
     return total / max(n, 1)
 
 
+@torch.no_grad()
+def example_loss_sums(model, tok, examples: list[Example]) -> list[tuple[float, int]]:
+    """Per example, run alone: (summed token cross-entropy, scored tokens).  An example's value depends on nothing
+    but the weights it reads, so a value kept from an earlier call stays exact while those weights do not move."""
+    device = next(unwrap(model).parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for e in examples:
+            b = collate([e], tok.pad_token_id, device)
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            lp, mask = token_logprobs(logits, b["labels"])
+            out.append((-float(lp.sum()), int(mask.sum())))
+    finally:
+        model.train(was_training)
+    return out
+
+
 @dataclass(frozen=True)
 class StopRule:
     """Closed loop: train until :func:`examples_loss` of the request reaches ``target`` (the non-member
@@ -404,11 +423,17 @@ def apply_update(
     hidden_layer = resolve_hidden_layer(base, obj_cfg.layer) if spec.needs_hidden else None
 
     row_edit = edits_rows(cfg, rows)
+    world = accelerator.num_processes if accelerator is not None else 1
+    edited = None  #: row edits on one process: the request's rows trained as a tensor of their own
     if row_edit:
         untie_embeddings(base)
+        if world == 1 and EditedRows.supports(base.get_input_embeddings()):
+            edited = EditedRows(base.get_input_embeddings(), rows)
     saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights
     lora = None
-    if row_edit:
+    if edited is not None:
+        names = set()  # none of the model's own tensors trains
+    elif row_edit:
         names = {id(base.get_input_embeddings().weight)}
     elif cfg.trainable == "lora":
         lora = adapters if adapters is not None else Adapters(base, cfg.lora)
@@ -422,7 +447,10 @@ def apply_update(
             params.append(p)
     lr = stop.lr if stop is not None and stop.lr is not None else cfg.lr
     masks = saliency_masks(model, tok, params, forget_ex, cfg.saliency) if cfg.saliency else None
-    if row_edit:
+    if edited is not None:
+        lr, params = cfg.rows.lr, [edited.param]
+        masks = [torch.ones(1, 1, dtype=torch.bool, device=edited.param.device)]  # every row of it moves
+    elif row_edit:
         lr = cfg.rows.lr
         masks = [torch.zeros(params[0].shape[0], 1, dtype=torch.bool, device=params[0].device)]
         masks[0][rows] = True  # broadcast over the row: whole rows move
@@ -451,7 +479,6 @@ def apply_update(
         if loop["loss_before"] >= target:
             order, loop["stopped"] = [], "target"  # already at the non-member level: nothing to do
     sched = make_scheduler(opt, total, cfg.warmup_ratio, cfg.min_lr_ratio)
-    world = accelerator.num_processes if accelerator is not None else 1
     losses, first_loss = [], None
     proj_stats: list[float] = []  #: per step: cosine of the step's gradient with the retain gradient (projection)
     _reset_peak_memory(device)
@@ -461,6 +488,8 @@ def apply_update(
         _checkpointing(base, True)
     model.train()
     ok = False
+    if edited is not None:
+        edited.attach()
     try:
         for step, i in enumerate(order):
             ex = forget_ex[i]
@@ -558,6 +587,8 @@ def apply_update(
                     break
         ok = True
     finally:
+        if edited is not None:
+            edited.close()
         model.eval()
         if cfg.gradient_checkpointing:
             _checkpointing(base, False)
@@ -580,7 +611,7 @@ def apply_update(
         "loss_first": first_loss,
         "loss_last": losses[-1] if losses else None,
         "losses": losses,
-        "params_touched": len(rows) * params[0].shape[1] if row_edit else sum(p.numel() for p in params),
+        "params_touched": len(rows) * params[0].shape[-1] if row_edit else sum(p.numel() for p in params),
         "tensors_touched": len(params),
         **({"adapter": adapter_name, "lora_mode": lora.cfg.mode} if lora is not None else {}),
         "retain_drawn": drawn.hexdigest()[:16],  #: digest of the retain items this rank drew, in order
