@@ -36,6 +36,7 @@ from fit_unlearn.engine.update import (
     StopRule,
     UpdateConfig,
     _outputs,
+    example_loss_sums,
     examples_loss,
     forget_examples,
 )
@@ -145,22 +146,47 @@ class Guard:
         self.pool = [doc_example(tok, d.text, update.max_len) for d in docs[n:]]
         self.pool_ids = [d.id for d in docs[n:]]
         self.baseline: float | None = None
+        self._probe_tokens = [frozenset(e.ids) for e in self.probe]
+        #: row edits: per probe sequence, (loss sum, tokens) of the model as last measured (None: measure all)
+        self._sums: list[tuple[float, int]] | None = None
 
     def calibrate(self, model, tok) -> dict:
         self.baseline = examples_loss(model, tok, self.probe)
         return {"probe_loss": self.baseline, "probe": len(self.probe), "pool": len(self.pool)}
 
-    def drift(self, model, tok) -> float:
-        return examples_loss(model, tok, self.probe) / self.baseline - 1
+    def drift(self, model, tok, rows=None) -> float:
+        """The probe's loss over theta_0's, minus 1.  ``rows``: the only weights changed since the last call with
+        ``rows`` are these input-embedding rows of an untied model (row edits): a probe sequence without those
+        tokens computes exactly as before, so only the others run again (each sequence alone, so that a kept
+        value and a fresh one are the same number, on a resumed run too)."""
+        if rows is None:
+            self._sums = None  # any weight may have moved
+            return examples_loss(model, tok, self.probe) / self.baseline - 1
+        rows = frozenset(rows)
+        redo = [i for i, ids in enumerate(self._probe_tokens) if self._sums is None or ids & rows]
+        sums = list(self._sums) if self._sums is not None else [(0.0, 0)] * len(self.probe)
+        for i, v in zip(redo, example_loss_sums(model, tok, [self.probe[i] for i in redo]), strict=True):
+            sums[i] = v
+        self._sums = sums
+        return sum(s for s, _ in sums) / max(sum(n for _, n in sums), 1) / self.baseline - 1
 
     def check(
-        self, model, ref_model, tok, seed: int, cache: ReferenceCache | None, params=None, repair: bool = True
+        self,
+        model,
+        ref_model,
+        tok,
+        seed: int,
+        cache: ReferenceCache | None,
+        params=None,
+        repair: bool = True,
+        rows=None,
     ) -> dict:
         """Score the probe; repair if it drifted past the budget.  Returns what the receipt records.
         ``params``: the weights a repair may train (None: all of the model's); ``repair=False``: measure only
-        (row edits: a repair of every weight would move what the edit left untouched)."""
+        (row edits: a repair of every weight would move what the edit left untouched); ``rows``: the request
+        changed these input-embedding rows and nothing else (:meth:`drift`)."""
         t0 = time.perf_counter()
-        before = self.drift(model, tok)
+        before = self.drift(model, tok, rows)
         rec = {"drift_before": before, "repair_steps": 0}
         if before > self.cfg.budget and self.cfg.max_steps and not repair:
             rec["repair_skipped"] = "row edits are not repaired"

@@ -477,6 +477,7 @@ class Engine:
                     self.ref_cache,
                     params=params,
                     repair=self.token_docs is None,
+                    rows=record["rows"]["tokens"] if record.get("rows", {}).get("edited") else None,
                 )
             if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
                 record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]
