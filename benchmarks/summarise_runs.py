@@ -15,6 +15,17 @@ from pathlib import Path
 from fit_unlearn.summary import journal_results
 
 
+def effective_lr(cfg: dict) -> float:
+    """The learning rate a run's requests trained at: ``update.rows.lr`` for row edits, ``loop.lr`` for weight
+    updates under the closed loop (when set), else ``update.lr``."""
+    update, loop = cfg["update"], cfg.get("loop") or {}
+    if update.get("trainable") == "rows":
+        return update["rows"]["lr"]
+    if loop.get("enabled") and loop.get("lr") is not None:
+        return loop["lr"]
+    return update["lr"]
+
+
 def summarise(run: Path) -> dict:
     # the library reads the journal as `fit-unlearn report` does: after a crash the engine restores the last
     # checkpoint and re-applies the requests after it, and the later "applied" event of a position counts; a
@@ -28,7 +39,7 @@ def summarise(run: Path) -> dict:
     return {
         "run": str(run),
         "strategy": start["config"]["strategy"],
-        "lr": start["config"]["update"]["lr"],
+        "lr": effective_lr(start["config"]),
         "applied": len(applied),
         "median_seconds": statistics.median(secs) if (secs := [_seconds(r) for r in applied]) else None,
         "mean_seconds": statistics.mean(secs) if secs else None,
