@@ -16,12 +16,14 @@ from fit_unlearn.summary import journal_results
 
 
 def effective_lr(cfg: dict) -> float:
-    """The learning rate a run's requests trained at: ``update.rows.lr`` for row edits, ``loop.lr`` for weight
-    updates under the closed loop (when set), else ``update.lr``."""
+    """The learning rate a run's requests trained at: ``update.rows.lr`` for row edits (a request that falls back
+    to a weight update trains at the loop's or the update's), ``loop.lr`` for weight updates the closed loop
+    stops (when set), else ``update.lr``.  ``loop.enabled: null`` reads as off, the default of every built-in
+    strategy."""
     update, loop = cfg["update"], cfg.get("loop") or {}
     if update.get("trainable") == "rows":
         return update["rows"]["lr"]
-    if loop.get("enabled") and loop.get("lr") is not None:
+    if loop.get("enabled") and loop.get("stop", True) and loop.get("lr") is not None:
         return loop["lr"]
     return update["lr"]
 

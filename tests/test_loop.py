@@ -238,28 +238,31 @@ def test_the_guard_measures_but_does_not_repair_row_edits(tiny_model, tiny_data)
 
 
 def test_the_guard_reruns_only_the_probe_sequences_that_hold_an_edited_row(tiny_model, tiny_data, monkeypatch):
-    """Row edits: the probe's drift measured with ``rows`` is the full measurement's, and only the probe sequences
-    holding an edited token run again; after any other change (``rows=None``) everything is measured."""
+    """Row edits (``per_sequence``): the probe's drift measured with ``rows`` is exactly the full measurement's, and
+    only the probe sequences holding an edited token run again; ``rows=None`` (any weight may have moved) runs them
+    all."""
     from fit_unlearn.engine import loop as loop_mod
     from fit_unlearn.engine.loop import Guard, GuardConfig
     from fit_unlearn.engine.rows import untie_embeddings
+    from fit_unlearn.engine.update import example_loss_sums
 
     model, tok = tiny_model
     untie_embeddings(model)
-    guard = Guard(GuardConfig(probe_size=3), tiny_data.retain, tok, UpdateConfig(), None)
+    guard = Guard(GuardConfig(probe_size=3), tiny_data.retain, tok, UpdateConfig(), None, per_sequence=True)
     guard.calibrate(model, tok)
-    ran, real = [], loop_mod.example_loss_sums
-    monkeypatch.setattr(loop_mod, "example_loss_sums", lambda m, t, ex: ran.append(len(ex)) or real(m, t, ex))
-    first = guard.drift(model, tok, rows=[])
-    assert first == pytest.approx(0.0, abs=1e-6) and ran == [3]
+    ran = []
+    monkeypatch.setattr(
+        loop_mod, "example_loss_sums", lambda m, t, ex: ran.append(len(ex)) or example_loss_sums(m, t, ex)
+    )
+    assert guard.drift(model, tok, rows=[]) == 0.0 and ran == [3]
     held = next(t for t in guard.probe[0].ids if all(t not in e.ids for e in guard.probe[1:]))
     with torch.no_grad():
         model.model.embed_tokens.weight[held] = torch.randn(64, generator=torch.Generator().manual_seed(0)) * 10
     got = guard.drift(model, tok, rows=[held])
-    assert ran == [3, 1] and abs(got - first) > 2e-5  # a random model: the probe moves a little
-    assert got == pytest.approx(guard.drift(model, tok), abs=1e-6)
-    guard.drift(model, tok, rows=[held])
-    assert ran == [3, 1, 3]  # the full measurement above forgot what it kept
+    assert ran == [3, 1] and got != 0.0
+    assert guard._sums == example_loss_sums(model, tok, guard.probe)  # what a resumed run measures afresh
+    assert guard.drift(model, tok) == got and ran == [3, 1, 3]
+    assert guard.drift(model, tok, rows=[held]) == got and ran == [3, 1, 3, 1]
 
 
 @pytest.mark.parametrize("backtrack", [0, 2])

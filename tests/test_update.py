@@ -281,10 +281,15 @@ def test_row_edit_moves_only_the_requests_own_rows_and_unties_the_output(tiny_to
     assert torch.equal(loaded.lm_head.weight, theta0)
 
 
-def test_row_edits_train_the_rows_alone_as_the_masked_matrix_would(tiny_tok, tiny_data, monkeypatch):
+@pytest.mark.parametrize(
+    "objective,more",
+    [("ga", {}), ("graddiff", {"max_grad_norm": 0.05, "retain_batch_size": 1})],
+)
+def test_row_edits_train_the_rows_alone_as_the_masked_matrix_would(tiny_tok, tiny_data, monkeypatch, objective, more):
     """The request's rows trained as a tensor of their own (``EditedRows``, read through a forward hook) give
-    bit-identical weights, losses and stop to the masked update of the whole embedding matrix, with the closed
-    loop measuring the request while the hook is on; the hook is gone afterwards."""
+    bit-identical weights, losses and stop to the masked update of the whole embedding matrix (CPU, fp32; with a
+    retain term and clipping too), with the closed loop measuring the request while the hook is on; the hook is gone
+    afterwards, and an edited padding row takes the masked path."""
     from fit_unlearn.engine import rows as rows_mod
     from fit_unlearn.engine.update import StopRule, examples_loss, forget_examples
     from fit_unlearn.models import build_tiny_llama
@@ -292,11 +297,14 @@ def test_row_edits_train_the_rows_alone_as_the_masked_matrix_would(tiny_tok, tin
     tok = tiny_tok
     doc = tiny_data.forget[0]
     own = _own(tok, tiny_data, doc, max_df=4)  # 14 rows
-    cfg = UpdateConfig(trainable="rows", rows={"lr": 2e-1})
-    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:2])
+    cfg = UpdateConfig(trainable="rows", rows={"lr": 2e-1}, **more)
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective(objective), qa=doc.qa[:2])
+    attached, attach, real = [], rows_mod.EditedRows.attach, rows_mod.EditedRows.supports
+    monkeypatch.setattr(rows_mod.EditedRows, "attach", lambda self: attached.append(1) or attach(self))
     runs = []
     for fast in (True, False):
-        monkeypatch.setattr(rows_mod.EditedRows, "supports", staticmethod(lambda emb, fast=fast: fast))
+        supports = real if fast else lambda emb, rows: False
+        monkeypatch.setattr(rows_mod.EditedRows, "supports", staticmethod(supports))
         model = build_tiny_llama(tok, layers=2, hidden=64, seed=0, tied=True)
         ref = copy.deepcopy(model).eval()
         ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
@@ -306,6 +314,7 @@ def test_row_edits_train_the_rows_alone_as_the_masked_matrix_would(tiny_tok, tin
         )
         assert not model.model.embed_tokens._forward_hooks
         runs.append((rec, model.model.embed_tokens.weight.detach().clone()))
+    assert attached == [1]  # the first run took the fast path, the second the masked matrix
     (fast_rec, fast_w), (slow_rec, slow_w) = runs
     assert fast_rec["loop"]["stopped"] == "target" and 2 <= fast_rec["steps"] < 30
     assert fast_rec["losses"] == slow_rec["losses"] and fast_rec["loop"] == slow_rec["loop"]
@@ -313,6 +322,8 @@ def test_row_edits_train_the_rows_alone_as_the_masked_matrix_would(tiny_tok, tin
     assert (fast_w != build_tiny_llama(tok, layers=2, hidden=64, seed=0).model.embed_tokens.weight).any(1).sum() == len(
         own
     )
+    emb = build_tiny_llama(tok, layers=2, hidden=64, seed=0).model.embed_tokens
+    assert real(emb, own) and not real(emb, own + [emb.padding_idx])
 
 
 def test_a_request_without_enough_own_tokens_is_updated_as_full(tiny_model, tiny_data):

@@ -134,8 +134,16 @@ class Guard:
     """Probe + repair (see the module docstring)."""
 
     def __init__(
-        self, cfg: GuardConfig, retain_train: list[Document], tok, update: UpdateConfig, lr: float | None = None
+        self,
+        cfg: GuardConfig,
+        retain_train: list[Document],
+        tok,
+        update: UpdateConfig,
+        lr: float | None = None,
+        per_sequence: bool = False,
     ):
+        """``per_sequence`` (row edits): each probe sequence is scored alone, and :meth:`drift` keeps the scores of
+        the sequences a row edit cannot have changed."""
         docs = sorted(retain_train, key=lambda d: d.id)
         if len(docs) < 2:
             raise ConfigError("loop.guard needs at least 2 retain-train documents (a probe and a repair pool)")
@@ -146,24 +154,29 @@ class Guard:
         self.pool = [doc_example(tok, d.text, update.max_len) for d in docs[n:]]
         self.pool_ids = [d.id for d in docs[n:]]
         self.baseline: float | None = None
+        self.per_sequence = per_sequence
         self._probe_tokens = [frozenset(e.ids) for e in self.probe]
-        #: row edits: per probe sequence, (loss sum, tokens) of the model as last measured (None: measure all)
+        #: per_sequence: per probe sequence, (loss sum, tokens) of the model as last measured (None: measure all)
         self._sums: list[tuple[float, int]] | None = None
 
     def calibrate(self, model, tok) -> dict:
-        self.baseline = examples_loss(model, tok, self.probe)
+        if self.per_sequence:
+            sums = example_loss_sums(model, tok, self.probe)
+            self.baseline = sum(s for s, _ in sums) / max(sum(n for _, n in sums), 1)
+        else:
+            self.baseline = examples_loss(model, tok, self.probe)
         return {"probe_loss": self.baseline, "probe": len(self.probe), "pool": len(self.pool)}
 
     def drift(self, model, tok, rows=None) -> float:
-        """The probe's loss over theta_0's, minus 1.  ``rows``: the only weights changed since the last call with
-        ``rows`` are these input-embedding rows of an untied model (row edits): a probe sequence without those
-        tokens computes exactly as before, so only the others run again (each sequence alone, so that a kept
-        value and a fresh one are the same number, on a resumed run too)."""
-        if rows is None:
-            self._sums = None  # any weight may have moved
+        """The probe's loss over theta_0's, minus 1.  ``rows`` (with ``per_sequence``): the only weights changed
+        since the last measurement are these input-embedding rows of an untied model (a row edit), so a probe
+        sequence without those tokens computes exactly as before and only the others run again; each sequence
+        runs alone, so that a kept value and a fresh one are the same number, on a resumed run too.  ``None``:
+        any weight may have changed, every sequence runs."""
+        if not self.per_sequence:
             return examples_loss(model, tok, self.probe) / self.baseline - 1
-        rows = frozenset(rows)
-        redo = [i for i, ids in enumerate(self._probe_tokens) if self._sums is None or ids & rows]
+        rows = frozenset(rows) if rows is not None else None
+        redo = [i for i, ids in enumerate(self._probe_tokens) if self._sums is None or rows is None or ids & rows]
         sums = list(self._sums) if self._sums is not None else [(0.0, 0)] * len(self.probe)
         for i, v in zip(redo, example_loss_sums(model, tok, [self.probe[i] for i in redo]), strict=True):
             sums[i] = v

@@ -155,7 +155,14 @@ class Engine:
         self.guard: Guard | None = None
         self.anchors = self.data.retain_train
         if self.loop_on and cfg.loop.guard.enabled:
-            self.guard = Guard(cfg.loop.guard, self.data.retain_train, self.tok, cfg.update, cfg.loop.lr)
+            self.guard = Guard(
+                cfg.loop.guard,
+                self.data.retain_train,
+                self.tok,
+                cfg.update,
+                cfg.loop.lr,
+                per_sequence=self.token_docs is not None,
+            )
             # the probe must see what the update does to documents it never trains on: not an anchor
             self.anchors = [d for d in self.data.retain_train if d.id not in self.guard.probe_ids]
         self.consumed: Counter = Counter()  #: stream items processed, by identity (saved with checkpoints)

@@ -427,7 +427,7 @@ def apply_update(
     edited = None  #: row edits on one process: the request's rows trained as a tensor of their own
     if row_edit:
         untie_embeddings(base)
-        if world == 1 and EditedRows.supports(base.get_input_embeddings()):
+        if world == 1 and EditedRows.supports(base.get_input_embeddings(), rows):
             edited = EditedRows(base.get_input_embeddings(), rows)
     saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights
     lora = None
@@ -587,8 +587,6 @@ def apply_update(
                     break
         ok = True
     finally:
-        if edited is not None:
-            edited.close()
         model.eval()
         if cfg.gradient_checkpointing:
             _checkpointing(base, False)
@@ -599,6 +597,8 @@ def apply_update(
         if ref_cache is not None:  # forget slices and refusals are this request's; retain documents stay
             ref_cache.drop("forget")
             ref_cache.drop("alternate")
+        if edited is not None:  # the trained rows into the matrix, the hook off
+            edited.close()
     ce_after = mean_ce(model, tok, [request_text], cfg.max_len)[0] if request_text.strip() else None
     record = {
         "request_ce_before": ce_before,
