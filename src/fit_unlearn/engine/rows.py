@@ -41,7 +41,8 @@ class RowsSection(Section):
     """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates).  On the default model,
     2e-2 with ``loop.check_every: 2`` (as ``examples/rows.yaml`` and the bench's ``-rows``) kept the retain score of
     1e-2 over 60 synthetic and 20 real PCH requests, forgets further and takes 12 steps instead of 17.6 (1.5x NPO's
-    time instead of 2.5x; benchmarks/README.md, "Session 10").  3e-2 (with ``loop.check_every: 2``)
+    time instead of 2.5x then; since session 16, which trains the rows alone, 0.99x NPO in the same run over the 60
+    synthetic requests: benchmarks/README.md, "Session 10", "Session 16").  3e-2 (with ``loop.check_every: 2``)
     takes half the steps and about NPO's time per request, but after 60 requests the retain-eval score is 92.6 (98.0
     at 1e-2): four documents outside the index that read an edited token lost 1-28 points each
     (benchmarks/README.md, "Session 10")."""
