@@ -265,6 +265,32 @@ def test_the_guard_reruns_only_the_probe_sequences_that_hold_an_edited_row(tiny_
     assert guard.drift(model, tok, rows=[held]) == got and ran == [3, 1, 3, 1]
 
 
+def test_the_runner_tells_the_guard_which_rows_a_request_edited(tiny_prepared, tmp_path, monkeypatch):
+    """Under row edits the runner hands the guard the edited rows of a row-edited request, and nothing (measure
+    every probe document) for a request that fell back to a weight update; both kinds occur in this stream."""
+    from fit_unlearn.engine.loop import Guard
+
+    seen, check = [], Guard.check
+
+    def spy(self, *a, rows=None, **k):
+        seen.append(rows)
+        return check(self, *a, rows=rows, **k)
+
+    monkeypatch.setattr(Guard, "check", spy)
+    rows = {"min_rows": 2, "fallback": "full"}  # requests with a single own token are updated as full
+    over = {
+        **LOOP,
+        "update": {**LOOP["update"], "trainable": "rows", "rows": rows},
+        "loop": {**LOOP["loop"], "guard": {"enabled": True, "probe_size": 2}},
+        "stream.limit": 6,
+    }
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    reqs = eng.run()["requests"]
+    eng.close()
+    assert [r["rows"]["tokens"] if r["rows"]["edited"] else None for r in reqs] == seen
+    assert any(x is None for x in seen) and any(x for x in seen), seen
+
+
 @pytest.mark.parametrize("backtrack", [0, 2])
 def test_an_undone_repair_step_halves_the_learning_rate_backtrack_times(tiny_model, tiny_data, monkeypatch, backtrack):
     """guard.backtrack: a step that does not lower the probe's loss is undone, and the repair tries again at
