@@ -130,6 +130,11 @@ def nonmember_level(
     return {"target": float(np.quantile(losses, q)), "quantile": q, "n": len(losses), "losses": losses}
 
 
+def _mean_loss(sums: list[tuple[float, int]]) -> float:
+    """Mean token loss over sequences given as (loss sum, scored tokens), as :func:`example_loss_sums` returns."""
+    return sum(s for s, _ in sums) / max(sum(n for _, n in sums), 1)
+
+
 class Guard:
     """Probe + repair (see the module docstring)."""
 
@@ -161,8 +166,7 @@ class Guard:
 
     def calibrate(self, model, tok) -> dict:
         if self.per_sequence:
-            sums = example_loss_sums(model, tok, self.probe)
-            self.baseline = sum(s for s, _ in sums) / max(sum(n for _, n in sums), 1)
+            self.baseline = _mean_loss(example_loss_sums(model, tok, self.probe))
         else:
             self.baseline = examples_loss(model, tok, self.probe)
         return {"probe_loss": self.baseline, "probe": len(self.probe), "pool": len(self.pool)}
@@ -181,7 +185,7 @@ class Guard:
         for i, v in zip(redo, example_loss_sums(model, tok, [self.probe[i] for i in redo]), strict=True):
             sums[i] = v
         self._sums = sums
-        return sum(s for s, _ in sums) / max(sum(n for _, n in sums), 1) / self.baseline - 1
+        return _mean_loss(sums) / self.baseline - 1
 
     def check(
         self,
