@@ -27,6 +27,37 @@ def test_own_tokens_are_in_no_other_document(tiny_model, tiny_data):
     assert own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=1) == (own, 0)
 
 
+def test_the_questions_the_engine_derives_are_no_request_s_own(tiny_data):
+    """A request that comes without QA pairs is trained on the questions the engine derives from its fields ("How
+    old is ...?").  The corpus stores one question form per document, yet the index holds the derived forms' words
+    too, so no request edits them (editing them would break that question for every document)."""
+    from fit_unlearn.data.documents import Document
+    from fit_unlearn.data.qa import derive_qa
+    from fit_unlearn.models import train_tokenizer
+
+    corpus = tiny_data.retain + tiny_data.holdout + tiny_data.forget
+    # a vocabulary in which the derived questions' words are whole tokens, as in a real model's
+    texts = [d.text for d in corpus] + [f"Question: {q.question}\nAnswer: {q.answer}" for d in corpus for q in d.qa]
+    tok = train_tokenizer(texts + [q.question for d in corpus for q in derive_qa(d.text)] * 3, vocab_size=1000)
+    src = next(d for d in tiny_data.forget if d.domain == "personal")
+    assert all(len(d.qa) == 1 for d in corpus)  # the stored form only ("What is the address of ...?")
+    request = Document("user-0000", src.text, "personal", tuple(derive_qa(src.text)))  # a user's near-duplicate
+    assert len(request.qa) == 3
+    question_only = _doc_tokens(tok, None, request.qa) - _doc_tokens(tok, request.text, ())
+    question_only -= {t for q in request.qa for t in tok(" " + q.answer, add_special_tokens=False)["input_ids"]}
+    stored = {}  # the index of the stored QA alone: those words would be the request's own
+    for d in corpus:
+        for t in _doc_tokens(tok, d.text, d.qa):
+            stored.setdefault(t, set()).add(d.id)
+    before = set(own_tokens(tok, request.id, request.text, request.qa, stored, 0)[0])
+    assert before and before <= question_only
+    index = token_documents(tok, corpus)
+    assert own_tokens(tok, request.id, request.text, request.qa, index, 0)[0] == []
+    # the request's content still decides: the fallback widens to the tokens it shares with its source alone
+    wide, df = own_tokens(tok, request.id, request.text, request.qa, index, 0, min_rows=1)
+    assert df == 1 and wide and not set(wide) & question_only
+
+
 def test_general_rank_keeps_the_vocabulary_s_first_tokens_unedited(tiny_model, tiny_data):
     """Tokens below ``general_rank`` never qualify, not even when the fallback widens to the rarest ones."""
     _, tok = tiny_model

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from fit_unlearn.data.documents import Document
+from fit_unlearn.data.qa import derive_qa
 from fit_unlearn.layers import unwrap
 from fit_unlearn.schema import Section
 from fit_unlearn.text import encode_qa, encode_text
@@ -49,11 +50,15 @@ class RowsSection(Section):
 
 
 def token_documents(tok, docs: list[Document]) -> dict[int, frozenset[str]]:
-    """Token id -> ids of the documents (text and training QA) that contain it: the index of
-    :func:`own_tokens`."""
+    """Token id -> ids of the documents that contain it: the index of :func:`own_tokens`.  A document holds the
+    tokens of its text, of its training QA pairs and of the questions the engine derives from its fields
+    (:func:`derive_qa`: "How old is ...?", "In which programming language is ... written?"), because a request
+    without QA pairs of its own is trained on exactly those.  Otherwise a corpus stored with one question form would
+    leave the other forms' words ("How", "old", "language") to the first request that the engine asks in them, and
+    editing them breaks that question for every document (benchmarks/README.md, "Session 17")."""
     index: dict[int, set[str]] = {}
     for d in docs:
-        for t in _doc_tokens(tok, d.text, d.qa):
+        for t in _doc_tokens(tok, d.text, (*d.qa, *derive_qa(d.text, d.id, warn=False))):
             index.setdefault(t, set()).add(d.id)
     return {t: frozenset(ids) for t, ids in index.items()}
 
