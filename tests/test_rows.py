@@ -58,6 +58,34 @@ def test_the_questions_the_engine_derives_are_no_request_s_own(tiny_data):
     assert df == 1 and wide and not set(wide) & question_only
 
 
+def test_word_match_counts_every_token_form_of_a_word_as_shared(tiny_model, tiny_data):
+    """``rows.match: word``: a token is shared when another document holds the same word in any token form (with or
+    without its leading space, in any case); the own tokens are then those whose word no other document holds."""
+    from fit_unlearn.data.qa import derive_qa
+    from fit_unlearn.engine.rows import _word
+
+    _, tok = tiny_model
+    corpus = tiny_data.retain + tiny_data.holdout + tiny_data.forget
+    by_token, by_word = token_documents(tok, corpus), token_documents(tok, corpus, "word")
+    removed = 0
+    for doc in tiny_data.forget:
+        own = set(own_tokens(tok, doc.id, doc.text, doc.qa, by_token, 0)[0])
+        own_word = set(own_tokens(tok, doc.id, doc.text, doc.qa, by_word, 0)[0])
+        assert own_word <= own
+        others = [o for o in corpus if o.id != doc.id]
+        other_words = {_word(tok, t) for o in others for t in _doc_tokens(tok, o.text, (*o.qa, *derive_qa(o.text)))}
+        assert all(_word(tok, t) not in other_words for t in own_word)
+        assert all(_word(tok, t) in other_words for t in own - own_word)
+        removed += len(own - own_word)
+    assert removed  # the tiny corpus has such pairs
+
+    class Spelled:  # what a word is: the token's text without its leading space, in lower case
+        def decode(self, ids):
+            return {1: " Mar", 2: "mar", 3: "Mar", 4: " Mark"}[ids[0]]
+
+    assert _word(Spelled(), 1) == _word(Spelled(), 2) == _word(Spelled(), 3) == "mar" != _word(Spelled(), 4)
+
+
 def test_general_rank_keeps_the_vocabulary_s_first_tokens_unedited(tiny_model, tiny_data):
     """Tokens below ``general_rank`` never qualify, not even when the fallback widens to the rarest ones."""
     _, tok = tiny_model

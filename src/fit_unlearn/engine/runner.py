@@ -143,7 +143,9 @@ class Engine:
         #: token-keyed edits (update.trainable: rows): which documents of the corpus contain each token; retain-eval
         #: is left out (it measures utility: the method must not see it)
         self.token_docs = (
-            token_documents(self.tok, self.data.retain_train + self.data.holdout + self.data.forget)
+            token_documents(
+                self.tok, self.data.retain_train + self.data.holdout + self.data.forget, cfg.update.rows.match
+            )
             if cfg.update.trainable == "rows"
             else None
         )
