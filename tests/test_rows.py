@@ -36,54 +36,72 @@ def test_the_questions_the_engine_derives_are_no_request_s_own(tiny_data):
     from fit_unlearn.models import train_tokenizer
 
     corpus = tiny_data.retain + tiny_data.holdout + tiny_data.forget
-    # a vocabulary in which the derived questions' words are whole tokens, as in a real model's
-    texts = [d.text for d in corpus] + [f"Question: {q.question}\nAnswer: {q.answer}" for d in corpus for q in d.qa]
-    tok = train_tokenizer(texts + [q.question for d in corpus for q in derive_qa(d.text)] * 3, vocab_size=1000)
     src = next(d for d in tiny_data.forget if d.domain == "personal")
+    name = src.text.split("\n")[0].removeprefix("Name: ")
+    text = src.text.replace(name, "Zebulon Q. Quaxley")  # a user's near-duplicate about someone else
+    # a vocabulary in which the derived questions' words and the new name are whole tokens, as in a real model's
+    texts = [d.text for d in corpus] + [f"Question: {q.question}\nAnswer: {q.answer}" for d in corpus for q in d.qa]
+    derived = [q.question for d in corpus for q in derive_qa(d.text, warn=False)]
+    tok = train_tokenizer(texts + (derived + [text]) * 3, vocab_size=1000)
     assert all(len(d.qa) == 1 for d in corpus)  # the stored form only ("What is the address of ...?")
-    request = Document("user-0000", src.text, "personal", tuple(derive_qa(src.text)))  # a user's near-duplicate
+    request = Document("user-0000", text, "personal", tuple(derive_qa(text, warn=False)))
     assert len(request.qa) == 3
     question_only = _doc_tokens(tok, None, request.qa) - _doc_tokens(tok, request.text, ())
     question_only -= {t for q in request.qa for t in tok(" " + q.answer, add_special_tokens=False)["input_ids"]}
-    stored = {}  # the index of the stored QA alone: those words would be the request's own
+    new_name = set(tok(" Zebulon Q. Quaxley", add_special_tokens=False)["input_ids"])
+    stored = {}  # the index of the stored QA alone: the question words would be the request's own
     for d in corpus:
         for t in _doc_tokens(tok, d.text, d.qa):
             stored.setdefault(t, set()).add(d.id)
     before = set(own_tokens(tok, request.id, request.text, request.qa, stored, 0)[0])
-    assert before and before <= question_only
-    index = token_documents(tok, corpus)
-    assert own_tokens(tok, request.id, request.text, request.qa, index, 0)[0] == []
-    # the request's content still decides: the fallback widens to the tokens it shares with its source alone
-    wide, df = own_tokens(tok, request.id, request.text, request.qa, index, 0, min_rows=1)
-    assert df == 1 and wide and not set(wide) & question_only
+    assert before & question_only and before <= question_only | new_name
+    own = set(own_tokens(tok, request.id, request.text, request.qa, token_documents(tok, corpus), 0)[0])
+    assert own and own <= new_name and not own & question_only  # the new name's pieces alone
 
 
-def test_word_match_counts_every_token_form_of_a_word_as_shared(tiny_model, tiny_data):
+def test_word_match_counts_every_token_form_of_a_word_as_shared(tiny_data):
     """``rows.match: word``: a token is shared when another document holds the same word in any token form (with or
-    without its leading space, in any case); the own tokens are then those whose word no other document holds."""
-    from fit_unlearn.data.qa import derive_qa
-    from fit_unlearn.engine.rows import _word
+    without its leading space, in any case), whether or not the token itself occurs in the corpus."""
+    from fit_unlearn.data.documents import Document
+    from fit_unlearn.models import train_tokenizer
 
-    _, tok = tiny_model
-    corpus = tiny_data.retain + tiny_data.holdout + tiny_data.forget
+    corpus = [*tiny_data.retain, Document("other", "Zorblat reads the report.")]
+    texts = [d.text for d in corpus] + ["Zorblat zorblat, on zorblat: about zorblat"] * 3
+    tok = train_tokenizer(texts, vocab_size=1000)
+    request = Document("user-x", "A note about zorblat.")  # not in the corpus; " zorblat" is in no document
+    (piece,) = tok(" zorblat", add_special_tokens=False)["input_ids"]
+    assert piece not in tok("Zorblat", add_special_tokens=False)["input_ids"]
     by_token, by_word = token_documents(tok, corpus), token_documents(tok, corpus, "word")
-    removed = 0
-    for doc in tiny_data.forget:
-        own = set(own_tokens(tok, doc.id, doc.text, doc.qa, by_token, 0)[0])
-        own_word = set(own_tokens(tok, doc.id, doc.text, doc.qa, by_word, 0)[0])
-        assert own_word <= own
-        others = [o for o in corpus if o.id != doc.id]
-        other_words = {_word(tok, t) for o in others for t in _doc_tokens(tok, o.text, (*o.qa, *derive_qa(o.text)))}
-        assert all(_word(tok, t) not in other_words for t in own_word)
-        assert all(_word(tok, t) in other_words for t in own - own_word)
-        removed += len(own - own_word)
-    assert removed  # the tiny corpus has such pairs
+    assert piece in own_tokens(tok, request.id, request.text, (), by_token, 0)[0]
+    assert piece not in own_tokens(tok, request.id, request.text, (), by_word, 0)[0]
+    assert by_word[piece] == frozenset({"other"})
+    own_word = set(own_tokens(tok, request.id, request.text, (), by_word, 0)[0])
+    assert own_word and own_word < set(own_tokens(tok, request.id, request.text, (), by_token, 0)[0])
 
-    class Spelled:  # what a word is: the token's text without its leading space, in lower case
-        def decode(self, ids):
-            return {1: " Mar", 2: "mar", 3: "Mar", 4: " Mark"}[ids[0]]
 
-    assert _word(Spelled(), 1) == _word(Spelled(), 2) == _word(Spelled(), 3) == "mar" != _word(Spelled(), 4)
+def test_a_word_is_a_token_s_text_without_surrounding_space_and_case():
+    """What ``rows.match: word`` joins: `` Mar``, ``Mar`` and ``mar``; not `` Mark``; not tokens that spell no word
+    (only whitespace, or a piece of a multi-byte character), which keep their own documents; and an indexed id past
+    ``len(tok)`` keeps its documents too."""
+    from fit_unlearn.engine.rows import _by_word
+
+    class Spelled:
+        text = {0: " Mar", 1: "mar", 2: "Mar", 3: " Mark", 4: "  ", 5: "\ufffd", 6: " \n", 9: "mar"}
+
+        def __len__(self):
+            return 7
+
+        def batch_decode(self, ids):
+            return [self.text[i[0]] for i in ids]
+
+    index = {0: {"a"}, 3: {"b"}, 4: {"c"}, 5: {"d"}, 6: {"e"}, 9: {"f"}}
+    assert _by_word(Spelled(), index) == {
+        **dict.fromkeys((0, 1, 2, 9), frozenset({"a", "f"})),
+        3: frozenset({"b"}),
+        4: frozenset({"c"}),
+        5: frozenset({"d"}),
+        6: frozenset({"e"}),
+    }
 
 
 def test_general_rank_keeps_the_vocabulary_s_first_tokens_unedited(tiny_model, tiny_data):

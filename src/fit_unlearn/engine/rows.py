@@ -41,9 +41,11 @@ class RowsSection(Section):
     match: Literal["token", "word"] = "token"
     """What makes two documents share a token.  ``token``: the same token id.  ``word``: the same word, in any of its
     token forms (with or without a leading space, in any case: `` Mar``, ``Mar`` and `` mar`` are one word), so a
-    request does not edit ``Mar`` when another document reads `` Mar``.  On the synthetic 60-request stream ``word``
-    leaves 442 of 505 rows in the edit (42 requests lose 1-4 rows: fragments such as ``j``, ``is``, ``p`` and shared
-    name pieces)."""
+    request does not edit ``Mar`` when another document reads `` Mar``.  It leaves 442 of 505 own rows in the edit on
+    the synthetic 60-request stream, 626 of 725 on synthetic 120 and 1086 of 1295 on real PCH 60 (fragments such as
+    ``j``, ``is``, ``p`` and name pieces that another document holds in another form; benchmarks/README.md, "Session
+    17").  With ``word``, ``rows.shared_with`` counts every document that holds a form of the word, including those
+    that hold only another form, which the edit does not touch."""
     lr: float = Field(default=2e-2, gt=0)
     """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates).  On the default model,
     2e-2 with ``loop.check_every: 2`` (as ``examples/rows.yaml`` and the bench's ``-rows``) kept the retain score of
@@ -55,29 +57,40 @@ class RowsSection(Section):
     (benchmarks/README.md, "Session 10")."""
 
 
-def token_documents(tok, docs: list[Document], match: str = "token") -> dict[int, frozenset[str]]:
+def token_documents(tok, docs: list[Document], match: Literal["token", "word"] = "token") -> dict[int, frozenset[str]]:
     """Token id -> ids of the documents that contain it: the index of :func:`own_tokens`.  A document holds the
-    tokens of its text, of its training QA pairs and of the questions the engine derives from its fields
-    (:func:`derive_qa`: "How old is ...?", "In which programming language is ... written?"), because a request
-    without QA pairs of its own is trained on exactly those.  Otherwise a corpus stored with one question form would
-    leave the other forms' words ("How", "old", "language") to the first request that the engine asks in them, and
-    editing them breaks that question for every document (benchmarks/README.md, "Session 17")."""
+    tokens of its text, of its training QA pairs and of the QA pairs the engine derives for it (:func:`derive_qa`:
+    "How old is ...?", "In which programming language is ... written?"; a continuation pair for a document without
+    known fields), because a request that comes without QA pairs is trained on exactly those.  Otherwise a corpus
+    stored with one question form leaves the other forms' words ("How", "old", "language") to the first request the
+    engine asks in them, and editing them breaks that question for every document (benchmarks/README.md, "Session
+    17").  A form is shared only when more than ``rows.max_df`` other documents derive it (documents of the same
+    kind with the same field).  ``match``: :attr:`RowsSection.match`."""
     index: dict[int, set[str]] = {}
     for d in docs:
-        for t in _doc_tokens(tok, d.text, (*d.qa, *derive_qa(d.text, d.id, warn=False))):
+        for t in _doc_tokens(tok, d.text, dict.fromkeys((*d.qa, *derive_qa(d.text, d.id, warn=False)))):
             index.setdefault(t, set()).add(d.id)
-    if match == "word":  # every token form of a word, in the corpus or not: the documents of all of them
-        forms: dict[str, set[str]] = {}
-        for t, ids in index.items():
-            forms.setdefault(_word(tok, t), set()).update(ids)
-        words = ((t, _word(tok, t)) for t in range(len(tok)))
-        return {t: frozenset(forms[w]) for t, w in words if w in forms}
+    if match == "word":
+        return _by_word(tok, index)
+    if match != "token":
+        raise ValueError(f"rows.match must be 'token' or 'word', got {match!r}")
     return {t: frozenset(ids) for t, ids in index.items()}
 
 
-def _word(tok, t: int) -> str:
-    """The word a token spells, without its leading space and case (RowsSection.match ``word``)."""
-    return tok.decode([t]).strip().lower()
+def _by_word(tok, index: dict[int, set[str]]) -> dict[int, frozenset[str]]:
+    """``rows.match: word``: each token, in the corpus or not, is held by the documents that hold any token form of
+    its word.  A token whose text is only whitespace, or an incomplete UTF-8 byte sequence (a piece of a character
+    that byte-level vocabularies split), spells no word and keeps its own documents."""
+    ids = sorted(set(range(len(tok))) | set(index))
+    words = {t: w for t, w in zip(ids, tok.batch_decode([[t] for t in ids]), strict=True)}
+    words = {t: w.strip().lower() for t, w in words.items() if w.strip() and "\ufffd" not in w}
+    forms: dict[str, set[str]] = {}
+    for t, held in index.items():
+        if t in words:
+            forms.setdefault(words[t], set()).update(held)
+    shared = {w: frozenset(held) for w, held in forms.items()}
+    out = {t: shared[w] for t, w in words.items() if w in shared}
+    return out | {t: frozenset(held) for t, held in index.items() if t not in words}
 
 
 def _doc_tokens(tok, text: str | None, qa) -> set[int]:
