@@ -45,7 +45,9 @@ class RowsSection(Section):
     the synthetic 60-request stream, 626 of 725 on synthetic 120 and 1086 of 1295 on real PCH 60 (fragments such as
     ``j``, ``is``, ``p`` and name pieces that another document holds in another form; benchmarks/README.md, "Session
     17").  With ``word``, ``rows.shared_with`` counts every document that holds a form of the word, including those
-    that hold only another form, which the edit does not touch."""
+    that hold only another form, which the edit does not touch.  Off: it forgot less on real PCH 60 (strict F.D.
+    0.44-0.57 against 0.78-0.84) and at t = 60 of synthetic 60 (0.09 against 0.28), though it spared the pending
+    documents."""
     lr: float = Field(default=2e-2, gt=0)
     """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates).  On the default model,
     2e-2 with ``loop.check_every: 2`` (as ``examples/rows.yaml`` and the bench's ``-rows``) kept the retain score of
