@@ -84,15 +84,12 @@ def _by_word(tok, index: dict[int, set[str]]) -> dict[int, frozenset[str]]:
     its word.  A token whose text is only whitespace, or an incomplete UTF-8 byte sequence (a piece of a character
     that byte-level vocabularies split), spells no word and keeps its own documents."""
     ids = sorted(set(range(len(tok))) | set(index))
-    words = {t: w for t, w in zip(ids, tok.batch_decode([[t] for t in ids]), strict=True)}
-    words = {t: w.strip().lower() for t, w in words.items() if w.strip() and "\ufffd" not in w}
+    decoded = zip(ids, tok.batch_decode([[t] for t in ids]), strict=True)
+    words = {t: w.strip().lower() for t, w in decoded if w.strip() and "\ufffd" not in w}
     forms: dict[str, set[str]] = {}
     for t, held in index.items():
-        if t in words:
-            forms.setdefault(words[t], set()).update(held)
-    shared = {w: frozenset(held) for w, held in forms.items()}
-    out = {t: shared[w] for t, w in words.items() if w in shared}
-    return out | {t: frozenset(held) for t, held in index.items() if t not in words}
+        forms.setdefault(words.get(t, t), set()).update(held)  # a token that spells no word: a form of its own
+    return {t: frozenset(forms[key]) for t in ids if (key := words.get(t, t)) in forms}
 
 
 def _doc_tokens(tok, text: str | None, qa) -> set[int]:
