@@ -351,3 +351,65 @@ def test_rows_refuse_saliency():
 
     with pytest.raises(ValidationError, match="drop update.saliency"):
         UpdateConfig(trainable="rows", saliency=0.1)
+
+
+@pytest.mark.parametrize(
+    "trainable,objective,lr,margin,budget",
+    [
+        ("rows", "ga", 2e-1, 0.13, 30),  # stops at the target at a check read off the next step's forward
+        ("full", "npo", 1e-3, 0.6, 30),  # a reference model and its cache: the next step's forward reads it
+        ("rows", "ga", 2e-1, 50.0, 9),  # never reaches it: the checks, the last one after the final step
+    ],
+)
+def test_a_check_read_off_the_next_steps_forward_stops_where_a_separate_check_would(
+    tiny_tok, tiny_data, monkeypatch, trainable, objective, lr, margin, budget
+):
+    """The closed loop's check after a step, read off the next step's forward of its example (the others run again
+    alone), stops at the same step as a separate forward over all the request's sequences: bit-identical losses,
+    weights and stop reason, the same measured loss up to rounding, and fewer forwards."""
+    from fit_unlearn.engine import update as update_mod
+    from fit_unlearn.engine.update import StopRule, examples_loss, forget_examples
+    from fit_unlearn.models import build_tiny_llama
+
+    tok, doc = tiny_tok, tiny_data.forget[0]
+    cfg = UpdateConfig(lr=lr, trainable=trainable, rows={"lr": lr}, slice_chars=80)  # 4 sequences: 3 slices, 1 QA
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective(objective), qa=doc.qa[:2])
+    own = _own(tok, tiny_data, doc, max_df=4) if trainable == "rows" else None
+    runs = []
+    for fused in (True, False):
+        monkeypatch.setattr(update_mod, "deterministic_in_training", lambda m, fused=fused: fused)
+        model = build_tiny_llama(tok, layers=2, hidden=64, seed=0)
+        ref = copy.deepcopy(model).eval()
+        ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
+        assert len(ex) == 4
+        target = examples_loss(model, tok, ex) + margin
+        tokens = []  # every position the model reads (padding included), training and checks alike
+        model.register_forward_hook(lambda m, a, k, o, t=tokens: t.append(k["input_ids"].numel()), with_kwargs=True)
+        rec = apply_update(
+            model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=own, stop=StopRule(target, budget, 3)
+        )
+        runs.append((rec, [p.detach().clone() for p in model.parameters()], sum(tokens)))
+    (a, wa, na), (b, wb, nb) = runs
+    want = "target" if margin < 10 else "budget"
+    assert a["loop"]["stopped"] == b["loop"]["stopped"] == want
+    assert 3 < a["steps"] <= budget and a["steps"] % 3 == 0
+    assert a["losses"] == b["losses"]
+    assert all(torch.equal(p, q) for p, q in zip(wa, wb, strict=True))
+    assert a["loop"]["loss_after"] == pytest.approx(b["loop"]["loss_after"], rel=1e-5)
+    assert a["loop"]["loss_after"] != b["loop"]["loss_before"]
+    # a separate check runs all 4 sequences in one padded batch, a fused one the 3 others, each alone; with 4
+    # sequences and a check every 3 steps the fused checks read the forwards of different sequences
+    assert na < nb
+
+
+def test_a_forward_is_deterministic_in_training_only_without_dropout(tiny_tok):
+    from fit_unlearn.engine.update import deterministic_in_training
+    from fit_unlearn.models import build_tiny_llama
+
+    model = build_tiny_llama(tiny_tok, layers=1, hidden=32, seed=0)
+    assert deterministic_in_training(model)
+    model.config.attention_dropout = 0.1
+    assert not deterministic_in_training(model)
+    model.config.attention_dropout = 0.0
+    model.model.layers[0].mlp.add_module("drop", torch.nn.Dropout(0.1))
+    assert not deterministic_in_training(model)

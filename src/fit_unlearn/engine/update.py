@@ -256,6 +256,42 @@ def examples_loss(model, tok, examples: list[Example], batch_size: int = 8) -> f
     return total / max(n, 1)
 
 
+def examples_loss_reusing(model, tok, examples: list[Example], i: int, out: Outputs) -> float:
+    """:func:`examples_loss` of ``examples`` at the current weights, with example ``i``'s part read off ``out``, the
+    training forward of that example alone at these weights (see :func:`deterministic_in_training`); the others are
+    run alone (:func:`example_loss_sums`).  Equal to :func:`examples_loss` up to float rounding (a batch of one
+    instead of a padded batch, a per-example sum)."""
+    with torch.no_grad():
+        lp, mask = token_logprobs(out.logits.detach(), out.labels)
+    total, n = -float(lp.sum()), int(mask.sum())
+    for s, k in example_loss_sums(model, tok, [e for j, e in enumerate(examples) if j != i]):
+        total, n = total + s, n + k
+    return total / max(n, 1)
+
+
+#: configuration fields through which Hugging Face models apply dropout without a dropout module
+_DROPOUT_FIELDS = (
+    "attention_dropout",
+    "attn_pdrop",
+    "resid_pdrop",
+    "embd_pdrop",
+    "hidden_dropout",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "activation_dropout",
+    "dropout",
+)
+
+
+def deterministic_in_training(model) -> bool:
+    """Whether ``model``'s forward in training mode computes what it does in eval mode: no dropout module with a
+    rate above 0 and no dropout rate in its configuration (SmolLM2, Llama and Qwen2 as published)."""
+    if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return False
+    config = getattr(model, "config", None)
+    return not any(isinstance(v := getattr(config, f, 0), int | float) and v > 0 for f in _DROPOUT_FIELDS)
+
+
 @torch.no_grad()
 def example_loss_sums(model, tok, examples: list[Example]) -> list[tuple[float, int]]:
     """Per example, run alone: (summed token cross-entropy, scored tokens).  An example's value depends on nothing
@@ -488,6 +524,9 @@ def apply_update(
         _checkpointing(base, True)
     model.train()
     ok = False
+    # the check after a step is read off the next step's forward where that forward computes what the check's would
+    # (one process, no dropout): of the request's sequences only the others are run again
+    fused_check, check_due = loop is not None and world == 1 and deterministic_in_training(base), False
     if edited is not None:
         edited.attach()
     try:
@@ -505,6 +544,12 @@ def apply_update(
                 cache=ref_cache,
                 keys=[("forget", i)],
             )
+            if check_due:  # the weights of the last check point: stop before this step trains
+                check_due = False
+                loop["loss_after"] = examples_loss_reusing(model, tok, forget_ex, i, forget)
+                if loop["loss_after"] >= loop["target"]:
+                    loop["stopped"] = "target"
+                    break
             retain_out = alternate = None
             if spec.uses_retain(obj_cfg) and retain and cfg.retain_batch_size:
                 if is_qa[i] and retain_qa:  # unlearning an answer: anchor answers to retain questions
@@ -581,6 +626,9 @@ def apply_update(
             if first_loss is None:
                 first_loss = losses[-1]
             if loop is not None and (step + 1) % stop.check_every == 0:
+                if fused_check and step + 1 < len(order):
+                    check_due = True
+                    continue
                 loop["loss_after"] = examples_loss(model, tok, forget_ex)
                 if loop["loss_after"] >= loop["target"]:
                     loop["stopped"] = "target"
