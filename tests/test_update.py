@@ -354,19 +354,21 @@ def test_rows_refuse_saliency():
 
 
 @pytest.mark.parametrize(
-    "trainable,objective,lr,margin,budget",
+    "trainable,objective,lr,margin,budget,every",
     [
-        ("rows", "ga", 2e-1, 0.13, 30),  # stops at the target at a check read off the next step's forward
-        ("full", "npo", 1e-3, 0.6, 30),  # a reference model and its cache: the next step's forward reads it
-        ("rows", "ga", 2e-1, 50.0, 9),  # never reaches it: the checks, the last one after the final step
+        ("rows", "ga", 2e-1, 0.13, 30, 3),  # stops at the target at a check read off the next step's forward
+        ("full", "npo", 1e-3, 0.6, 30, 3),  # a reference model and its cache: asked for only once a step goes on
+        ("full", "graddiff", 1e-3, 0.6, 30, 1),  # retain batches drawn (a stop must not draw one), a check every step
+        ("rows", "ga", 2e-1, 50.0, 9, 3),  # never reaches it: the checks, the last one after the final step
     ],
 )
 def test_a_check_read_off_the_next_steps_forward_stops_where_a_separate_check_would(
-    tiny_tok, tiny_data, monkeypatch, trainable, objective, lr, margin, budget
+    tiny_tok, tiny_data, monkeypatch, trainable, objective, lr, margin, budget, every
 ):
-    """The closed loop's check after a step, read off the next step's forward of its example (the others run again
-    alone), stops at the same step as a separate forward over all the request's sequences: bit-identical losses,
-    weights and stop reason, the same measured loss up to rounding, and fewer forwards."""
+    """The closed loop's check after a step, read off the next step's forward of its sequence (the others run
+    again), stops at the same step as a separate forward over all the request's sequences: bit-identical losses,
+    weights, stop reason, retain draws and reference-cache use, the same measured loss up to rounding, and each
+    such check runs every sequence but the one the step reads."""
     from fit_unlearn.engine import update as update_mod
     from fit_unlearn.engine.update import StopRule, examples_loss, forget_examples
     from fit_unlearn.models import build_tiny_llama
@@ -375,34 +377,43 @@ def test_a_check_read_off_the_next_steps_forward_stops_where_a_separate_check_wo
     cfg = UpdateConfig(lr=lr, trainable=trainable, rows={"lr": lr}, slice_chars=80)  # 4 sequences: 3 slices, 1 QA
     plan = UpdatePlan(text=doc.text, objective=resolve_objective(objective), qa=doc.qa[:2])
     own = _own(tok, tiny_data, doc, max_df=4) if trainable == "rows" else None
+    real_sums = update_mod._loss_sums
     runs = []
     for fused in (True, False):
         monkeypatch.setattr(update_mod, "deterministic_in_training", lambda m, fused=fused: fused)
+        runs_of = []  # how many sequences each forward-only measurement ran
+        monkeypatch.setattr(
+            update_mod, "_loss_sums", lambda m, t, e, *a, r=runs_of: r.append(len(e)) or real_sums(m, t, e)
+        )
         model = build_tiny_llama(tok, layers=2, hidden=64, seed=0)
         ref = copy.deepcopy(model).eval()
         ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
         assert len(ex) == 4
         target = examples_loss(model, tok, ex) + margin
-        tokens = []  # every position the model reads (padding included), training and checks alike
-        model.register_forward_hook(lambda m, a, k, o, t=tokens: t.append(k["input_ids"].numel()), with_kwargs=True)
+        runs_of.clear()
         rec = apply_update(
-            model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=own, stop=StopRule(target, budget, 3)
+            model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=own, stop=StopRule(target, budget, every)
         )
-        runs.append((rec, [p.detach().clone() for p in model.parameters()], sum(tokens)))
-    (a, wa, na), (b, wb, nb) = runs
+        runs.append((rec, [p.detach().clone() for p in model.parameters()], runs_of))
+    (a, wa, ra), (b, wb, rb) = runs
     want = "target" if margin < 10 else "budget"
     assert a["loop"]["stopped"] == b["loop"]["stopped"] == want
-    assert 3 < a["steps"] <= budget and a["steps"] % 3 == 0
-    assert a["losses"] == b["losses"]
+    assert every < a["steps"] and a["steps"] % every == 0
+    assert a["steps"] < budget if want == "target" else a["steps"] == budget
+    assert a["losses"] == b["losses"] and a["retain_drawn"] == b["retain_drawn"]
+    assert a.get("reference_cache") == b.get("reference_cache")
     assert all(torch.equal(p, q) for p, q in zip(wa, wb, strict=True))
     assert a["loop"]["loss_after"] == pytest.approx(b["loop"]["loss_after"], rel=1e-5)
-    assert a["loop"]["loss_after"] != b["loop"]["loss_before"]
-    # a separate check runs all 4 sequences in one padded batch, a fused one the 3 others, each alone; with 4
-    # sequences and a check every 3 steps the fused checks read the forwards of different sequences
-    assert na < nb
+    assert a["loop"]["loss_after"] > a["loop"]["loss_before"]
+    checks = a["steps"] // every  # the loss before the first step, then one measurement per check
+    final = [] if want == "target" else [4]  # the check after the budget's last step runs all 4
+    assert rb == [4] * (1 + checks)
+    assert ra == [4] + [3] * (checks - len(final)) + final
 
 
 def test_a_forward_is_deterministic_in_training_only_without_dropout(tiny_tok):
+    from peft import LoraConfig, get_peft_model
+
     from fit_unlearn.engine.update import deterministic_in_training
     from fit_unlearn.models import build_tiny_llama
 
@@ -411,5 +422,27 @@ def test_a_forward_is_deterministic_in_training_only_without_dropout(tiny_tok):
     model.config.attention_dropout = 0.1
     assert not deterministic_in_training(model)
     model.config.attention_dropout = 0.0
+    model.config.router_jitter_noise = 0.01  # a draw in training that no module holds
+    assert not deterministic_in_training(model)
+    model.config.router_jitter_noise = 0.0
+    assert deterministic_in_training(model)
+    with_lora = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj"], lora_dropout=0.1))
+    assert not deterministic_in_training(with_lora.base_model.model)
     model.model.layers[0].mlp.add_module("drop", torch.nn.Dropout(0.1))
     assert not deterministic_in_training(model)
+
+
+def test_the_record_measures_the_final_weights_when_the_budget_ends_between_checks(tiny_tok, tiny_data):
+    """A budget of 7 steps with a check every 3: the last check saw step 6, so the record measures step 7's weights."""
+    from fit_unlearn.engine.update import StopRule, examples_loss, forget_examples
+    from fit_unlearn.models import build_tiny_llama
+
+    tok, doc = tiny_tok, tiny_data.forget[0]
+    cfg = UpdateConfig(trainable="rows", rows={"lr": 2e-1}, slice_chars=80)
+    model = build_tiny_llama(tok, layers=2, hidden=64, seed=0)
+    ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:2])
+    own = _own(tok, tiny_data, doc, max_df=4)
+    rec = apply_update(model, None, tok, plan, [], cfg, seed=5, rows=own, stop=StopRule(1e9, 7, 3))
+    assert (rec["steps"], rec["loop"]["stopped"]) == (7, "budget")
+    assert rec["loop"]["loss_after"] == examples_loss(model, tok, ex)

@@ -102,7 +102,8 @@ class LoopConfig(Section):
     max_steps: int = Field(default=40, ge=1)
     """Step budget per request (the learning-rate schedule spans it)."""
     check_every: int = Field(default=1, ge=1)
-    """Steps between two measurements of the request's loss."""
+    """Steps between two measurements of the request's loss (each read partly off the next step's forward where
+    that forward computes the same: docs/engine.md, "Stop")."""
     guard: GuardConfig = GuardConfig()
     """The utility guard."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -236,10 +236,16 @@ def common_tokens(tok, docs: list[Document], max_df: float) -> frozenset[int]:
     return frozenset(t for t, n in df.items() if n > max_df * len(docs))
 
 
-@torch.no_grad()
 def examples_loss(model, tok, examples: list[Example], batch_size: int = 8) -> float:
     """Mean token cross-entropy over all the scored tokens of ``examples`` (the closed loop's measure of how
     well the model knows a request: the very sequences its update trains on)."""
+    total, n = _loss_sums(model, tok, examples, batch_size)
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def _loss_sums(model, tok, examples: list[Example], batch_size: int = 8) -> tuple[float, int]:
+    """(summed token cross-entropy, scored tokens) over ``examples``, in padded batches of ``batch_size``."""
     device = next(unwrap(model).parameters()).device
     was_training = model.training
     model.eval()
@@ -253,43 +259,46 @@ def examples_loss(model, tok, examples: list[Example], batch_size: int = 8) -> f
             n += int(mask.sum())
     finally:
         model.train(was_training)
-    return total / max(n, 1)
+    return total, n
 
 
 def examples_loss_reusing(model, tok, examples: list[Example], i: int, out: Outputs) -> float:
     """:func:`examples_loss` of ``examples`` at the current weights, with example ``i``'s part read off ``out``, the
-    training forward of that example alone at these weights (see :func:`deterministic_in_training`); the others are
-    run alone (:func:`example_loss_sums`).  Equal to :func:`examples_loss` up to float rounding (a batch of one
-    instead of a padded batch, a per-example sum)."""
+    training forward of that example alone at these weights (see :func:`deterministic_in_training`); the others
+    run as :func:`examples_loss` runs them.  Equal to :func:`examples_loss` up to float rounding (example ``i`` in
+    a batch of its own, its sum added apart)."""
     with torch.no_grad():
         lp, mask = token_logprobs(out.logits.detach(), out.labels)
-    total, n = -float(lp.sum()), int(mask.sum())
-    for s, k in example_loss_sums(model, tok, [e for j, e in enumerate(examples) if j != i]):
-        total, n = total + s, n + k
-    return total / max(n, 1)
+    total, n = _loss_sums(model, tok, [e for j, e in enumerate(examples) if j != i])
+    return (total - float(lp.sum())) / max(n + int(mask.sum()), 1)
 
 
-#: configuration fields through which Hugging Face models apply dropout without a dropout module
-_DROPOUT_FIELDS = (
-    "attention_dropout",
-    "attn_pdrop",
-    "resid_pdrop",
-    "embd_pdrop",
-    "hidden_dropout",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "activation_dropout",
-    "dropout",
-)
+#: parts of configuration keys through which Hugging Face models draw at random in training only, without a module
+#: (``attention_dropout`` of Llama and Qwen2, ``layerdrop``, the routers' ``router_jitter_noise``, MPT's ``emb_pdrop``)
+_RANDOM_IN_TRAINING = ("dropout", "pdrop", "layerdrop", "jitter")
+
+
+def _random_settings(config) -> list[str]:
+    """The keys of ``config`` (a dict, nested ones included) that name a training-time draw with a rate above 0."""
+    found = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            found += _random_settings(value)
+        elif isinstance(key, str) and any(part in key for part in _RANDOM_IN_TRAINING):
+            if isinstance(value, int | float) and value > 0:
+                found.append(key)
+    return found
 
 
 def deterministic_in_training(model) -> bool:
     """Whether ``model``'s forward in training mode computes what it does in eval mode: no dropout module with a
-    rate above 0 and no dropout rate in its configuration (SmolLM2, Llama and Qwen2 as published)."""
+    rate above 0 (``_DropoutNd``: every torch dropout, PEFT's ``lora_dropout``) and no configuration key of a
+    training-time draw with a rate above 0, sub-configurations included (SmolLM2, Llama and Qwen2 as published
+    have none).  It errs on the safe side: a key it does not know to be random costs only the faster check."""
     if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
         return False
     config = getattr(model, "config", None)
-    return not any(isinstance(v := getattr(config, f, 0), int | float) and v > 0 for f in _DROPOUT_FIELDS)
+    return config is None or not _random_settings(config.to_dict())
 
 
 @torch.no_grad()
@@ -314,7 +323,8 @@ def example_loss_sums(model, tok, examples: list[Example]) -> list[tuple[float, 
 @dataclass(frozen=True)
 class StopRule:
     """Closed loop: train until :func:`examples_loss` of the request reaches ``target`` (the non-member
-    level), checked every ``check_every`` steps, within ``max_steps``."""
+    level), checked every ``check_every`` steps, within ``max_steps`` (a check read partly off the next step's
+    forward where it can be: :func:`examples_loss_reusing`)."""
 
     target: float
     max_steps: int
@@ -358,21 +368,28 @@ def _outputs(
 ) -> Outputs:
     b = collate(examples, tok.pad_token_id, device)
     logits, hidden = _forward(model, b, hidden_layer, grad=True)
-    ref_logits = ref_h = None
-    if with_ref:
-        ref_layer = hidden_layer if ref_hidden else None
-        if cache is not None:
-            ref_logits, ref_h = cache.outputs(ref_model, examples, keys, tok.pad_token_id, device, ref_layer)
-        else:
-            ref_logits, ref_h = _forward(ref_model, b, ref_layer, grad=False)
-    return Outputs(
-        logits=logits,
-        labels=b["labels"],
-        ref_logits=ref_logits,
-        hidden=hidden,
-        ref_hidden=ref_h,
-        attention_mask=b["attention_mask"],
-    )
+    out = Outputs(logits=logits, labels=b["labels"], hidden=hidden, attention_mask=b["attention_mask"])
+    if not with_ref:
+        return out
+    return _with_reference(out, ref_model, examples, tok, device, hidden_layer if ref_hidden else None, cache, keys)
+
+
+def _with_reference(
+    out: Outputs,
+    ref_model,
+    examples: list[Example],
+    tok,
+    device,
+    ref_layer: int | None,
+    cache: ReferenceCache | None,
+    keys: list[tuple] | None,
+) -> Outputs:
+    """``out`` with the frozen reference's outputs on the same ``examples`` (from ``cache`` where it holds them)."""
+    if cache is not None:
+        ref_logits, ref_h = cache.outputs(ref_model, examples, keys, tok.pad_token_id, device, ref_layer)
+    else:
+        ref_logits, ref_h = _forward(ref_model, collate(examples, tok.pad_token_id, device), ref_layer, grad=False)
+    return replace(out, ref_logits=ref_logits, ref_hidden=ref_h)
 
 
 def refusal_examples(
@@ -526,7 +543,10 @@ def apply_update(
     ok = False
     # the check after a step is read off the next step's forward where that forward computes what the check's would
     # (one process, no dropout): of the request's sequences only the others are run again
-    fused_check, check_due = loop is not None and world == 1 and deterministic_in_training(base), False
+    fused_check = loop is not None and world == 1 and deterministic_in_training(base)
+    check_due = False  #: a check is to be read off this step's forward, before the step trains
+    checked = -1  #: steps taken when the request's loss was last measured
+    forget_ref = spec.needs_reference and not spec.needs_hidden
     if edited is not None:
         edited.attach()
     try:
@@ -538,7 +558,7 @@ def apply_update(
                 [ex],
                 tok,
                 device,
-                spec.needs_reference and not spec.needs_hidden,
+                forget_ref and not check_due,
                 hidden_layer,
                 ref_hidden=False,
                 cache=ref_cache,
@@ -546,10 +566,12 @@ def apply_update(
             )
             if check_due:  # the weights of the last check point: stop before this step trains
                 check_due = False
-                loop["loss_after"] = examples_loss_reusing(model, tok, forget_ex, i, forget)
+                loop["loss_after"], checked = examples_loss_reusing(model, tok, forget_ex, i, forget), len(losses)
                 if loop["loss_after"] >= loop["target"]:
                     loop["stopped"] = "target"
                     break
+                if forget_ref:  # asked for only once the step goes on, as a separate check would
+                    forget = _with_reference(forget, ref_model, [ex], tok, device, None, ref_cache, [("forget", i)])
             retain_out = alternate = None
             if spec.uses_retain(obj_cfg) and retain and cfg.retain_batch_size:
                 if is_qa[i] and retain_qa:  # unlearning an answer: anchor answers to retain questions
@@ -629,7 +651,7 @@ def apply_update(
                 if fused_check and step + 1 < len(order):
                     check_due = True
                     continue
-                loop["loss_after"] = examples_loss(model, tok, forget_ex)
+                loop["loss_after"], checked = examples_loss(model, tok, forget_ex), len(losses)
                 if loop["loss_after"] >= loop["target"]:
                     loop["stopped"] = "target"
                     break
@@ -678,7 +700,8 @@ def apply_update(
         "peak_memory_bytes": _peak_memory(device),
     }
     if loop is not None:
-        loop.setdefault("loss_after", examples_loss(model, tok, forget_ex) if losses else loop["loss_before"])
+        if checked != len(losses):  # no check measured the final weights (a budget that is no multiple of the checks)
+            loop["loss_after"] = examples_loss(model, tok, forget_ex) if losses else loop["loss_before"]
         loop["steps"] = len(losses)
         record["loop"] = loop
     if ref_cache is not None:
