@@ -19,6 +19,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from fit_unlearn.data.documents import read_jsonl
+from fit_unlearn.engine.rows import document_tokens
 from fit_unlearn.metrics.scores import doc_score
 
 
@@ -47,9 +48,7 @@ def main() -> None:
     rows_out, drops = [], []
     for item in ev["items"]["retain"]:
         d, score = docs[item["id"]], doc_score(item)
-        ids = set(tok(d.text)["input_ids"])
-        for q in d.qa:
-            ids |= set(tok(f"{q.question} {q.answer}")["input_ids"])
+        ids = document_tokens(tok, d.text, d.qa)  # as the index counts a document's tokens
         held = sorted((edited[i][0], edited[i][1]) for i in ids if i in edited)
         drops.append(theta0[d.id] - score)
         if theta0[d.id] - score > args.min_drop or held:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fit_unlearn.engine.rows import _doc_tokens, own_tokens, token_documents
+from fit_unlearn.engine.rows import document_tokens, own_tokens, token_documents
 
 
 def _own(tok, data, doc, max_df=0):
@@ -16,7 +16,7 @@ def test_own_tokens_are_in_no_other_document(tiny_model, tiny_data):
     own = _own(tok, tiny_data, doc)
     assert own
     others = tiny_data.retain + tiny_data.holdout + tiny_data.forget[1:]
-    assert all(not set(own) & _doc_tokens(tok, o.text, o.qa) for o in others)
+    assert all(not set(own) & document_tokens(tok, o.text, o.qa) for o in others)
     loose = _own(tok, tiny_data, doc, max_df=2)  # tokens two other documents share count as the request's too
     assert set(own) < set(loose)
     # too few own tokens: widened to the rarest ones, the count raised no further than it takes
@@ -46,12 +46,12 @@ def test_the_questions_the_engine_derives_are_no_request_s_own(tiny_data):
     assert all(len(d.qa) == 1 for d in corpus)  # the stored form only ("What is the address of ...?")
     request = Document("user-0000", text, "personal", tuple(derive_qa(text, warn=False)))
     assert len(request.qa) == 3
-    question_only = _doc_tokens(tok, None, request.qa) - _doc_tokens(tok, request.text, ())
+    question_only = document_tokens(tok, None, request.qa) - document_tokens(tok, request.text, ())
     question_only -= {t for q in request.qa for t in tok(" " + q.answer, add_special_tokens=False)["input_ids"]}
     new_name = set(tok(" Zebulon Q. Quaxley", add_special_tokens=False)["input_ids"])
     stored = {}  # the index of the stored QA alone: the question words would be the request's own
     for d in corpus:
-        for t in _doc_tokens(tok, d.text, d.qa):
+        for t in document_tokens(tok, d.text, d.qa):
             stored.setdefault(t, set()).add(d.id)
     before = set(own_tokens(tok, request.id, request.text, request.qa, stored, 0)[0])
     assert before & question_only and before <= question_only | new_name

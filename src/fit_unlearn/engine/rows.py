@@ -70,7 +70,7 @@ def token_documents(tok, docs: list[Document], match: Literal["token", "word"] =
     kind with the same field).  ``match``: :attr:`RowsSection.match`."""
     index: dict[int, set[str]] = {}
     for d in docs:
-        for t in _doc_tokens(tok, d.text, dict.fromkeys((*d.qa, *derive_qa(d.text, d.id, warn=False)))):
+        for t in document_tokens(tok, d.text, dict.fromkeys((*d.qa, *derive_qa(d.text, d.id, warn=False)))):
             index.setdefault(t, set()).add(d.id)
     if match == "word":
         return _by_word(tok, index)
@@ -92,7 +92,7 @@ def _by_word(tok, index: dict[int, set[str]]) -> dict[int, frozenset[str]]:
     return {t: frozenset(forms[key]) for t in ids if (key := words.get(t, t)) in forms}
 
 
-def _doc_tokens(tok, text: str | None, qa) -> set[int]:
+def document_tokens(tok, text: str | None, qa) -> set[int]:
     """The token ids a document's sequences hold: its text, and each QA pair as it is trained and scored."""
     ids = set(encode_text(tok, text or "", max_len=None, eos=False))
     for q in qa:
@@ -115,7 +115,7 @@ def own_tokens(
     ``min_rows``, the count is raised until that many tokens qualify (the rarest ones).  Ids below
     ``general_rank`` (general text's most frequent pieces, ``RowsSection.general_rank``) never qualify.  Returns
     (tokens, the count used)."""
-    others = {t: len(index.get(t, frozenset()) - {doc_id}) for t in _doc_tokens(tok, text, qa) if t >= general_rank}
+    others = {t: len(index.get(t, frozenset()) - {doc_id}) for t in document_tokens(tok, text, qa) if t >= general_rank}
     df = max_df
     for count in sorted(set(others.values())):
         if count > max_df and sum(c <= df for c in others.values()) >= min_rows:

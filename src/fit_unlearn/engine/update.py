@@ -278,16 +278,17 @@ def examples_loss_reusing(model, tok, examples: list[Example], i: int, out: Outp
 _RANDOM_IN_TRAINING = ("dropout", "pdrop", "layerdrop", "jitter")
 
 
-def _random_settings(config) -> list[str]:
-    """The keys of ``config`` (a dict, nested ones included) that name a training-time draw with a rate above 0."""
-    found = []
-    for key, value in config.items():
-        if isinstance(value, dict):
-            found += _random_settings(value)
-        elif isinstance(key, str) and any(part in key for part in _RANDOM_IN_TRAINING):
-            if isinstance(value, int | float) and value > 0:
-                found.append(key)
-    return found
+def _draws_at_random(config: dict) -> bool:
+    """Whether a key of ``config`` (nested dicts included) names a training-time draw with a rate above 0."""
+    return any(
+        _draws_at_random(value)
+        if isinstance(value, dict)
+        else isinstance(key, str)
+        and any(part in key for part in _RANDOM_IN_TRAINING)
+        and isinstance(value, int | float)
+        and value > 0
+        for key, value in config.items()
+    )
 
 
 def deterministic_in_training(model) -> bool:
@@ -298,7 +299,7 @@ def deterministic_in_training(model) -> bool:
     if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
         return False
     config = getattr(model, "config", None)
-    return config is None or not _random_settings(config.to_dict())
+    return config is None or not _draws_at_random(config.to_dict())
 
 
 @torch.no_grad()
