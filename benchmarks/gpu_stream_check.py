@@ -1,8 +1,7 @@
 """GPU check: whole streams through the engine on CUDA (journal, checkpoints, closed loop, evaluation with
 generation, an int4 attack), on a tiny model prepared from a config there (nothing downloaded, nothing carried
 but the code), in fp32 and bf16.  Writes one JSON line per run: the method, dtype, seconds, the evaluation's
-strict F.D. / R.U., the requests applied and whether the journal holds every event; then a resume check (a
-run stopped after 2 requests and resumed applies each request exactly once).
+strict F.D. / R.U., the requests applied, the evaluations and checkpoints the journal holds and the attacks run.
 
     python benchmarks/gpu_stream_check.py --out DIR [--device cuda]
 """
