@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fit_unlearn.data.documents import load_pch_dir, read_jsonl, write_jsonl
+from fit_unlearn.data.documents import load_pch_dir, read_jsonl, read_pch_json, write_jsonl
 from fit_unlearn.data.qa import derive_qa, detect_domain, parse_fields
 from fit_unlearn.data.sources import load_documents
 from fit_unlearn.data.stats import data_stats
@@ -61,6 +61,21 @@ def test_unparseable_document_gets_continuation_and_warning(caplog):
     assert len(qa) == 1
     assert text.startswith(qa[0].question) and qa[0].question + " " + qa[0].answer in text
     assert "x1" in caplog.text
+
+
+def test_a_file_of_documents_without_fields_warns_once(tmp_path, caplog):
+    """Prose (no "Field: value" block) gets continuation pairs, with one warning per file naming how many."""
+    prose = [
+        f"Passage {i} tells of a walk along the river in the rain, and of the letter that came after it."
+        for i in range(5)
+    ]
+    path = _w(tmp_path / "forget.json", json.dumps([*prose, "Name: Ann Ash\n\nAge: 41"]))
+    with caplog.at_level("WARNING"):
+        docs = read_pch_json(path, "forget")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "5 of 6 documents have no known field" in warnings[0]
+    assert "forget-0000" in warnings[0] and "forget-0005" not in warnings[0]
+    assert all(len(d.qa) == 1 and d.text.startswith(d.qa[0].question) for d in docs[:5])
 
 
 def test_pch_layout_and_jsonl_roundtrip(tmp_path):

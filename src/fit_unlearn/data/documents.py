@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fit_unlearn.data.qa import QA, derive_paraphrases, derive_qa, detect_domain
+from fit_unlearn.data.qa import QA, derive_paraphrases, derive_qa, detect_domain, has_known_fields
 from fit_unlearn.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def read_jsonl(
             raise DataError(f"{where}: duplicate id {doc.id!r} (first seen on line {seen[doc.id]}); ids must be unique")
         seen[doc.id] = lineno
         docs.append(doc)
-    return [_with_qa(d) for d in docs] if derive else docs
+    return _all_with_qa(docs, path) if derive else docs
 
 
 def read_pch_json(path: str | os.PathLike, split: str, *, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> list[Document]:
@@ -270,7 +270,23 @@ def read_pch_json(path: str | os.PathLike, split: str, *, max_chars: int = DEFAU
         if not isinstance(item, str):
             raise DataError(f"{where}: expected a string, got {type(item).__name__}")
         docs.append(validate_document(Document(id=f"{split}-{i:04d}", text=item), where, max_chars))
-    return [_with_qa(d) for d in docs]
+    return _all_with_qa(docs, path)
+
+
+def _all_with_qa(docs: list[Document], path: Path) -> list[Document]:
+    """:func:`_with_qa` for every document of one file, with one warning for all those that have no known field."""
+    out = [_with_qa(d) for d in docs]
+    bare = [d.id for d, o in zip(docs, out, strict=True) if not d.qa and not has_known_fields(d.text)]
+    if bare:
+        log.warning(
+            "%s: %d of %d documents have no known field (%s); each is asked to continue its first sentence "
+            "(a continuation QA pair); give QA pairs in JSONL documents to ask otherwise",
+            path,
+            len(bare),
+            len(docs),
+            ", ".join(bare[:3]) + (", ..." if len(bare) > 3 else ""),
+        )
+    return out
 
 
 def _with_qa(doc: Document) -> Document:
@@ -279,7 +295,7 @@ def _with_qa(doc: Document) -> Document:
     domain = doc.domain or detect_domain(doc.text)
     if doc.qa:
         return Document(doc.id, doc.text, domain, doc.qa, doc.paraphrases)
-    qa = tuple(derive_qa(doc.text, doc_id=doc.id))
+    qa = tuple(derive_qa(doc.text, doc_id=doc.id, warn=False))
     return Document(doc.id, doc.text, domain, qa, doc.paraphrases or tuple(derive_paraphrases(doc.text)))
 
 

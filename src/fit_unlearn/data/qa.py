@@ -183,6 +183,11 @@ def _derived(text: str) -> list[tuple[QA, str]]:
     return [(q, p) for q, p in out if q.answer.strip() and _verbatim(q.answer, text)]
 
 
+def has_known_fields(text: str) -> bool:
+    """Whether :func:`derive_qa` finds a field to ask about in ``text`` (else it asks for a continuation)."""
+    return bool(_derived(text))
+
+
 def derive_qa(text: str, doc_id: str = "?", warn: bool = True) -> list[QA]:
     """QA pairs for one document; at least one, answers are verbatim spans of ``text``."""
     out = [q for q, _ in _derived(text)]
