@@ -4,6 +4,8 @@
 # under the honest protocol, with the int4 quantization attack on FIT; then the ablation of FIT's parts.
 #
 #   bash benchmarks/closed_loop.sh synth60|synth120|pch60|ablation [extra stream_bench.py options]
+#   bash benchmarks/closed_loop.sh data DIR NAME [extra stream_bench.py options]   # any data directory, e.g. a
+#       held-out set of another kind (benchmarks/austen_set.py); every forget document is a request (--limit N: fewer)
 #
 # Every stage is resumable (re-run the same line after an interruption: prepared models and finished
 # methods are kept, a method cut mid-stream resumes from its journal).  Cost on 2 CPU cores with the
@@ -12,7 +14,7 @@
 # per evaluation, so one 120-request method is about an hour: run it over several sessions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what=${1:?usage: closed_loop.sh synth60|synth120|pch60|ablation}
+what=${1:?usage: closed_loop.sh synth60|synth120|pch60|ablation, or data DIR NAME}
 shift || true
 METHODS="ga-rows-loop,fit-loop,fit,graddiff,graddiff-loop,npo,npo-loop,ga,ga-loop"  # fit: open loop (its default); ga-rows-loop: token-keyed edits (docs/rows.md)
 SET='{"update": {"template_max_df": 0.2}}'  # facts-only text for every method, as FIT's example config
@@ -45,5 +47,13 @@ case "$what" in
     python benchmarks/stream_bench.py --prepared fit_runs/prepared --name synth20-ablation \
       --runs fit_runs/bench-synth20-ablation --methods fit-loop,fit-loop-noF,fit-loop-noI,fit-loop-noT,fit-loop-nostop,fit-loop-noguard \
       --limit 20 --eval-every 20 --set "$SET" "$@" ;;
-  *) echo "unknown stage '$what': choose synth60, synth120, pch60 or ablation" >&2; exit 2 ;;
+  data)
+    dir=${1:?usage: closed_loop.sh data DIR NAME [options]}
+    name=${2:?usage: closed_loop.sh data DIR NAME [options]}
+    shift 2
+    fit-unlearn prepare --data "$dir" --out "fit_runs/prepared-$name"
+    python benchmarks/stream_bench.py --prepared "fit_runs/prepared-$name" --name "$name-loop" \
+      --runs "fit_runs/bench-$name-loop" --methods "$METHODS" --limit 100000 --eval-every 20 --set "$SET" \
+      --attacks quantize4 --attack-methods fit-loop,ga-rows-loop "$@" ;;
+  *) echo "unknown stage '$what': choose synth60, synth120, pch60, ablation or data DIR NAME" >&2; exit 2 ;;
 esac
