@@ -707,6 +707,28 @@ def test_row_edits_index_the_corpus_but_never_retain_eval(tiny_prepared, tmp_pat
     assert rec["rows"]["edited"] and rec["params_touched"] == len(rec["rows"]["tokens"]) * 64
 
 
+def test_row_edits_leave_general_words_out_with_general_zipf(tiny_prepared, tmp_path):
+    """update.rows.general_zipf: the engine never edits a token that general text reads often (punctuation, frequent
+    words), though without it the same requests would have edited some."""
+    from fit_unlearn.engine.rows import general_tokens, own_tokens
+
+    rows = {"general_zipf": 4.0, "max_df": 2}
+    over = {"update": {"lr": 1e-3, "epochs": 1, "trainable": "rows", "rows": rows}, "stream.limit": 3}
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    general = general_tokens(eng.tok, 4.0)
+    assert eng.general_rows == general and general
+    res = eng.run()
+    eng.close()
+    edited = [set(r["rows"]["tokens"]) for r in res["requests"] if r.get("rows", {}).get("edited")]
+    assert edited and not set().union(*edited) & general
+    docs = {d.id: d for d in eng.data.forget}
+    without = [
+        own_tokens(eng.tok, i, docs[i].text, docs[i].qa, eng.token_docs, 2)[0]
+        for i in (r["id"] for r in res["requests"])
+    ]
+    assert set().union(*map(set, without)) & general
+
+
 def test_the_evaluation_schedule():
     from fit_unlearn.engine.config import EvalSection
 

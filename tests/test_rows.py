@@ -132,3 +132,38 @@ def test_a_general_rank_past_the_vocabulary_is_refused_before_any_work(tiny_prep
     with pytest.raises(ConfigError, match="general_rank 1000000000 leaves no token"):
         Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
     assert not (tmp_path / "r" / "journal.jsonl").exists()
+
+
+def test_general_zipf_keeps_punctuation_and_frequent_words_unedited(tiny_model, tiny_data):
+    """``general_tokens`` holds the tokens without a letter or digit and those that spell a word of Zipf frequency
+    >= the threshold (``the``, ``is``: yes; an invented surname: no); such tokens never qualify as a request's own,
+    not even when the fallback widens to the rarest ones."""
+    from wordfreq import zipf_frequency
+
+    from fit_unlearn.engine.rows import general_tokens
+
+    _, tok = tiny_model
+    general = general_tokens(tok, 4.0)
+    assert general_tokens(tok, 0) == frozenset()
+    spelled = {i: tok.decode([i]).strip().lower() for i in range(len(tok))}
+    assert {i for i, w in spelled.items() if w in ("the", "is", ".", ",", "")} <= general
+    assert all(
+        zipf_frequency(spelled[i], "en") < 4.0 and any(c.isalnum() for c in spelled[i]) for i in set(spelled) - general
+    )
+    doc = tiny_data.forget[1]  # own (max_df 2): '1', 'ho', ' 8', ' Port', 'rist'; only 'rist' is no frequent word
+    index = token_documents(tok, tiny_data.retain + tiny_data.holdout + tiny_data.forget)
+    own = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 2)[0]
+    kept = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 2, general=general)[0]
+    assert kept == [t for t in own if t not in general] and 0 < len(kept) < len(own)
+    wide = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=10**6, general=general)[0]
+    assert wide and not set(wide) & general
+
+
+def test_a_general_language_without_frequencies_is_refused():
+    import pytest
+    from pydantic import ValidationError
+
+    from fit_unlearn.engine.rows import RowsSection
+
+    with pytest.raises(ValidationError, match="wordfreq has no word frequencies for 'xx'; use one of .*en"):
+        RowsSection(general_zipf=4, general_lang="xx")

@@ -4,11 +4,12 @@ sequence without them.  The update itself is :func:`fit_unlearn.engine.update.ap
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fit_unlearn.data.documents import Document
 from fit_unlearn.data.qa import derive_qa
@@ -33,6 +34,27 @@ class RowsSection(Section):
     that holds one, yet any text outside it reads it.  0: every token may be edited.  Measured with 2000 over 60
     synthetic requests (benchmarks/README.md, "Session 12"): it moves the retain loss onto the documents holding an
     edited surname (fewer rows per request, each pushed further) rather than removing it; hence off."""
+    general_zipf: float = Field(default=0, ge=0, le=8)
+    """Never edit a token that general text reads often: one without a letter or digit (punctuation, spaces), or
+    whose text is a word at least this frequent in ``general_lang`` on the Zipf scale of the ``wordfreq`` package
+    (log10 of uses per billion words, from Wikipedia, subtitles, news, books and web text: ``the`` 7.7, ``married``
+    5.0, ``Lisa`` 4.3, ``peach`` 3.8, ``Kellynch`` 0).  The index counts only the documents the engine holds, so in
+    prose a passage's "own" tokens are mostly common words (`` four``, `` married``, ``is``); any text outside the
+    index reads them.  0: off."""
+    general_lang: str = "en"
+    """The language of ``general_zipf``'s word frequencies (a ``wordfreq`` language code)."""
+
+    @field_validator("general_lang")
+    @classmethod
+    def _known_language(cls, v: str) -> str:
+        from wordfreq import available_languages
+
+        if v not in available_languages():
+            raise ValueError(
+                f"wordfreq has no word frequencies for {v!r}; use one of {', '.join(sorted(available_languages()))}"
+            )
+        return v
+
     fallback: Literal["rarest", "full"] = "rarest"
     """A request with fewer than ``min_rows`` own tokens: ``rarest`` edits its rarest tokens instead (those that
     the fewest other documents contain, the count raised until there are ``min_rows``; the receipt records the
@@ -109,19 +131,40 @@ def own_tokens(
     max_df: int,
     min_rows: int = 0,
     general_rank: int = 0,
+    general: Collection[int] = frozenset(),
 ) -> tuple[list[int], int]:
     """The token ids of a request (``text`` and ``qa``) that at most ``max_df`` documents of ``index`` other than
     ``doc_id`` contain: the keys by which the model recalls this document and (almost) no other.  With
     ``min_rows``, the count is raised until that many tokens qualify (the rarest ones).  Ids below
-    ``general_rank`` (general text's most frequent pieces, ``RowsSection.general_rank``) never qualify.  Returns
-    (tokens, the count used)."""
-    others = {t: len(index.get(t, frozenset()) - {doc_id}) for t in document_tokens(tok, text, qa) if t >= general_rank}
+    ``general_rank`` (general text's most frequent pieces, ``RowsSection.general_rank``) and those in ``general``
+    (:func:`general_tokens`) never qualify.  Returns (tokens, the count used)."""
+    others = {
+        t: len(index.get(t, frozenset()) - {doc_id})
+        for t in document_tokens(tok, text, qa)
+        if t >= general_rank and t not in general
+    }
     df = max_df
     for count in sorted(set(others.values())):
         if count > max_df and sum(c <= df for c in others.values()) >= min_rows:
             break
         df = max(df, count)
     return sorted(t for t, c in others.items() if c <= df), df
+
+
+def general_tokens(tok, zipf: float, lang: str = "en") -> frozenset[int]:
+    """The ids of ``tok`` that general text reads often (``RowsSection.general_zipf``): those whose text has no
+    letter or digit, and those whose text (stripped, lower-cased) is a word of Zipf frequency ``zipf`` or more in
+    ``lang`` by ``wordfreq``.  Empty when ``zipf`` is 0."""
+    if zipf <= 0:
+        return frozenset()
+    from wordfreq import zipf_frequency
+
+    out = set()
+    for i in range(len(tok)):
+        word = tok.decode([i]).strip().lower()
+        if not any(c.isalnum() for c in word) or zipf_frequency(word, lang) >= zipf:
+            out.add(i)
+    return frozenset(out)
 
 
 def untie_embeddings(model) -> bool:

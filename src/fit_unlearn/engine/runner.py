@@ -37,7 +37,7 @@ from fit_unlearn.engine.distributed import check_supported, resolve_sharding
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, base_model_path, nonmember_level, stop_rule
-from fit_unlearn.engine.rows import own_tokens, token_documents, untie_embeddings
+from fit_unlearn.engine.rows import general_tokens, own_tokens, token_documents, untie_embeddings
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
 from fit_unlearn.engine.update import (
     ReferenceCache,
@@ -151,6 +151,11 @@ class Engine:
         )
         if self.token_docs is not None:  # untied before a checkpoint's separate output matrix is restored into it
             untie_embeddings(self.model)
+        #: tokens general text reads often, never edited (update.rows.general_zipf; empty when off)
+        rc = cfg.update.rows
+        self.general_rows = (
+            general_tokens(self.tok, rc.general_zipf, rc.general_lang) if self.token_docs is not None else frozenset()
+        )
         self._stop: StopRule | None = None
         #: loop.target: base: the base model theta_0 was fine-tuned from (loaded with the loop's calibration)
         self.base_model = None
@@ -442,7 +447,15 @@ class Engine:
                 rc = self.update_cfg.rows
                 widen = rc.min_rows if rc.fallback == "rarest" else 0
                 rows, shared = own_tokens(
-                    self.tok, request.id, plan.text, plan.qa, self.token_docs, rc.max_df, widen, rc.general_rank
+                    self.tok,
+                    request.id,
+                    plan.text,
+                    plan.qa,
+                    self.token_docs,
+                    rc.max_df,
+                    widen,
+                    rc.general_rank,
+                    self.general_rows,
                 )
                 t1 = time.perf_counter()
                 if edits_rows(self.update_cfg, rows):
