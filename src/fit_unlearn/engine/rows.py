@@ -40,7 +40,13 @@ class RowsSection(Section):
     (log10 of uses per billion words, from Wikipedia, subtitles, news, books and web text: ``the`` 7.7, ``married``
     5.0, ``Lisa`` 4.3, ``peach`` 3.8, ``Kellynch`` 0).  The index counts only the documents the engine holds, so in
     prose a passage's "own" tokens are mostly common words (`` four``, `` married``, ``is``); any text outside the
-    index reads them.  0: off."""
+    index reads them.  A request whose every token is general has no row to edit and gets a weight update, as
+    ``fallback: full`` gives.  0: off.  Measured with 4 (benchmarks/README.md, "Session 19"): it halves the rows a
+    request edits, and each remaining row is pushed further.  It forgot less on every set (strict F.D. on real PCH
+    60 0.22-0.33 against 0.78-0.84; forgotten Austen passages at F 61-66 against 40-50), and it did not keep the
+    retain score on synthetic 120 (88.2 against 91.8 at t = 120), at 1.7-1.9x the time.  On prose (Austen
+    passages) it kept utility at theta_0's level and membership at chance (MIA AUC 0.37-0.49 against 0.00);
+    hence an option, off."""
     general_lang: str = "en"
     """The language of ``general_zipf``'s word frequencies (a ``wordfreq`` language code)."""
 
