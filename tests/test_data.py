@@ -78,6 +78,16 @@ def test_a_file_of_documents_without_fields_warns_once(tmp_path, caplog):
     assert all(len(d.qa) == 1 and d.text.startswith(d.qa[0].question) for d in docs[:5])
 
 
+def test_a_streamed_request_without_fields_warns(caplog):
+    """A request read from a stream, one at a time, still says that it is asked for a continuation."""
+    from fit_unlearn.engine.streams import parse_request_line
+
+    line = b'{"id": "r1", "text": "She walked along the river in the rain and thought of the letter that came."}'
+    with caplog.at_level("WARNING"):
+        doc = parse_request_line(line, "requests.jsonl:1", 10_000)
+    assert doc.text.startswith(doc.qa[0].question) and "r1: no known fields" in caplog.text
+
+
 def test_pch_layout_and_jsonl_roundtrip(tmp_path):
     (tmp_path / "forget.json").write_text(json.dumps([PERSON, CODE]))
     (tmp_path / "retain.json").write_text(json.dumps([PERSON.replace("Ora", "Una")]))

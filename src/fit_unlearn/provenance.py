@@ -12,7 +12,15 @@ import sys
 def versions() -> dict[str, str]:
 
     out = {"python": sys.version.split()[0]}
-    for pkg in ("fit-unlearn", "torch", "transformers", "accelerate", "sentence-transformers", "rouge-score"):
+    for pkg in (
+        "fit-unlearn",
+        "torch",
+        "transformers",
+        "accelerate",
+        "sentence-transformers",
+        "rouge-score",
+        "wordfreq",
+    ):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

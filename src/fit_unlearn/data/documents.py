@@ -275,8 +275,7 @@ def read_pch_json(path: str | os.PathLike, split: str, *, max_chars: int = DEFAU
 
 def _all_with_qa(docs: list[Document], path: Path) -> list[Document]:
     """:func:`_with_qa` for every document of one file, with one warning for all those that have no known field."""
-    out = [_with_qa(d) for d in docs]
-    bare = [d.id for d, o in zip(docs, out, strict=True) if not d.qa and not has_known_fields(d.text)]
+    bare = [d.id for d in docs if not d.qa and not has_known_fields(d.text)]
     if bare:
         log.warning(
             "%s: %d of %d documents have no known field (%s); each is asked to continue its first sentence "
@@ -286,16 +285,16 @@ def _all_with_qa(docs: list[Document], path: Path) -> list[Document]:
             len(docs),
             ", ".join(bare[:3]) + (", ..." if len(bare) > 3 else ""),
         )
-    return out
+    return [_with_qa(d, warn=False) for d in docs]
 
 
-def _with_qa(doc: Document) -> Document:
+def _with_qa(doc: Document, warn: bool = True) -> Document:
     """Fill in the domain, and the QA pairs with their paraphrases when the document brings none.  A
     document that brings its own QA pairs keeps its own paraphrases (none unless given)."""
     domain = doc.domain or detect_domain(doc.text)
     if doc.qa:
         return Document(doc.id, doc.text, domain, doc.qa, doc.paraphrases)
-    qa = tuple(derive_qa(doc.text, doc_id=doc.id, warn=False))
+    qa = tuple(derive_qa(doc.text, doc_id=doc.id, warn=warn))
     return Document(doc.id, doc.text, domain, qa, doc.paraphrases or tuple(derive_paraphrases(doc.text)))
 
 
