@@ -465,16 +465,23 @@ def test_on_cuda_a_check_read_off_the_next_steps_forward_stops_where_a_separate_
     cfg = UpdateConfig(lr=lr, trainable=trainable, rows={"lr": lr}, slice_chars=80)
     plan = UpdatePlan(text=doc.text, objective=resolve_objective(objective), qa=doc.qa[:2])
     own = _own(tok, tiny_data, doc, max_df=4) if trainable == "rows" else None
+    real_sums = update_mod._loss_sums
     runs = []
     for fused in (True, False):
         monkeypatch.setattr(update_mod, "deterministic_in_training", lambda m, fused=fused: fused)
+        runs_of = []  # how many sequences each forward-only measurement ran
+        monkeypatch.setattr(
+            update_mod, "_loss_sums", lambda m, t, e, *a, r=runs_of: r.append(len(e)) or real_sums(m, t, e)
+        )
         model = build_tiny_llama(tok, layers=2, hidden=64, seed=0).to("cuda", dtype)
         ref = copy.deepcopy(model).eval()
         ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
         target = examples_loss(model, tok, ex) + margin
+        runs_of.clear()
         rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=own, stop=StopRule(target, 30, 3))
-        runs.append((rec, [p.detach().float().cpu() for p in model.parameters()]))
-    (a, wa), (b, wb) = runs
+        runs.append((rec, [p.detach().float().cpu() for p in model.parameters()], runs_of))
+    (a, wa, ra), (b, wb, rb) = runs
+    assert 3 in ra and 3 not in rb  # the first run read its checks off the training forward, the second did not
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     assert a["loop"]["stopped"] == b["loop"]["stopped"] == "target"
     assert a["steps"] == b["steps"] < 30

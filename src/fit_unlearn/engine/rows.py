@@ -34,19 +34,21 @@ class RowsSection(Section):
     that holds one, yet any text outside it reads it.  0: every token may be edited.  Measured with 2000 over 60
     synthetic requests (benchmarks/README.md, "Session 12"): it moves the retain loss onto the documents holding an
     edited surname (fewer rows per request, each pushed further) rather than removing it; hence off."""
-    general_zipf: float = Field(default=0, ge=0, le=8)
+    general_zipf: float = Field(default=0.0, ge=0, le=8)
     """Never edit a token that general text reads often: one without a letter or digit (punctuation, spaces), or
     whose text is a word at least this frequent in ``general_lang`` on the Zipf scale of the ``wordfreq`` package
     (log10 of uses per billion words, from Wikipedia, subtitles, news, books and web text: ``the`` 7.7, ``married``
     5.0, ``Lisa`` 4.3, ``peach`` 3.8, ``Kellynch`` 0).  The index counts only the documents the engine holds, so in
-    prose a passage's "own" tokens are mostly common words (`` four``, `` married``, ``is``); any text outside the
-    index reads them.  A request whose every token is general has no row to edit and gets a weight update, as
-    ``fallback: full`` gives.  0: off.  Measured with 4 (benchmarks/README.md, "Session 19"): it halves the rows a
-    request edits, and each remaining row is pushed further.  It forgot less on every set (strict F.D. on real PCH
-    60 0.22-0.33 against 0.78-0.84; forgotten Austen passages at F 61-66 against 40-50), and it did not keep the
-    retain score on synthetic 120 (88.2 against 91.8 at t = 120), at 1.7-1.9x the time.  On prose (Austen
-    passages) it kept utility at theta_0's level and membership at chance (MIA AUC 0.37-0.49 against 0.00);
-    hence an option, off."""
+    prose two thirds of a passage's "own" tokens are common words (`` four``, `` rooms``, ``which``); any text
+    outside the index reads them.  Digits count as general too (wordfreq rates them as frequent words), so ages and
+    years stay out of the edit.  A request whose every token is general has no row to edit and gets a weight update,
+    as ``fallback: full`` gives.  0: off.  Measured with 4 (benchmarks/README.md, "Session 19"): it leaves a half
+    (PCH-kind sets) to a third (prose) of the rows a request edits.  It forgot less on every set (strict F.D. on
+    real PCH 60 0.22-0.33 against 0.78-0.84; forgotten Austen passages at F 61-66 against 40-50), and it did not
+    keep the retain score on synthetic 120 (88.2 against 91.8 at t = 120: the documents that lost most read words
+    just under the threshold and the rarest tokens of requests left without own ones), at 1.7-1.9x the time.  On
+    prose (Austen passages) it kept utility at theta_0's level and membership at chance (MIA AUC 0.37-0.49 against
+    0.00); hence an option, off."""
     general_lang: str = "en"
     """The language of ``general_zipf``'s word frequencies (a ``wordfreq`` language code)."""
 
