@@ -160,6 +160,8 @@ def test_general_zipf_keeps_punctuation_and_frequent_words_unedited(tiny_model, 
 
 
 def test_a_general_language_without_frequencies_is_refused():
+    import importlib.util
+
     import pytest
     from pydantic import ValidationError
 
@@ -167,3 +169,6 @@ def test_a_general_language_without_frequencies_is_refused():
 
     with pytest.raises(ValidationError, match="wordfreq has no word frequencies for 'xx'; use one of .*en"):
         RowsSection(general_zipf=4, general_lang="xx")
+    if importlib.util.find_spec("MeCab") is None:  # Japanese needs a word splitter wordfreq does not bring
+        with pytest.raises(ValidationError, match="wordfreq needs the package 'MeCab' to read 'ja' words"):
+            RowsSection(general_zipf=4, general_lang="ja")

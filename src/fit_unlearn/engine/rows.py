@@ -55,12 +55,18 @@ class RowsSection(Section):
     @field_validator("general_lang")
     @classmethod
     def _known_language(cls, v: str) -> str:
-        from wordfreq import available_languages
+        from wordfreq import available_languages, zipf_frequency
 
         if v not in available_languages():
             raise ValueError(
                 f"wordfreq has no word frequencies for {v!r}; use one of {', '.join(sorted(available_languages()))}"
             )
+        try:
+            zipf_frequency("a", v)
+        except ModuleNotFoundError as e:  # Japanese, Korean and Chinese words are split by packages of their own
+            raise ValueError(
+                f"wordfreq needs the package {e.name!r} to read {v!r} words; pip install 'wordfreq[cjk]'"
+            ) from None
         return v
 
     fallback: Literal["rarest", "full"] = "rarest"
