@@ -236,6 +236,13 @@ def test_reference_on_another_device_gives_the_same_outputs(tiny_model, tiny_dat
     assert got.device == batch["input_ids"].device and torch.allclose(got, want, atol=1e-4)
 
 
+def _count_sequences(monkeypatch, update_mod, real_sums) -> list[int]:
+    """Patch ``_loss_sums`` to note how many sequences each forward-only measurement runs; returns that list."""
+    runs_of: list[int] = []
+    monkeypatch.setattr(update_mod, "_loss_sums", lambda m, t, e, *a: runs_of.append(len(e)) or real_sums(m, t, e))
+    return runs_of
+
+
 def _own(tok, data, doc, max_df=0):
     from fit_unlearn.engine.rows import own_tokens, token_documents
 
@@ -381,10 +388,7 @@ def test_a_check_read_off_the_next_steps_forward_stops_where_a_separate_check_wo
     runs = []
     for fused in (True, False):
         monkeypatch.setattr(update_mod, "deterministic_in_training", lambda m, fused=fused: fused)
-        runs_of = []  # how many sequences each forward-only measurement ran
-        monkeypatch.setattr(
-            update_mod, "_loss_sums", lambda m, t, e, *a, r=runs_of: r.append(len(e)) or real_sums(m, t, e)
-        )
+        runs_of = _count_sequences(monkeypatch, update_mod, real_sums)
         model = build_tiny_llama(tok, layers=2, hidden=64, seed=0)
         ref = copy.deepcopy(model).eval()
         ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
@@ -469,10 +473,7 @@ def test_on_cuda_a_check_read_off_the_next_steps_forward_stops_where_a_separate_
     runs = []
     for fused in (True, False):
         monkeypatch.setattr(update_mod, "deterministic_in_training", lambda m, fused=fused: fused)
-        runs_of = []  # how many sequences each forward-only measurement ran
-        monkeypatch.setattr(
-            update_mod, "_loss_sums", lambda m, t, e, *a, r=runs_of: r.append(len(e)) or real_sums(m, t, e)
-        )
+        runs_of = _count_sequences(monkeypatch, update_mod, real_sums)
         model = build_tiny_llama(tok, layers=2, hidden=64, seed=0).to("cuda", dtype)
         ref = copy.deepcopy(model).eval()
         ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
