@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fit_unlearn.engine.rows import document_tokens, own_tokens, token_documents
+from fit_unlearn.engine.rows import document_tokens, general_tokens, own_tokens, token_documents
 
 
 def _own(tok, data, doc, max_df=0):
@@ -112,12 +112,16 @@ def test_general_rank_keeps_the_vocabulary_s_first_tokens_unedited(tiny_model, t
     own = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 2)[0]
     assert len(own) >= 2
     cut = sorted(own)[len(own) // 2]
-    kept = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 2, general_rank=cut)[0]
+    kept = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 2, general=general_tokens(tok, 0, rank=cut))[0]
     assert kept == [t for t in own if t >= cut] and len(kept) < len(own)
-    wide = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=10**6, general_rank=cut)[0]
+    wide = own_tokens(
+        tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=10**6, general=general_tokens(tok, 0, rank=cut)
+    )[0]
     assert wide and min(wide) >= cut
     # the floor applies before widening: the widened set still holds min_rows tokens at or above it
-    some = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=len(kept) + 1, general_rank=cut)[0]
+    some = own_tokens(
+        tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=len(kept) + 1, general=general_tokens(tok, 0, rank=cut)
+    )[0]
     assert len(some) >= len(kept) + 1 and min(some) >= cut
 
 
@@ -139,8 +143,6 @@ def test_general_zipf_keeps_punctuation_and_frequent_words_unedited(tiny_model, 
     >= the threshold (``the``, ``is``: yes; an invented surname: no); such tokens never qualify as a request's own,
     not even when the fallback widens to the rarest ones."""
     from wordfreq import zipf_frequency
-
-    from fit_unlearn.engine.rows import general_tokens
 
     _, tok = tiny_model
     general = general_tokens(tok, 4.0)

@@ -144,19 +144,13 @@ def own_tokens(
     index: dict[int, frozenset[str]],
     max_df: int,
     min_rows: int = 0,
-    general_rank: int = 0,
     general: Collection[int] = frozenset(),
 ) -> tuple[list[int], int]:
     """The token ids of a request (``text`` and ``qa``) that at most ``max_df`` documents of ``index`` other than
     ``doc_id`` contain: the keys by which the model recalls this document and (almost) no other.  With
-    ``min_rows``, the count is raised until that many tokens qualify (the rarest ones).  Ids below
-    ``general_rank`` (general text's most frequent pieces, ``RowsSection.general_rank``) and those in ``general``
-    (:func:`general_tokens`) never qualify.  Returns (tokens, the count used)."""
-    others = {
-        t: len(index.get(t, frozenset()) - {doc_id})
-        for t in document_tokens(tok, text, qa)
-        if t >= general_rank and t not in general
-    }
+    ``min_rows``, the count is raised until that many tokens qualify (the rarest ones).  Ids in ``general``
+    (:func:`general_tokens`: those general text reads often) never qualify.  Returns (tokens, the count used)."""
+    others = {t: len(index.get(t, frozenset()) - {doc_id}) for t in document_tokens(tok, text, qa) if t not in general}
     df = max_df
     for count in sorted(set(others.values())):
         if count > max_df and sum(c <= df for c in others.values()) >= min_rows:
@@ -165,15 +159,15 @@ def own_tokens(
     return sorted(t for t, c in others.items() if c <= df), df
 
 
-def general_tokens(tok, zipf: float, lang: str = "en") -> frozenset[int]:
-    """The ids of ``tok`` that general text reads often (``RowsSection.general_zipf``): those whose text has no
-    letter or digit, and those whose text (stripped, lower-cased) is a word of Zipf frequency ``zipf`` or more in
-    ``lang`` by ``wordfreq``.  Empty when ``zipf`` is 0."""
+def general_tokens(tok, zipf: float, lang: str = "en", rank: int = 0) -> frozenset[int]:
+    """The ids of ``tok`` that general text reads often, never edited: the first ``rank`` ids
+    (``RowsSection.general_rank``) and, with ``zipf`` above 0 (``RowsSection.general_zipf``), those whose text has
+    no letter or digit or is a word of Zipf frequency ``zipf`` or more in ``lang`` by ``wordfreq``."""
+    out = set(range(rank))
     if zipf <= 0:
-        return frozenset()
+        return frozenset(out)
     from wordfreq import zipf_frequency
 
-    out = set()
     for i in range(len(tok)):
         word = tok.decode([i]).strip().lower()
         if not any(c.isalnum() for c in word) or zipf_frequency(word, lang) >= zipf:

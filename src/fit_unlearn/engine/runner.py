@@ -151,10 +151,12 @@ class Engine:
         )
         if self.token_docs is not None:  # untied before a checkpoint's separate output matrix is restored into it
             untie_embeddings(self.model)
-        #: tokens general text reads often, never edited (update.rows.general_zipf; empty when off)
+        #: tokens general text reads often, never edited (update.rows.general_rank and general_zipf; empty when off)
         rc = cfg.update.rows
         self.general_rows = (
-            general_tokens(self.tok, rc.general_zipf, rc.general_lang) if self.token_docs is not None else frozenset()
+            general_tokens(self.tok, rc.general_zipf, rc.general_lang, rc.general_rank)
+            if self.token_docs is not None
+            else frozenset()
         )
         self._stop: StopRule | None = None
         #: loop.target: base: the base model theta_0 was fine-tuned from (loaded with the loop's calibration)
@@ -454,7 +456,6 @@ class Engine:
                     self.token_docs,
                     rc.max_df,
                     widen,
-                    rc.general_rank,
                     self.general_rows,
                 )
                 t1 = time.perf_counter()
