@@ -194,9 +194,9 @@ def check_supported(cfg, sharding: Sharding) -> None:
         raise ConfigError("update.project_retain is not supported with sharding (it needs whole gradients)")
     if cfg.eval.downstream:
         raise ConfigError("eval.downstream is not supported with sharding (lm-eval runs on one process)")
-    if cfg.loop_enabled and cfg.loop.target == "base":
+    if cfg.loop_enabled and cfg.loop.target in ("base", "both"):
         raise ConfigError(
-            "loop.target: base is not supported with sharding (every rank would hold the whole base model); use "
+            f"loop.target: {cfg.loop.target} is not supported with sharding (every rank would hold the whole base model); use "
             "loop.target: holdout or --shard none"
         )
     if cfg.update.trainable == "rows":

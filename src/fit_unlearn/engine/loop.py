@@ -86,10 +86,11 @@ class LoopConfig(Section):
     stop: bool = True
     """Stop each request at the non-member level (``false``: the open-loop recipe of ``update``, with the
     guard alone; an ablation)."""
-    target: Literal["holdout", "base"] = "holdout"
+    target: Literal["holdout", "base", "both"] = "holdout"
     """Where the stop target comes from.  ``holdout``: quantile ``loop.quantile`` of theta_0's losses on the
     holdout split, one value for every request.  ``base``: the base model's own loss on each request (what the
-    model knew before it was fine-tuned on the document; needs the base model, ``loop.base_model``)."""
+    model knew before it was fine-tuned on the document; needs the base model, ``loop.base_model``).  ``both``: the
+    higher of the two, per request (the document must look unseen by both measures)."""
     base_model: str | None = None
     """The base model of ``target: base``: a local model directory; ``null``: the base model the prepared
     directory's recipe records (the one theta_0 was fine-tuned from)."""
@@ -301,4 +302,10 @@ def base_model_path(cfg: LoopConfig, recipe: Path) -> tuple[Path, str | None]:
 
 
 def stop_rule(level: dict, cfg: LoopConfig) -> StopRule:
-    return StopRule(target=level["target"], max_steps=cfg.max_steps, check_every=cfg.check_every, lr=cfg.lr)
+    return StopRule(
+        target=level["target"],
+        max_steps=cfg.max_steps,
+        check_every=cfg.check_every,
+        lr=cfg.lr,
+        at_least_level=cfg.target == "both",
+    )

@@ -92,7 +92,7 @@ class Engine:
         #: loop.target: base: the base model's directory and weights hash, checked before anything is written
         self._base = (
             base_model_path(cfg.loop, self.prepared.recipe)
-            if cfg.loop_enabled and cfg.loop.stop and cfg.loop.target == "base"
+            if cfg.loop_enabled and cfg.loop.stop and cfg.loop.target in ("base", "both")
             else None
         )
         guard = cfg.loop.guard
@@ -657,7 +657,11 @@ class Engine:
             guard = self.guard.calibrate(initial, self.tok) if self.guard else None
             target = {"target_from": "holdout"}
             if self._base is not None:
-                target = {"target_from": "base", "base_model": str(self._base[0]), "base_model_hash": self._base[1]}
+                target = {
+                    "target_from": self.cfg.loop.target,
+                    "base_model": str(self._base[0]),
+                    "base_model_hash": self._base[1],
+                }
             self._log("loop_calibrated", level=level, guard=guard, **target, seconds=time.perf_counter() - t0)
             done = {"level": level, "guard": guard}
         elif self.guard is not None:

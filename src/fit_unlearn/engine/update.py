@@ -334,6 +334,8 @@ class StopRule:
     #: ``loop.target: base``: a model whose own loss on the request's sequences is that request's target
     #: (``target`` is then unused)
     target_model: object | None = None
+    #: ``loop.target: both``: the request's target is the higher of ``target`` and ``target_model``'s loss
+    at_least_level: bool = False
 
 
 def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -530,6 +532,9 @@ def apply_update(
         loop = {"target": target, "loss_before": examples_loss(model, tok, forget_ex), "stopped": "budget"}
         if stop.target_model is not None:
             loop["target_from"] = "base"
+            if stop.at_least_level:
+                loop["target_base"], loop["target_from"] = target, "both"
+                loop["target"] = target = max(target, stop.target)
         if loop["loss_before"] >= target:
             order, loop["stopped"] = [], "target"  # already at the non-member level: nothing to do
     sched = make_scheduler(opt, total, cfg.warmup_ratio, cfg.min_lr_ratio)
