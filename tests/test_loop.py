@@ -367,6 +367,36 @@ def test_the_base_target_is_each_requests_own_loss_under_the_base_model(tiny_pre
     assert reached and all(lp["loss_after"] >= lp["target"] > lp["loss_before"] for lp in reached)
 
 
+def test_the_both_target_is_the_higher_of_the_holdout_level_and_the_base_models_loss(
+    tiny_prepared, tmp_path, tiny_model_dir
+):
+    """loop.target: both: each request stops at max(theta_0's holdout level, the base model's loss on its own
+    sequences); the receipt keeps both, and the target is neither alone on every request (quantile 0.1 puts the
+    holdout level among the base model's losses on this tiny set)."""
+    from fit_unlearn.models import load_model
+
+    over = {
+        **LOOP,
+        "update": {**LOOP["update"], "template_max_df": 0.5},
+        "loop": {**LOOP["loop"], "target": "both", "quantile": 0.1},
+    }
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
+    res = eng.run()
+    docs, common, cfg = {d.id: d for d in eng.data.forget}, eng.common, eng.cfg.update
+    eng.close()
+    events = Journal(tmp_path / "r" / "journal.jsonl", writer=False).events
+    cal = next(e for e in events if e["event"] == "loop_calibrated")
+    level = cal["level"]["target"]
+    assert cal["target_from"] == "both" and cal["base_model"] == str(tiny_model_dir)
+    base, tok = load_model(tiny_model_dir)
+    for r in res["requests"]:
+        d = docs[r["id"]]
+        own = examples_loss(base, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1])
+        assert r["loop"]["target_from"] == "both" and r["loop"]["target_base"] == pytest.approx(own, rel=1e-5)
+        assert r["loop"]["target"] == pytest.approx(max(level, own), rel=1e-5)
+    assert {r["loop"]["target"] == level for r in res["requests"]} == {True, False}  # each source decides somewhere
+
+
 def test_a_bad_base_model_is_a_clear_error_before_any_work(tiny_prepared, tmp_path, tiny_model_dir):
     from fit_unlearn.engine.loop import LoopConfig, base_model_path
     from fit_unlearn.models import model_hash

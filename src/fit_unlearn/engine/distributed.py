@@ -196,8 +196,8 @@ def check_supported(cfg, sharding: Sharding) -> None:
         raise ConfigError("eval.downstream is not supported with sharding (lm-eval runs on one process)")
     if cfg.loop_enabled and cfg.loop.target in ("base", "both"):
         raise ConfigError(
-            f"loop.target: {cfg.loop.target} is not supported with sharding (every rank would hold the whole base model); use "
-            "loop.target: holdout or --shard none"
+            f"loop.target: {cfg.loop.target} is not supported with sharding (every rank would hold the whole base "
+            "model); use loop.target: holdout or --shard none"
         )
     if cfg.update.trainable == "rows":
         raise ConfigError(
