@@ -280,6 +280,17 @@ def test_report_draws_every_plot_and_its_tables_equal_the_runs_json(tiny_bench, 
         recs = [res["attacks"]["quantize"]["recovery"]["int4"] for res in results[row[0]]]
         assert row[1] == "int4" and parse(row[-1])[0] == pytest.approx(agg(recs)[0], abs=5e-4)
 
+    head, *rows = md_table(md, "method | strict F.D. >= 0.9")
+    targets = {r[0]: dict(zip(head, r, strict=True)) for r in rows}
+    for method, ress in results.items():
+        fds = [(e["forget_degree_strict"], e["t"]) for res in ress for e in res["evals"]]
+        worst, at = min(fds)
+        cell = targets[method]["strict F.D. >= 0.9"]
+        assert cell == (f"met: {worst:.3f}" if worst >= 0.9 else f"NOT met: {worst:.3f} (t {at})"), method
+    int4 = max(res["attacks"]["quantize"]["recovery"]["int4"] for res in results["fit"])
+    assert targets["fit"]["int4 recovery <= 0.1"].endswith(f"{int4:.3f}")
+    assert targets["npo"]["int4 recovery <= 0.1"] == "n/a"  # not attacked
+
     head, *rows = md_table(md, "method | requests (all seeds)")
     objectives = {r[0]: r[2] for r in rows}
     assert objectives["npo"] == "npo 8"
@@ -332,6 +343,67 @@ def test_report_refuses_what_is_not_a_run_or_a_bench(tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "pass --out DIR" in capsys.readouterr().err
+
+
+def test_targets_hold_only_for_every_seed_at_every_checkpoint():
+    from fit_unlearn.summary import Targets, aggregate, check_targets
+
+    method = {
+        "evals": [
+            {
+                "t": 20,
+                "forget_degree_strict": aggregate([0.95, 0.91]),
+                "retain_utility": aggregate([0.97, 0.96]),
+                "mia_auc_forget_vs_holdout": aggregate([0.50, 0.62]),
+                "capital_probe": aggregate([0.20, 0.15]),
+                "capital_probe_theta0": aggregate([0.20, 0.20]),
+            },
+            {  # the mean over seeds (0.94) would pass; one seed does not
+                "t": 40,
+                "forget_degree_strict": aggregate([0.89, 0.99]),
+                "retain_utility": aggregate([0.99, 0.98]),
+                "mia_auc_forget_vs_holdout": aggregate([0.40, 0.45]),
+                "capital_probe": None,
+            },
+        ],
+        "cost": {"ratio_to_npo": aggregate([0.9, 1.1])},
+        "attacks": {"quantize": {"int4": {"recovery": aggregate([0.05, 0.02])}}, "relearn_recovery": None},
+    }
+    got = {c["target"]: c for c in check_targets(method, Targets())}
+    assert [c["target"] for c in check_targets(method, Targets())] == [
+        "strict F.D.",
+        "R.U.",
+        "MIA AUC",
+        "capital probe vs theta_0",
+        "int4 recovery",
+        "relearn recovery",
+        "cost vs NPO",
+    ]
+    assert (got["strict F.D."]["met"], got["strict F.D."]["worst"], got["strict F.D."]["at"]) == (False, 0.89, 40)
+    assert (got["R.U."]["met"], got["R.U."]["worst"]) == (True, 0.96)
+    assert (got["MIA AUC"]["met"], got["MIA AUC"]["worst"], got["MIA AUC"]["at"]) == (False, 0.62, 20)
+    assert got["capital probe vs theta_0"]["met"] is False and got["capital probe vs theta_0"][
+        "worst"
+    ] == pytest.approx(0.05)
+    assert (got["int4 recovery"]["met"], got["int4 recovery"]["worst"]) == (True, 0.05)
+    assert got["relearn recovery"]["met"] is None and got["relearn recovery"]["worst"] is None
+    assert (got["cost vs NPO"]["met"], got["cost vs NPO"]["worst"]) == (False, 1.1)
+    looser = {c["target"]: c["met"] for c in check_targets(method, Targets(forget_degree=0.85, capital_probe=0.05))}
+    assert looser["strict F.D."] and looser["capital probe vs theta_0"]
+
+
+def test_bad_targets_are_one_line_before_anything_is_written(tmp_path, capsys):
+    from fit_unlearn.cli import main
+
+    for arg, msg in (
+        ('{"forget_degre": 0.8}', "--targets: invalid configuration: forget_degre: unknown field"),
+        ('{"mia_auc": 2}', "--targets: invalid configuration: mia_auc: Input should be less than or equal to 1"),
+        ("{bad", "--targets: not valid JSON"),
+    ):
+        assert main(["report", str(tmp_path), "--out", str(tmp_path / "rep"), "--targets", arg]) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "rep").exists()
 
 
 def test_request_rows_phases_and_filtered_fraction():

@@ -15,6 +15,10 @@ standard deviation (n - 1; none for one seed) over the seeds that have a value t
 mean seconds per request and per phase (mean over a run's requests, then over seeds), the largest peak
 memory, and the ratio to NPO on the same requests: for each seed with an ``npo`` run, the method's total
 seconds over the requests both runs applied divided by NPO's over the same requests.
+
+Targets (:class:`Targets`, :func:`check_targets`): per method, whether each quality target holds on what the runs
+measured (every seed at every checkpoint for the per-checkpoint ones), with the worst value; ``None`` where
+nothing measured it.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from pydantic import Field
+
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.layout import BenchDir, CheckpointDir, RunDir
+from fit_unlearn.schema import Section
 
 #: metric name -> where it is in an evaluation summary (``evals`` of results.json, the journal's ``eval``)
 EVAL_METRICS: dict[str, tuple[str, ...]] = {
@@ -409,11 +416,104 @@ def _fit_parts(runs: list[dict]) -> dict:
     }
 
 
-def summarise(inputs: Sequence[str | Path]) -> dict:
+class Targets(Section):
+    """The quality targets a report checks each method against (``fit-unlearn report --targets``); the defaults
+    are the closed-loop benchmark's (benchmarks/README.md)."""
+
+    forget_degree: float = Field(default=0.90, ge=0, le=1)
+    """Strict F.D. at least this at every checkpoint: each requested deletion has happened."""
+    retain_utility: float = Field(default=0.95, ge=0, le=1)
+    """R.U. at least this at every checkpoint."""
+    mia_auc: float = Field(default=0.60, ge=0, le=1)
+    """MIA AUC (forgotten vs holdout documents) at most this at every checkpoint."""
+    capital_probe: float = Field(default=0.03, ge=0, le=1)
+    """The capital probe's accuracy within this of theta_0's at every checkpoint (general knowledge kept)."""
+    quantize_recovery: float = Field(default=0.10, ge=0)
+    """The int4 quantization attack recovers at most this fraction of the forget gap."""
+    relearn_recovery: float = Field(default=0.30, ge=0)
+    """The relearning attack recovers at most this fraction of the forget gap."""
+    cost_ratio: float = Field(default=1.0, gt=0)
+    """Seconds per request at most this multiple of NPO's on the same requests (a bench with an ``npo`` run)."""
+
+
+def _values(evals: list[dict], key: str) -> list[tuple[int, float]]:
+    """(t, value) of every seed at every checkpoint that measured ``key``."""
+    return [(e["t"], v) for e in evals if e.get(key) for v in e[key]["values"]]
+
+
+def _check(name: str, rule: str, measured: list[tuple[int | None, float]], ok, worst) -> dict:
+    if not measured:
+        return {"target": name, "rule": rule, "met": None, "worst": None, "at": None}
+    t, v = worst(measured, key=lambda tv: tv[1])
+    return {"target": name, "rule": rule, "met": all(ok(x) for _, x in measured), "worst": v, "at": t}
+
+
+def check_targets(method: dict, targets: Targets) -> list[dict]:
+    """Whether ``method`` (one entry of :func:`summarise`'s ``methods``) meets each of ``targets``: per target the
+    rule, ``met`` (True / False; None where nothing measured it), the worst value measured and its checkpoint."""
+    ev, tg = method["evals"], targets
+    capital = [
+        (e["t"], abs(a - b))
+        for e in ev
+        if e.get("capital_probe") and e.get("capital_probe_theta0")
+        for a, b in zip(e["capital_probe"]["values"], e["capital_probe_theta0"]["values"], strict=False)
+    ]
+    attacks = method.get("attacks") or {}
+    int4 = dig(attacks, ("quantize", "int4", "recovery"))
+    relearn = attacks.get("relearn_recovery")
+    ratio = method["cost"].get("ratio_to_npo")
+    return [
+        _check(
+            "strict F.D.",
+            f">= {tg.forget_degree:g}",
+            _values(ev, "forget_degree_strict"),
+            lambda v: v >= tg.forget_degree,
+            min,
+        ),
+        _check(
+            "R.U.", f">= {tg.retain_utility:g}", _values(ev, "retain_utility"), lambda v: v >= tg.retain_utility, min
+        ),
+        _check(
+            "MIA AUC", f"<= {tg.mia_auc:g}", _values(ev, "mia_auc_forget_vs_holdout"), lambda v: v <= tg.mia_auc, max
+        ),
+        _check(
+            "capital probe vs theta_0",
+            f"within {tg.capital_probe:g}",
+            capital,
+            lambda v: v <= tg.capital_probe + 1e-12,
+            max,
+        ),
+        _check(
+            "int4 recovery",
+            f"<= {tg.quantize_recovery:g}",
+            [(None, v) for v in (int4 or {}).get("values", [])],
+            lambda v: v <= tg.quantize_recovery,
+            max,
+        ),
+        _check(
+            "relearn recovery",
+            f"<= {tg.relearn_recovery:g}",
+            [(None, v) for v in (relearn or {}).get("values", [])],
+            lambda v: v <= tg.relearn_recovery,
+            max,
+        ),
+        _check(
+            "cost vs NPO",
+            f"<= {tg.cost_ratio:g}x",
+            [(None, v) for v in (ratio or {}).get("values", [])],
+            lambda v: v <= tg.cost_ratio,
+            max,
+        ),
+    ]
+
+
+def summarise(inputs: Sequence[str | Path], targets: Targets | None = None) -> dict:
     """Everything a report renders, from run and bench directories: the runs as read (:func:`read_run`) and,
-    per method, the evaluations over seeds, the cost, FIT's parts and the attacks (module docstring)."""
+    per method, the evaluations over seeds, the cost, FIT's parts, the attacks and the targets (``targets``, the
+    defaults when None) each meets (module docstring)."""
     from fit_unlearn.provenance import provenance
 
+    targets = targets if targets is not None else Targets()
     runs, benches = find_runs(inputs)
     order: list[str] = []
     for r in runs:
@@ -433,8 +533,10 @@ def summarise(inputs: Sequence[str | Path]) -> dict:
             **_fit_parts(mine),
             "attacks": _attacks(mine),
         }
+        methods[m]["targets"] = check_targets(methods[m], targets)
     return {
         "inputs": [str(p) for p in inputs],
+        "targets": targets.model_dump(),
         "benches": benches,
         "runs": runs,
         "methods": methods,
@@ -444,6 +546,8 @@ def summarise(inputs: Sequence[str | Path]) -> dict:
 
 __all__ = [
     "EVAL_METRICS",
+    "Targets",
+    "check_targets",
     "aggregate",
     "eval_metrics",
     "filtered_fraction",

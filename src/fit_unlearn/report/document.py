@@ -177,6 +177,34 @@ def _degrees(summary: dict, plots: dict) -> list[Block]:
     return blocks
 
 
+def _target_cell(c: dict) -> str:
+    if c["met"] is None:
+        return "n/a"
+    at = f" (t {c['at']})" if c["at"] is not None and not c["met"] else ""
+    return f"{'met' if c['met'] else 'NOT met'}: {c['worst']:.3f}{at}"
+
+
+def _targets(summary: dict) -> list[Block]:
+    methods = {n: m for n, m in summary["methods"].items() if m.get("targets")}
+    if not methods:
+        return []
+    first = next(iter(methods.values()))["targets"]
+    rows = tuple((name, *(_target_cell(c) for c in m["targets"])) for name, m in methods.items())
+    return [
+        Heading("Targets"),
+        Para(
+            "Whether each method meets each quality target on what its runs measured: the per-checkpoint targets "
+            "hold only if they hold for every seed at every checkpoint. Each cell gives the worst value measured "
+            "(the lowest F.D. and R.U., the highest MIA AUC, capital-probe distance from theta_0, attack recovery "
+            "and cost ratio) and, where a target is missed, the checkpoint of that value; n/a: nothing measured it "
+            "(no attack run, no NPO run to compare the cost with). An MIA AUC far below 0.5 (forgotten documents "
+            "less familiar than unseen ones) also tells them apart; the target as set does not count it. Set the "
+            "thresholds with `fit-unlearn report --targets` (`docs/metrics.md`)."
+        ),
+        Table(("method", *(f"{c['target']} {c['rule']}" for c in first)), rows),
+    ]
+
+
 def _image(plots: dict, stem: str) -> list[Block]:
     p = plots.get(stem)
     return [Image(p.name, PLOTS[stem])] if p else []
@@ -427,6 +455,7 @@ def document(summary: dict, plots: dict) -> list[Block]:
     """The report's blocks, in reading order."""
     return [
         *_intro(summary),
+        *_targets(summary),
         *_degrees(summary, plots),
         *_scores(summary, plots),
         *_fit(summary, plots),
@@ -494,12 +523,14 @@ def to_html(blocks: list[Block], title: str = "fit-unlearn report") -> str:
     return "\n".join(out) + "\n"
 
 
-def render_report(inputs: list[Path], out: Path) -> Path:
+def render_report(inputs: list[Path], out: Path, targets=None) -> Path:
     """Render run directories and/or bench directories into ``out`` (``layout.ReportDir``): report.md and
-    report.html with the PNG plots beside them, and report.json (the data rendered).  Returns report.html."""
+    report.html with the PNG plots beside them, and report.json (the data rendered); ``targets``
+    (``fit_unlearn.summary.Targets``; None: the defaults) are the thresholds each method is checked against.
+    Returns report.html."""
     from fit_unlearn.summary import summarise
 
-    summary = summarise(list(inputs))
+    summary = summarise(list(inputs), targets)
     rd = ReportDir(out)
     rd.root.mkdir(parents=True, exist_ok=True)
     plots = draw_all(summary, rd.plot)
