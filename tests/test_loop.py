@@ -393,7 +393,7 @@ def test_the_both_target_is_the_higher_of_the_holdout_level_and_the_base_models_
         d = docs[r["id"]]
         own = examples_loss(base, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1])
         assert r["loop"]["target_from"] == "both" and r["loop"]["target_base"] == pytest.approx(own, rel=1e-5)
-        assert r["loop"]["target"] == pytest.approx(max(level, own), rel=1e-5)
+        assert r["loop"]["target"] == pytest.approx(max(level, own), rel=1e-5) and r["loop"]["target_level"] == level
     assert {r["loop"]["target"] == level for r in res["requests"]} == {True, False}  # each source decides somewhere
 
 

@@ -298,6 +298,12 @@ def test_report_draws_every_plot_and_its_tables_equal_the_runs_json(tiny_bench, 
     assert objectives["fit"] == ", ".join(f"{o} {fit_objectives.count(o)}" for o in sorted(set(fit_objectives)))
     assert "tests/conftest.py tiny_bench" in md  # the bench's command
 
+    from fit_unlearn.cli import main
+
+    # bad thresholds on a real bench: one line, and no report written
+    assert main(["report", str(tiny_bench), "--out", str(tmp_path / "bad"), "--targets", '{"mia": 0.5}']) == 2
+    assert not (tmp_path / "bad").exists()
+
 
 @pytest.mark.slow  # the tiny bench: ~20 s once per session
 def test_report_of_one_run_and_of_an_unfinished_run(tiny_bench, tmp_path, capsys):
@@ -355,19 +361,23 @@ def test_targets_hold_only_for_every_seed_at_every_checkpoint():
                 "forget_degree_strict": aggregate([0.95, 0.91]),
                 "retain_utility": aggregate([0.97, 0.96]),
                 "mia_auc_forget_vs_holdout": aggregate([0.50, 0.62]),
-                "capital_probe": aggregate([0.20, 0.15]),
-                "capital_probe_theta0": aggregate([0.20, 0.20]),
+                "capital_probe_delta": aggregate([0.0, -0.05]),
+                "F_forgotten_theta0": aggregate([98.0, 98.0]),
             },
             {  # the mean over seeds (0.94) would pass; one seed does not
                 "t": 40,
                 "forget_degree_strict": aggregate([0.89, 0.99]),
                 "retain_utility": aggregate([0.99, 0.98]),
                 "mia_auc_forget_vs_holdout": aggregate([0.40, 0.45]),
-                "capital_probe": None,
+                "capital_probe_delta": None,
+                "F_forgotten_theta0": aggregate([97.0, 97.0]),
             },
         ],
         "cost": {"ratio_to_npo": aggregate([0.9, 1.1])},
-        "attacks": {"quantize": {"int4": {"recovery": aggregate([0.05, 0.02])}}, "relearn_recovery": None},
+        "attacks": {
+            "quantize": {"int4": {"recovery": aggregate([0.05, 0.02]), "forget_fp": aggregate([10.0, 12.0])}},
+            "relearn_recovery": None,
+        },
     }
     got = {c["target"]: c for c in check_targets(method, Targets())}
     assert [c["target"] for c in check_targets(method, Targets())] == [
@@ -390,6 +400,10 @@ def test_targets_hold_only_for_every_seed_at_every_checkpoint():
     assert (got["cost vs NPO"]["met"], got["cost vs NPO"]["worst"]) == (False, 1.1)
     looser = {c["target"]: c["met"] for c in check_targets(method, Targets(forget_degree=0.85, capital_probe=0.05))}
     assert looser["strict F.D."] and looser["capital probe vs theta_0"]
+    # a model that forgot under 10 points of F: its int4 recovery means nothing (as the demo's summary says)
+    method["attacks"]["quantize"]["int4"]["forget_fp"] = aggregate([90.0, 89.0])
+    int4 = next(c for c in check_targets(method, Targets()) if c["target"] == "int4 recovery")
+    assert int4["met"] is None and int4["gap"] == pytest.approx(7.5) and int4["rule"] == "<= 0.1"
 
 
 def test_bad_targets_are_one_line_before_anything_is_written(tmp_path, capsys):
@@ -489,3 +503,6 @@ def test_receipt_shows_the_rows_edited_the_closed_loop_and_the_guard():
     record["rows"] = {"edited": False, "tokens": [], "decoded": [], "shared_with": 0}
     out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
     assert "rows: the request has no token of its own; updated as trainable: full" in out
+    record["loop"].update(target_from="both", target_level=4.882, target_base=3.5)
+    out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
+    assert "target 4.882 (the higher of the holdout level 4.882 and the base model's loss 3.500), 15 steps" in out

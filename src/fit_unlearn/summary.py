@@ -57,6 +57,7 @@ EVAL_METRICS: dict[str, tuple[str, ...]] = {
     "R_reference": ("reference", "retain", "at_t"),
     "capital_probe": ("capital_probe", "accuracy"),
     "capital_probe_theta0": ("capital_probe", "theta0"),
+    "capital_probe_delta": ("capital_probe", "delta_vs_theta0"),
     "eval_seconds": ("seconds",),
 }
 
@@ -448,18 +449,28 @@ def _check(name: str, rule: str, measured: list[tuple[int | None, float]], ok, w
     return {"target": name, "rule": rule, "met": all(ok(x) for _, x in measured), "worst": v, "at": t}
 
 
+#: an attack's recovery is the share of the forget gap (theta_0's F - the model's F) that comes back; below this many
+#: points of gap, quantization noise alone (theta_0 itself loses points in int4) makes the ratio meaningless
+RECOVERY_MIN_GAP = 10.0
+
+
+def _gap_too_small(evals: list[dict], q4: dict, rule: str) -> dict | None:
+    """The int4 check where the unlearned model forgot too little for a recovery to mean anything (n/a, with why)."""
+    theta0 = dig(evals[-1] if evals else {}, ("F_forgotten_theta0", "mean"))
+    fp = dig(q4, ("forget_fp", "mean"))
+    if theta0 is None or fp is None or theta0 - fp >= RECOVERY_MIN_GAP:
+        return None
+    return {"target": "int4 recovery", "rule": rule, "met": None, "worst": None, "at": None, "gap": theta0 - fp}
+
+
 def check_targets(method: dict, targets: Targets) -> list[dict]:
     """Whether ``method`` (one entry of :func:`summarise`'s ``methods``) meets each of ``targets``: per target the
     rule, ``met`` (True / False; None where nothing measured it), the worst value measured and its checkpoint."""
     ev, tg = method["evals"], targets
-    capital = [
-        (e["t"], abs(a - b))
-        for e in ev
-        if e.get("capital_probe") and e.get("capital_probe_theta0")
-        for a, b in zip(e["capital_probe"]["values"], e["capital_probe_theta0"]["values"], strict=False)
-    ]
+    capital = [(t, abs(v)) for t, v in _values(ev, "capital_probe_delta")]
     attacks = method.get("attacks") or {}
-    int4 = dig(attacks, ("quantize", "int4", "recovery"))
+    q4 = dig(attacks, ("quantize", "int4")) or {}
+    int4 = q4.get("recovery")
     relearn = attacks.get("relearn_recovery")
     ratio = method["cost"].get("ratio_to_npo")
     return [
@@ -483,7 +494,8 @@ def check_targets(method: dict, targets: Targets) -> list[dict]:
             lambda v: v <= tg.capital_probe + 1e-12,
             max,
         ),
-        _check(
+        _gap_too_small(ev, q4, f"<= {tg.quantize_recovery:g}")
+        or _check(
             "int4 recovery",
             f"<= {tg.quantize_recovery:g}",
             [(None, v) for v in (int4 or {}).get("values", [])],
@@ -546,6 +558,7 @@ def summarise(inputs: Sequence[str | Path], targets: Targets | None = None) -> d
 
 __all__ = [
     "EVAL_METRICS",
+    "RECOVERY_MIN_GAP",
     "Targets",
     "check_targets",
     "aggregate",

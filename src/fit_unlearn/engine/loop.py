@@ -92,7 +92,7 @@ class LoopConfig(Section):
     model knew before it was fine-tuned on the document; needs the base model, ``loop.base_model``).  ``both``: the
     higher of the two, per request (the document must look unseen by both measures)."""
     base_model: str | None = None
-    """The base model of ``target: base``: a local model directory; ``null``: the base model the prepared
+    """The base model of ``target: base`` and ``both``: a local model directory; ``null``: the base model the prepared
     directory's recipe records (the one theta_0 was fine-tuned from)."""
     quantile: float = Field(default=0.5, gt=0, lt=1)
     """Quantile of theta_0's holdout (non-member) losses that is the stop target (``target: holdout``)."""
@@ -273,8 +273,9 @@ class Guard:
 
 
 def base_model_path(cfg: LoopConfig, recipe: Path) -> tuple[Path, str | None]:
-    """The base model of ``loop.target: base`` and the hash its weights must have: ``loop.base_model`` (no hash
-    to check), else the model and hash ``recipe`` (a prepared directory's recipe.json) records.  Checked before any
+    """The base model of ``loop.target: base`` (or ``both``) and the hash its weights must have:
+    ``loop.base_model`` (no hash to check), else the model and hash ``recipe`` (a prepared directory's recipe.json)
+    records.  Checked before any
     work: a directory that is missing, or that no longer holds the weights the recipe recorded, is a clear error."""
     if cfg.base_model is not None:
         where, path, want = "loop.base_model", cfg.base_model, None
@@ -284,18 +285,18 @@ def base_model_path(cfg: LoopConfig, recipe: Path) -> tuple[Path, str | None]:
             where, path, want = f"the base model {recipe} records", rec["base_model"], rec.get("base_model_hash")
         except (OSError, ValueError, KeyError):
             raise ConfigError(
-                f"loop.target: base needs the base model theta_0 was fine-tuned from, and {recipe} does not record "
-                "one; set loop.base_model to its directory"
+                f"loop.target: {cfg.target} needs the base model theta_0 was fine-tuned from, and {recipe} does not "
+                "record one; set loop.base_model to its directory"
             ) from None
     try:
         resolved = resolve_model_path(path)
     except ModelError as e:
         raise ConfigError(
-            f"loop.target: base: {where}: {e}; set loop.base_model to the base model's directory"
+            f"loop.target: {cfg.target}: {where}: {e}; set loop.base_model to the base model's directory"
         ) from None
     if want is not None and model_hash(resolved) != want:
         raise ConfigError(
-            f"loop.target: base: {resolved} no longer holds the weights theta_0 was fine-tuned from (hash "
+            f"loop.target: {cfg.target}: {resolved} no longer holds the weights theta_0 was fine-tuned from (hash "
             f"{model_hash(resolved)}, recipe {want}); set loop.base_model to the base model's directory"
         )
     return resolved, want

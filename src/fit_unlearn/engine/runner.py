@@ -89,7 +89,7 @@ class Engine:
         check_source(cfg.stream)  # a missing or empty request file is refused before anything is written
         self._preflight_paths()
         self._preflight_qa()
-        #: loop.target: base: the base model's directory and weights hash, checked before anything is written
+        #: loop.target: base / both: the base model's directory and weights hash, checked before anything is written
         self._base = (
             base_model_path(cfg.loop, self.prepared.recipe)
             if cfg.loop_enabled and cfg.loop.stop and cfg.loop.target in ("base", "both")
@@ -159,7 +159,7 @@ class Engine:
             else frozenset()
         )
         self._stop: StopRule | None = None
-        #: loop.target: base: the base model theta_0 was fine-tuned from (loaded with the loop's calibration)
+        #: loop.target: base / both: the base model theta_0 was fine-tuned from (loaded with the loop's calibration)
         self.base_model = None
         self.guard: Guard | None = None
         self.anchors = self.data.retain_train
@@ -632,7 +632,7 @@ class Engine:
     def _calibrate_loop(self) -> None:
         """Closed loop: the non-member target and the guard's probe baseline, measured on the initial model
         (theta_0) before the first request and journaled; a resumed run reads them back.  ``loop.target: base``
-        also loads the base model (every time: it is not part of a checkpoint)."""
+        (or ``both``) also loads the base model (every time: it is not part of a checkpoint)."""
         if not self.loop_on:
             return
         if self._base is not None and self.base_model is None:  # first, so that a bad base model changes nothing

@@ -533,7 +533,7 @@ def apply_update(
         if stop.target_model is not None:
             loop["target_from"] = "base"
             if stop.at_least_level:
-                loop["target_base"], loop["target_from"] = target, "both"
+                loop["target_base"], loop["target_level"], loop["target_from"] = target, stop.target, "both"
                 loop["target"] = target = max(target, stop.target)
         if loop["loss_before"] >= target:
             order, loop["stopped"] = [], "target"  # already at the non-member level: nothing to do

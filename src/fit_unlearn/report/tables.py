@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fit_unlearn.layout import PreparedDir, RunDir
+from fit_unlearn.summary import RECOVERY_MIN_GAP
 
 _HIGHLIGHTER = ReprHighlighter()
 
@@ -311,10 +312,15 @@ def _receipt_lines(e: dict) -> list[Text]:
             lines.append(line("  rows: the request has no token of its own; updated as trainable: full"))
     lp = r.get("loop")
     if lp:
+        source = {
+            "base": " (the base model's loss)",
+            "both": f" (the higher of the holdout level {lp.get('target_level', float('nan')):.3f} and the base "
+            f"model's loss {lp.get('target_base', float('nan')):.3f})",
+        }.get(lp.get("target_from"), "")
         lines.append(
             line(
-                f"  closed loop: loss {lp['loss_before']:.3f} -> {lp['loss_after']:.3f}, target {lp['target']:.3f}, "
-                f"{lp['steps']} steps, stopped: {lp['stopped']}"
+                f"  closed loop: loss {lp['loss_before']:.3f} -> {lp['loss_after']:.3f}, target {lp['target']:.3f}"
+                f"{source}, {lp['steps']} steps, stopped: {lp['stopped']}"
             )
         )
     g = r.get("guard")
@@ -439,7 +445,7 @@ def demo_summary(summary: dict, report: str | Path, methods: tuple[str, str]) ->
         # recovery = share of the forget gap (theta_0's F - the model's F) that comes back: with a gap of a few
         # points, quantization noise alone (theta_0 itself loses points in int4) makes the ratio meaningless
         theta0, fp = (last[m].get("F_forgotten_theta0") or {}).get("mean"), (q.get("forget_fp") or {}).get("mean")
-        if theta0 is not None and fp is not None and theta0 - fp < 10:
+        if theta0 is not None and fp is not None and theta0 - fp < RECOVERY_MIN_GAP:
             gap, attacked = theta0 - fp, q["forget"]["mean"]
             return f"n/a (only {gap:.1f} points of F were forgotten; F {fp:.1f} -> {attacked:.1f} in int4)"
         return _agg(q["recovery"])
