@@ -287,9 +287,16 @@ def test_report_draws_every_plot_and_its_tables_equal_the_runs_json(tiny_bench, 
         worst, at = min(fds)
         cell = targets[method]["strict F.D. >= 0.9"]
         assert cell == (f"met: {worst:.3f}" if worst >= 0.9 else f"NOT met: {worst:.3f} (t {at})"), method
-    int4 = max(res["attacks"]["quantize"]["recovery"]["int4"] for res in results["fit"])
-    assert targets["fit"]["int4 recovery <= 0.1"].endswith(f"{int4:.3f}")
-    assert targets["npo"]["int4 recovery <= 0.1"] == "n/a"  # not attacked
+    for method, ress in results.items():
+        int4 = max(res["attacks"]["quantize"]["recovery"]["int4"] for res in ress)
+        fp = agg([res["attacks"]["quantize"]["models"]["unlearned"]["fp"]["forget_score"] for res in ress])[0]
+        theta0 = agg([res["evals"][-1]["reference"]["forget_strict"]["theta0"] for res in ress])[0]
+        cell = targets[method]["int4 recovery <= 0.1"]
+        if theta0 - fp < 10:  # the tiny models forget a few points: no recovery ratio is read off them
+            assert cell == f"n/a: only {theta0 - fp:.1f} points of F forgotten", method
+        else:
+            assert cell.endswith(f"{int4:.3f}"), method
+    assert targets["npo"]["relearn recovery <= 0.3"] == "n/a"  # no relearning attack in the tiny bench
 
     head, *rows = md_table(md, "method | requests (all seeds)")
     objectives = {r[0]: r[2] for r in rows}
