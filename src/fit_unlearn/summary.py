@@ -442,11 +442,29 @@ def _values(evals: list[dict], key: str) -> list[tuple[int, float]]:
     return [(e["t"], v) for e in evals if e.get(key) for v in e[key]["values"]]
 
 
-def _check(name: str, rule: str, measured: list[tuple[int | None, float]], ok, worst) -> dict:
+def _once(agg: dict | None) -> list[tuple[None, float]]:
+    """The per-seed values of a figure measured once per run (no checkpoint)."""
+    return [(None, v) for v in (agg or {}).get("values", [])]
+
+
+def _check(
+    name: str,
+    measured: list[tuple[int | None, float]],
+    *,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    rule: str | None = None,
+) -> dict:
+    """One target: every measured value at least ``at_least`` (the worst is the lowest) or at most ``at_most``
+    (the highest), within float rounding."""
+    low = at_least is not None
+    bound = at_least if low else at_most
+    rule = rule or f"{'>=' if low else '<='} {bound:g}"
     if not measured:
         return {"target": name, "rule": rule, "met": None, "worst": None, "at": None}
-    t, v = worst(measured, key=lambda tv: tv[1])
-    return {"target": name, "rule": rule, "met": all(ok(x) for _, x in measured), "worst": v, "at": t}
+    t, v = (min if low else max)(measured, key=lambda tv: tv[1])
+    met = all((x >= bound - 1e-12) if low else (x <= bound + 1e-12) for _, x in measured)
+    return {"target": name, "rule": rule, "met": met, "worst": v, "at": t}
 
 
 #: an attack's recovery is the share of the forget gap (theta_0's F - the model's F) that comes back; below this many
@@ -474,48 +492,14 @@ def check_targets(method: dict, targets: Targets) -> list[dict]:
     relearn = attacks.get("relearn_recovery")
     ratio = method["cost"].get("ratio_to_npo")
     return [
-        _check(
-            "strict F.D.",
-            f">= {tg.forget_degree:g}",
-            _values(ev, "forget_degree_strict"),
-            lambda v: v >= tg.forget_degree,
-            min,
-        ),
-        _check(
-            "R.U.", f">= {tg.retain_utility:g}", _values(ev, "retain_utility"), lambda v: v >= tg.retain_utility, min
-        ),
-        _check(
-            "MIA AUC", f"<= {tg.mia_auc:g}", _values(ev, "mia_auc_forget_vs_holdout"), lambda v: v <= tg.mia_auc, max
-        ),
-        _check(
-            "capital probe vs theta_0",
-            f"within {tg.capital_probe:g}",
-            capital,
-            lambda v: v <= tg.capital_probe + 1e-12,
-            max,
-        ),
+        _check("strict F.D.", _values(ev, "forget_degree_strict"), at_least=tg.forget_degree),
+        _check("R.U.", _values(ev, "retain_utility"), at_least=tg.retain_utility),
+        _check("MIA AUC", _values(ev, "mia_auc_forget_vs_holdout"), at_most=tg.mia_auc),
+        _check("capital probe vs theta_0", capital, at_most=tg.capital_probe, rule=f"within {tg.capital_probe:g}"),
         _gap_too_small(ev, q4, f"<= {tg.quantize_recovery:g}")
-        or _check(
-            "int4 recovery",
-            f"<= {tg.quantize_recovery:g}",
-            [(None, v) for v in (int4 or {}).get("values", [])],
-            lambda v: v <= tg.quantize_recovery,
-            max,
-        ),
-        _check(
-            "relearn recovery",
-            f"<= {tg.relearn_recovery:g}",
-            [(None, v) for v in (relearn or {}).get("values", [])],
-            lambda v: v <= tg.relearn_recovery,
-            max,
-        ),
-        _check(
-            "cost vs NPO",
-            f"<= {tg.cost_ratio:g}x",
-            [(None, v) for v in (ratio or {}).get("values", [])],
-            lambda v: v <= tg.cost_ratio,
-            max,
-        ),
+        or _check("int4 recovery", _once(int4), at_most=tg.quantize_recovery),
+        _check("relearn recovery", _once(relearn), at_most=tg.relearn_recovery),
+        _check("cost vs NPO", _once(ratio), at_most=tg.cost_ratio, rule=f"<= {tg.cost_ratio:g}x"),
     ]
 
 
