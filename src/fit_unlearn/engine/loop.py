@@ -275,8 +275,8 @@ class Guard:
 def base_model_path(cfg: LoopConfig, recipe: Path) -> tuple[Path, str | None]:
     """The base model of ``loop.target: base`` (or ``both``) and the hash its weights must have:
     ``loop.base_model`` (no hash to check), else the model and hash ``recipe`` (a prepared directory's recipe.json)
-    records.  Checked before any
-    work: a directory that is missing, or that no longer holds the weights the recipe recorded, is a clear error."""
+    records.  Checked before any work: a directory that is missing, or that no longer holds the weights the recipe
+    recorded, is a clear error."""
     if cfg.base_model is not None:
         where, path, want = "loop.base_model", cfg.base_model, None
     else:

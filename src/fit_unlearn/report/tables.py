@@ -16,7 +16,6 @@ from rich.table import Table
 from rich.text import Text
 
 from fit_unlearn.layout import PreparedDir, RunDir
-from fit_unlearn.summary import RECOVERY_MIN_GAP
 
 _HIGHLIGHTER = ReprHighlighter()
 
@@ -442,12 +441,12 @@ def demo_summary(summary: dict, report: str | Path, methods: tuple[str, str]) ->
         q = ((summary["methods"][m].get("attacks") or {}).get("quantize") or {}).get("int4")
         if not q:
             return "n/a"
-        # recovery = share of the forget gap (theta_0's F - the model's F) that comes back: with a gap of a few
-        # points, quantization noise alone (theta_0 itself loses points in int4) makes the ratio meaningless
-        theta0, fp = (last[m].get("F_forgotten_theta0") or {}).get("mean"), (q.get("forget_fp") or {}).get("mean")
-        if theta0 is not None and fp is not None and theta0 - fp < RECOVERY_MIN_GAP:
-            gap, attacked = theta0 - fp, q["forget"]["mean"]
-            return f"n/a (only {gap:.1f} points of F were forgotten; F {fp:.1f} -> {attacked:.1f} in int4)"
+        # a forget gap too small for the ratio to mean anything (fit_unlearn.summary.RECOVERY_MIN_GAP): the int4
+        # target of the summary says so, with the gap
+        int4 = next((c for c in summary["methods"][m].get("targets", []) if c["target"] == "int4 recovery"), {})
+        if int4.get("gap") is not None:
+            fp, attacked = q["forget_fp"]["mean"], q["forget"]["mean"]
+            return f"n/a (only {int4['gap']:.1f} points of F were forgotten; F {fp:.1f} -> {attacked:.1f} in int4)"
         return _agg(q["recovery"])
 
     t = ", ".join(dict.fromkeys(f"t={e.get('t')}" for e in last.values()))  # once when the methods agree
