@@ -195,7 +195,7 @@ def one_off_seconds(run: RunDir) -> float | None:
     total = 0.0
     with open(run.journal, encoding="utf-8") as f:
         for line in f:
-            if '"calibrated"' not in line:
+            if 'calibrated"' not in line:  # "calibrated" and "loop_calibrated"
                 continue
             try:
                 e = json.loads(line)
