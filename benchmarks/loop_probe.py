@@ -164,7 +164,80 @@ VARIANTS = {
         "adamw",
         {"trainable": "lora", "lora": {"r": 1, "alpha": 2}},
     ),
+    # Fisher-ratio masks (SSD-like, Foster et al. 2024): only the weights whose squared gradient on the request is
+    # largest relative to the diagonal Fisher of the other documents move (decoder layers; see fisher_masks)
+    "graddiff lr1e-4 facts only fisher 1%": ("graddiff", 1e-4, 1.0, "facts", "adamw", {"fisher": 0.01}),
+    "graddiff lr1e-3 facts only fisher 1%": ("graddiff", 1e-3, 1.0, "facts", "adamw", {"fisher": 0.01}),
+    "graddiff lr1e-3 facts only fisher 0.1%": ("graddiff", 1e-3, 1.0, "facts", "adamw", {"fisher": 0.001}),
+    "graddiff lr1e-4 facts only fisher 1% corpus": (
+        "graddiff",
+        1e-4,
+        1.0,
+        "facts",
+        "adamw",
+        {"fisher": 0.01, "fisher_ref": "corpus"},
+    ),
+    "graddiff lr1e-3 facts only fisher 0.1% corpus": (
+        "graddiff",
+        1e-3,
+        1.0,
+        "facts",
+        "adamw",
+        {"fisher": 0.001, "fisher_ref": "corpus"},
+    ),
+    "graddiff lr1e-4 facts only": ("graddiff", 1e-4, 1.0, "facts"),
 }
+
+
+def diag_fisher(model, tok, docs, cfg) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher of ``docs``: the sum over documents of the squared gradient of each document's
+    mean loss (its text slices and QA answers), per parameter name (decoder weights only)."""
+    from fit_unlearn.text import collate
+
+    names = {n for n, _ in model.named_parameters() if ".layers." in n}
+    acc = {n: torch.zeros_like(p) for n, p in model.named_parameters() if n in names}
+    model.eval()
+    for d in docs:
+        ex = forget_examples(tok, d.text, d.qa, cfg)[1]
+        b = collate(ex, tok.pad_token_id)
+        loss = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        loss.backward()
+        for n, p in model.named_parameters():
+            if n in names and p.grad is not None:
+                acc[n].add_(p.grad.detach() ** 2)
+            p.grad = None
+    return acc
+
+
+def fisher_masks_factory(fisher: dict[str, torch.Tensor], model, damp: float):
+    """A stand-in for update.saliency_masks: the ``fraction`` of the trainable weights with the largest
+    g^2 / (F + damp * mean F), g the request's gradient, F the other documents' diagonal Fisher."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    orig = upd.saliency_masks
+
+    def masks(model_, tok, params, examples, fraction, batch_size=8):
+        from fit_unlearn.text import collate
+
+        model_.eval()
+        for i in range(0, len(examples), batch_size):
+            b = collate(examples[i : i + batch_size], tok.pad_token_id)
+            logits = model_(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float()
+            torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), b["labels"][:, 1:].reshape(-1), ignore_index=-100
+            ).backward()
+        model_.train()
+        mean = float(sum(f.sum() for f in fisher.values()) / sum(f.numel() for f in fisher.values()))
+        scores = []
+        for p in params:
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            scores.append(g.detach() ** 2 / (fisher[name_of[id(p)]] + damp * mean))
+            p.grad = None
+        flat = torch.cat([s.reshape(-1) for s in scores])
+        k = max(1, int(fraction * flat.numel()))
+        threshold = torch.topk(flat, k, sorted=False).values.min()
+        return [s >= threshold for s in scores]
+
+    return masks, orig
 
 
 def rare_ids(tok, doc, others, max_df: float) -> list[int]:
@@ -316,7 +389,10 @@ def main() -> None:
     base = {"pending": mean_loss(theta0, tok, pending, cfg), "retain_eval": mean_loss(theta0, tok, retain_eval, cfg)}
     base_docs = [examples_loss(theta0, tok, forget_examples(tok, o.text, o.qa, cfg)[1]) for o in pending + retain_eval]
     rows = []
+    fisher_cache: dict = {}
+    saliency_orig = upd.saliency_masks
     for name in args.variants.split(","):
+        upd.saliency_masks = saliency_orig
         objective, lr, trainable, *extra = VARIANTS[name]
         facts = bool(extra) and extra[0] == "facts"
         optimizer = extra[1] if len(extra) > 1 else "adamw"
@@ -328,11 +404,26 @@ def main() -> None:
         rows_df = more.pop("rows", None)
         input_only = more.pop("input_only", False)
         owm_lam = more.pop("owm", None)
+        fisher_frac = more.pop("fisher", None)
+        fisher_ref = more.pop("fisher_ref", "retain")
+        fisher_damp = more.pop("fisher_damp", 1e-3)
+        if fisher_frac is not None:
+            fdocs = data.retain_train + data.holdout
+            if fisher_ref == "corpus":  # every corpus document but the requests (retain-eval never)
+                fdocs = fdocs + [o for o in data.forget if o.id not in {r.id for r in requests}]
+            key = (fisher_ref, len(fdocs))
+            if key not in fisher_cache:
+                t_f = time.perf_counter()
+                fisher_cache[key] = diag_fisher(copy.deepcopy(theta0), tok, fdocs, cfg)
+                print(f"fisher over {len(fdocs)} documents: {time.perf_counter() - t_f:.0f} s", flush=True)
+            more["saliency"] = fisher_frac
         if more.pop("untie", False):  # the output head keeps theta_0's matrix; only input rows move
             untie_embeddings(model)
         if input_only:  # the tied output head sees the embedding matrix detached: rows learn from their inputs
             head = model.lm_head
             head.forward = lambda x, head=head: torch.nn.functional.linear(x, head.weight.detach())
+        if fisher_frac is not None:
+            upd.saliency_masks = fisher_masks_factory(fisher_cache[key], model, fisher_damp)[0]
         if trainable == "rows":
             trainable = ["model.embed_tokens.weight"]
         elif trainable != "all":
