@@ -76,14 +76,15 @@ TINY_RUN = {
 
 @pytest.fixture(scope="session")
 def tiny_bench(tmp_path_factory, tiny_prepared):
-    """A bench directory of tiny runs: FIT and NPO, seeds 0 and 1, 4 requests evaluated every 2, an int4
-    attack on each final model (~20 s)."""
+    """A bench directory of tiny runs: FIT (its defaults: row edits under the closed loop), FIT as the paper runs
+    it (T's layers, open loop) and NPO, seeds 0 and 1, 4 requests evaluated every 2, an int4 attack on each final
+    model (~30 s)."""
     from fit_unlearn.bench import BenchConfig, run_bench
 
     out = tmp_path_factory.mktemp("bench") / "bench"
     cfg = BenchConfig(
         prepared=tiny_prepared,
-        methods=("fit", "npo"),
+        methods=("fit", "fit-paper", "npo"),
         seeds=(0, 1),
         requests=4,
         eval_every=2,

@@ -244,7 +244,9 @@ def test_demo_wiring_on_a_tiny_model(tiny_data, tiny_model_dir, tiny_prepared, t
         assert [e["t"] for e in m["evals"]] == [1, 2] and m["attacks"]["quantize"]["int4"]["recovery"] is not None
     fit, graddiff = s["runs"]
     assert [q["id"] for q in fit["requests"]] == [q["id"] for q in graddiff["requests"]]  # the same stream
-    assert fit["requests"][0]["layers"] is not None and graddiff["strategy"] == "sequential"
+    # FIT's defaults: row edits by GA under the closed loop (no layers planned); the baseline's weights
+    assert fit["requests"][0]["layers"] is None and fit["requests"][0]["objective"] == "ga"
+    assert graddiff["strategy"] == "sequential" and graddiff["requests"][0]["objective"] == "graddiff"
     console = Console(record=True, width=400, file=io.StringIO())
     console.print(tables.demo_summary(s, res["report"], cfg.methods))
     lines = console.export_text().splitlines()

@@ -33,7 +33,16 @@ FIT_LAYERS = {
         "objective": "npo_kl",
         "fit": {"filter": False, "importance": False, "layers": {"k": 1, "relative": True}},
     },
-    "update": {"lr": 1e-2, "epochs": 1, "retain_batch_size": 1, "retain_match": False},
+    # FIT's units of the paper (every weight of the layers T chooses), open loop: sharding is for weight updates
+    "update": {
+        "lr": 1e-2,
+        "epochs": 1,
+        "retain_batch_size": 1,
+        "retain_match": False,
+        "trainable": "full",
+        "template_max_df": None,
+    },
+    "loop": {"enabled": False},
     "stream": {"limit": 3},
     # the evaluation at t=3 makes the one at the end redundant, and the checkpoint after the last request makes
     # the final one redundant: branches every rank must take alike (both are collectives when sharded)

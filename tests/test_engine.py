@@ -681,16 +681,79 @@ def test_on_bad_request_can_change_on_resume(tiny_prepared, tmp_path):
     assert [e["id"] for e in res["rejected"]] == [None, None]  # stopped on it, then skipped it
 
 
-@pytest.mark.parametrize("name", ["fit", "ga", "graddiff", "npo"])
+@pytest.mark.parametrize("name", ["fit-paper", "ga", "graddiff", "npo"])
 def test_the_example_configs_load_and_keep_the_published_open_loop(name):
-    """examples/*.yaml validate; all run open-loop (FIT's example carries the loop section, switched off)."""
+    """examples/*.yaml validate; the baselines and the paper's FIT run open-loop, as published."""
     import yaml
 
     from fit_unlearn.engine.config import build_config
 
     path = Path(__file__).parent.parent / "examples" / f"{name}.yaml"
     cfg = build_config(yaml.safe_load(path.read_text()))
-    assert not cfg.loop_enabled
+    assert not cfg.loop_enabled and cfg.update.trainable == "full"
+
+
+def test_fit_s_example_is_its_defaults():
+    """examples/fit.yaml spells out FIT's defaults: a configuration naming only the strategy is the same run."""
+    import yaml
+
+    from fit_unlearn.engine.config import build_config
+
+    path = Path(__file__).parent.parent / "examples" / "fit.yaml"
+    example = build_config(yaml.safe_load(path.read_text()))
+    bare = build_config({"strategy": {"name": "fit", "fit": {"importance": {"calibrate": True}}}})
+    assert example.loop_enabled and example.update.trainable == "rows"
+    assert example.canonical() == bare.canonical()
+
+
+def test_a_strategy_s_defaults_apply_only_where_the_configuration_is_silent():
+    """FIT's config_defaults fill what a configuration leaves unset (mapping or Python section alike); every value
+    given explicitly wins; other strategies keep the typed defaults."""
+    from fit_unlearn.engine.config import build_config
+    from fit_unlearn.engine.loop import LoopConfig
+    from fit_unlearn.engine.update import UpdateConfig
+
+    fit = build_config({"strategy": {"name": "fit"}, "update": {"lr": 1e-3}})
+    assert (fit.update.trainable, fit.update.template_max_df, fit.update.lr) == ("rows", 0.2, 1e-3)
+    assert (fit.loop_enabled, fit.loop.check_every, fit.strategy.fit.rows_objective) == (True, 2, "ga")
+    assert fit.quantize_embeddings
+    given = build_config(
+        {
+            "strategy": {"name": "fit", "fit": {"rows_objective": None, "importance": False}},
+            "update": {"trainable": "full", "template_max_df": None},
+            "loop": {"enabled": False, "check_every": 1},
+        }
+    )
+    assert (given.update.trainable, given.update.template_max_df, given.loop_enabled) == ("full", None, False)
+    assert (given.loop.check_every, given.strategy.fit.rows_objective, given.strategy.fit.importance) == (1, None, None)
+    assert not given.quantize_embeddings
+    built = build_config({"strategy": {"name": "fit"}, "update": UpdateConfig(lr=1e-3), "loop": LoopConfig()})
+    assert (built.update.trainable, built.update.lr, built.loop_enabled, built.loop.check_every) == (
+        "rows",
+        1e-3,
+        True,
+        2,
+    )
+    assert (
+        build_config({"strategy": {"name": "fit"}, "update": UpdateConfig(trainable="full")}).update.trainable == "full"
+    )
+    seq = build_config({"strategy": {"name": "sequential"}})
+    assert (seq.update.trainable, seq.loop_enabled, seq.strategy.fit.rows_objective) == ("full", False, None)
+    assert build_config({}).update.trainable == "full"
+
+
+def test_row_edits_quantize_the_embeddings_in_the_attacks():
+    """A run that edits embedding rows attacks them (eval.quantize_embeddings null); bitsandbytes cannot, refused."""
+    from fit_unlearn.engine.config import build_config
+
+    rows = {"update": {"trainable": "rows"}, "eval": {"attacks": ["quantize4"]}}
+    assert build_config(rows).quantize_embeddings
+    assert not build_config(
+        {**rows, "eval": {"attacks": ["quantize4"], "quantize_embeddings": False}}
+    ).quantize_embeddings
+    assert not build_config({"eval": {"attacks": ["quantize4"]}}).quantize_embeddings
+    with pytest.raises(ConfigError, match="bnb keeps the token embeddings"):
+        build_config({**rows, "eval": {"attacks": ["quantize4"], "quantize_method": "bnb"}})
 
 
 def test_row_edits_index_the_corpus_but_never_retain_eval(tiny_prepared, tmp_path):

@@ -332,7 +332,9 @@ def _fit_cfg(prepared, out, fit, **extra):
             "out": str(out),
             "stream": {"order_seed": 1, "limit": 4},
             "strategy": {"name": "fit", "fit": fit},
-            "update": {"lr": 1e-3, "epochs": 1},
+            # the paper's units (every weight of T's layers, open loop), not FIT's row-edit defaults
+            "update": {"lr": 1e-3, "epochs": 1, "trainable": "full", "template_max_df": None},
+            "loop": {"enabled": False},
             "eval": {"every": None},
             "checkpoint": {"every": 2},
             **extra,
@@ -515,3 +517,52 @@ def test_a_row_edit_that_falls_back_to_weights_gets_fit_s_layers(tiny_prepared, 
         assert not rec["rows"]["edited"] and "targeted" not in rec["rows"]
         chosen = rec["receipt"]["layers"]["layers"]
         assert chosen and rec["tensors_touched"] == len(layer_param_names(eng.model, chosen))
+
+
+def _rows_cfg(prepared, out, fit: dict, rows: dict, **extra):
+    from fit_unlearn.engine import load_config
+
+    return load_config(
+        None,
+        {
+            "prepared": str(prepared),
+            "out": str(out),
+            "stream": {"order_seed": 3, "limit": 3},
+            "strategy": {"name": "fit", "fit": {"filter": False, **fit}},
+            "update": {"retain_batch_size": 1, "rows": rows},
+            "loop": {"max_steps": 3, "guard": {"enabled": False}},
+            "eval": {"every": None, "at_end": False},
+            **extra,
+        },
+    )
+
+
+#: every request falls in I's random-labels bucket
+ALL_RL = {"high": 1e9, "low": 1e9}
+
+
+def test_fit_s_default_row_edits_take_ga_and_i_chooses_only_for_a_weight_fallback(tiny_prepared, tmp_path):
+    """FIT's defaults: a row edit is unlearned with strategy.fit.rows_objective (GA), I is not asked; a request that
+    falls back to a weight update gets I's objective, as without row edits.  rows_objective null: I's choice for
+    row edits too."""
+    from fit_unlearn.engine import Engine
+
+    eng = Engine(_rows_cfg(tiny_prepared, tmp_path / "rows", {"importance": ALL_RL}, {"max_df": 3}), progress=False)
+    res = eng.run()
+    eng.close()
+    edited = [r for r in res["requests"] if r["rows"]["edited"]]
+    assert edited and all(r["objective"] == "ga" and "importance" not in r["receipt"] for r in edited)
+    assert eng.cfg.loop_enabled and eng.cfg.update.trainable == "rows" and "loop" in edited[0]
+
+    fallback = {"min_rows": 10_000, "fallback": "full"}
+    eng = Engine(_rows_cfg(tiny_prepared, tmp_path / "full", {"importance": ALL_RL}, fallback), progress=False)
+    res = eng.run()
+    eng.close()
+    assert all(not r["rows"]["edited"] and r["objective"] == "rl" for r in res["requests"])
+    assert all(r["receipt"]["importance"]["objective"] == "rl" for r in res["requests"])
+
+    fit = {"importance": ALL_RL, "rows_objective": None}
+    eng = Engine(_rows_cfg(tiny_prepared, tmp_path / "i", fit, {"max_df": 3}), progress=False)
+    res = eng.run()
+    eng.close()
+    assert all(r["objective"] == "rl" for r in res["requests"] if r["rows"]["edited"])

@@ -54,9 +54,10 @@ def test_each_request_stops_once_it_reaches_the_target(tiny_prepared, tmp_path):
 def test_the_loop_follows_the_strategy_default_unless_configured(tiny_prepared, tmp_path, monkeypatch):
     from fit_unlearn.strategies.fit.strategy import FitStrategy
 
-    assert not _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled  # off until it wins
-    monkeypatch.setattr(FitStrategy, "closed_loop", True)
-    assert _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled
+    assert _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit"}).loop_enabled  # FIT's config_defaults
+    assert not _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit", "loop.enabled": None}).loop_enabled
+    monkeypatch.setattr(FitStrategy, "closed_loop", True)  # what loop.enabled: null follows
+    assert _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit", "loop.enabled": None}).loop_enabled
     assert not _cfg(tiny_prepared, tmp_path).loop_enabled
     assert _cfg(tiny_prepared, tmp_path, **{"loop.enabled": True}).loop_enabled
     assert not _cfg(tiny_prepared, tmp_path, **{"strategy.name": "fit", "loop.enabled": False}).loop_enabled

@@ -40,9 +40,29 @@ METHODS: dict[str, dict] = {
     "ga": {"strategy": {"name": "sequential", "objective": "ga"}},
     "graddiff": {"strategy": {"name": "sequential", "objective": "graddiff"}},
     "npo": {"strategy": {"name": "sequential", "objective": "npo"}},
-    # FIT with its importance thresholds calibrated on the first 10 requests (the fixed thresholds 12 / 6
-    # of the reference code are for its 7B models)
+    # FIT with its defaults (token-keyed edits under the closed loop, docs/fit.md) and its importance thresholds
+    # calibrated on the first 10 requests (the fixed thresholds 12 / 6 of the reference code are for its 7B models)
     "fit": {"strategy": {"name": "fit", "fit": {"importance": {"calibrate": True, "calibration_size": 10}}}},
+    # the paper's recipe: every weight of T's layers, 3 epochs at 3e-5 per request, no loop, the whole text
+    # (`fit` before session 21; `fit-paper-loop`: the same units under the closed loop)
+    "fit-paper": {
+        "strategy": {"name": "fit", "fit": {"importance": {"calibrate": True, "calibration_size": 10}}},
+        "update": {"trainable": "full", "template_max_df": None},
+        "loop": {"enabled": False, "check_every": 1},
+    },
+    # ablations of FIT's default: I's choice for row edits too, and T over rows (layers.rows_mass 0.9)
+    "fit-rowsI": {
+        "strategy": {
+            "name": "fit",
+            "fit": {"importance": {"calibrate": True, "calibration_size": 10}, "rows_objective": None},
+        }
+    },
+    "fit-rowsT": {
+        "strategy": {
+            "name": "fit",
+            "fit": {"importance": {"calibrate": True, "calibration_size": 10}, "layers": {"rows_mass": 0.9}},
+        }
+    },
     # extension: layers ranked relative to their retain profile (see docs/fit.md)
     "fit-relative": {
         "strategy": {

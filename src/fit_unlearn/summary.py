@@ -140,6 +140,10 @@ def request_row(record: dict) -> dict:
         "steps": record.get("steps"),
         "request_ce_before": record.get("request_ce_before"),
         "request_ce_after": record.get("request_ce_after"),
+        # the closed loop: the stop target, the request's loss before and after, and why it stopped
+        "loop": {k: loop[k] for k in ("target", "loss_before", "loss_after", "stopped") if k in loop}
+        if (loop := record.get("loop"))
+        else None,
     }
 
 

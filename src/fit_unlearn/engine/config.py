@@ -20,7 +20,7 @@ from fit_unlearn.errors import ConfigError
 from fit_unlearn.objectives import OBJECTIVES, Objective, resolve_objective
 from fit_unlearn.prepare import PrepareConfig
 from fit_unlearn.schema import Section, format_validation_error, markdown_table
-from fit_unlearn.strategies import Strategy, get_strategy
+from fit_unlearn.strategies import STRATEGIES, Strategy, get_strategy
 from fit_unlearn.strategies.fit.config import FitOptions
 
 
@@ -133,6 +133,10 @@ class EvalSection(Section):
     """Recovery attacks run once at the end of the stream."""
     quantize_method: Literal["auto", "quanto", "bnb", "rtn"] = "auto"
     """Quantization backend of the quantize attacks (``auto``: the best one available on the device)."""
+    quantize_embeddings: bool | None = None
+    """The quantize attacks also round the token embeddings and the output layer (``fit-unlearn attack quantize
+    --embeddings``; quanto or rtn).  ``null``: when the run edits embedding rows (``update.trainable: rows``), whose
+    edits live only there; otherwise not, as transformers and quanto load a model."""
     relearn_fraction: float = Field(default=0.1, gt=0, lt=1)
     """Fraction of the forgotten documents the relearning attack fine-tunes on."""
     relearn_lr: float = Field(default=1e-5, gt=0)
@@ -178,6 +182,39 @@ class RunConfig(Section):
     loop: LoopConfig = LoopConfig()
     """Closed-loop unlearning: stop each request at the non-member level, guard utility (engine/loop.py)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _strategy_defaults(cls, data):
+        """The strategy's own defaults (``Strategy.config_defaults``; FIT: token-keyed edits under the closed
+        loop) for every setting the configuration leaves unset; a value given explicitly always wins."""
+        if not isinstance(data, dict):
+            return data
+        strategy = data.get("strategy")
+        if isinstance(strategy, StrategyConfig):
+            name = strategy.name
+        elif strategy is None or isinstance(strategy, dict):
+            name = (strategy or {}).get("name", StrategyConfig.model_fields["name"].default)
+        else:
+            return data  # not a mapping: the field's own validation reports it
+        try:
+            defaults = get_strategy(name).config_defaults
+        except (ConfigError, TypeError):  # an unknown strategy: StrategyConfig's validation reports it
+            return data
+        return _defaults_under(data, defaults) if defaults else data
+
+    @model_validator(mode="after")
+    def _attacks_can_run(self):
+        if (
+            self.quantize_embeddings
+            and self.eval.quantize_method == "bnb"
+            and any(a.startswith("quantize") for a in self.eval.attacks)
+        ):
+            raise ValueError(
+                "eval.quantize_method bnb keeps the token embeddings in 16 bits, where this run's row edits live; "
+                "use quanto or rtn, or set eval.quantize_embeddings: false"
+            )
+        return self
+
     def canonical(self) -> dict:
         """Everything that changes results, as plain data: not ``out``, not pure speed knobs, and a field
         added later is left out while it has the value that reproduces the behaviour before it."""
@@ -192,8 +229,14 @@ class RunConfig(Section):
 
     @property
     def loop_enabled(self) -> bool:
-        """``loop.enabled``, or the strategy's default when it is unset (on for FIT)."""
+        """``loop.enabled``, or the strategy's ``closed_loop`` when it is ``null`` (FIT's default sets ``true``)."""
         return self.loop.enabled if self.loop.enabled is not None else get_strategy(self.strategy.name).closed_loop
+
+    @property
+    def quantize_embeddings(self) -> bool:
+        """``eval.quantize_embeddings``, or whether the run edits embedding rows when it is ``null``."""
+        q = self.eval.quantize_embeddings
+        return q if q is not None else self.update.trainable == "rows"
 
     def hash(self) -> str:
         """Hash of :meth:`canonical` (journaled with the run)."""
@@ -245,8 +288,24 @@ _ADDED_LATER: dict = {
     },
     "loop": {"enabled": False, "guard": {"scope": "all", "backtrack": 0}},
     "stream": {"dataset": QADatasetConfig().model_dump(mode="json")},
-    "strategy": {"fit": {"layers": {"rows_mass": 1.0}}},
+    "strategy": {"fit": {"layers": {"rows_mass": 1.0}, "rows_objective": None}},
+    "eval": {"quantize_embeddings": None},
 }
+
+
+def _defaults_under(given: dict, defaults: dict) -> dict:
+    """``given`` (a configuration mapping; a section built in Python counts the fields it was given) with each
+    field of ``defaults`` it leaves unset, section by section."""
+    out = dict(given)
+    for k, v in defaults.items():
+        mine = out.get(k)
+        if isinstance(mine, Section):
+            mine = mine.model_dump(exclude_unset=True)
+        if k not in out or (mine is None and isinstance(v, dict)):
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(mine, dict):
+            out[k] = _defaults_under(mine, v)
+    return out
 
 
 def _drop_unchanged(node: dict, fields: dict) -> None:
@@ -333,6 +392,19 @@ def config_reference() -> str:
             "`false` (switched off). Unknown keys are refused, with the field's dotted name.",
             "",
             markdown_table(RunConfig),
+            "",
+            "### A strategy's own defaults",
+            "",
+            "A strategy may change the default of a setting the configuration leaves unset (a value given explicitly "
+            "always wins; the journal records the values used):",
+            "",
+            "| strategy | setting | its default |",
+            "|---|---|---|",
+            *(
+                f"| `{name}` | `{key}` | `{json.dumps(value)}` |"
+                for name in sorted(STRATEGIES)
+                for key, value in _flatten(STRATEGIES[name].config_defaults).items()
+            ),
             "",
             "## Objectives (`strategy.objective`, `strategy.objective_params`, `fit.importance.objective_params`)",
             "",

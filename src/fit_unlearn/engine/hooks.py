@@ -76,8 +76,18 @@ class Evaluation:
         summary = {"t": t, **{k: v for k, v in res.items() if k != "t"}}
         return summary, {**res, "items": items, "per_document": per_doc}
 
-    def attacks(self, final_model, forgotten: Sequence[Document], *, dtype: str, seed: int, progress: bool) -> dict:
-        """The configured recovery attacks on the final model."""
+    def attacks(
+        self,
+        final_model,
+        forgotten: Sequence[Document],
+        *,
+        dtype: str,
+        seed: int,
+        progress: bool,
+        embeddings: bool = False,
+    ) -> dict:
+        """The configured recovery attacks on the final model (``embeddings``: the quantize attacks round the
+        token embeddings and the output layer too)."""
 
         ref = Reference.load(self.prepared)
         docs = [self.as_prepared(d) for d in forgotten]
@@ -92,6 +102,7 @@ class Evaluation:
                 ref,
                 method=self.cfg.quantize_method,
                 device=self.device,
+                embeddings=embeddings,
                 t=len(docs),
                 T=self.T,
             )

@@ -623,7 +623,12 @@ class Engine:
         """The configured recovery attacks on the final model; results land in results.json."""
         final = CheckpointDir(self.journal.last_checkpoint()["path"]).model
         out = self.hooks.attacks(
-            final, self.forgotten, dtype=self.cfg.dtype, seed=self.cfg.seed, progress=self.progress
+            final,
+            self.forgotten,
+            dtype=self.cfg.dtype,
+            seed=self.cfg.seed,
+            progress=self.progress,
+            embeddings=self.cfg.quantize_embeddings,
         )
         self.attacks = out
         self._log("attacks", summary={k: v.get("recovery") for k, v in out.items()})

@@ -277,7 +277,7 @@ def _fit(summary: dict, plots: dict) -> list[Block]:
             tuple(rows),
         )
     )
-    for stem in ("layers", "importance", "filtered"):
+    for stem in ("loop", "layers", "importance", "filtered"):
         blocks += _image(plots, stem)
     return blocks
 

@@ -18,6 +18,7 @@ PLOTS = {
     "importance": "Importance of each request and the objective chosen",
     "filtered": "Fraction of each request's text the redundancy filter dropped",
     "cost": "Seconds per request, per phase",
+    "loop": "Each request's loss after its update, against its closed-loop stop target",
 }
 
 _MARKERS = "os^Dv<>p*h"
@@ -265,6 +266,49 @@ def plot_cost(summary: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_loop(summary: dict, path: Path) -> Path | None:
+    """Per method with the closed loop: each request's loss after its update divided by its stop target, against
+    its stream position (1: stopped exactly at the non-member level; above: overshoot; below: the step budget
+    ran out first), one marker per seed, hollow where the budget was spent."""
+    from matplotlib.lines import Line2D
+
+    methods = _fit_runs(summary, "loop")
+    if not methods:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(methods), figsize=(7.5 * len(methods), 4.4), squeeze=False)
+    for ax, (name, rs) in zip(axes[0], methods.items(), strict=True):
+        handles = []
+        for k, r in enumerate(rs):
+            qs = [q for q in r["requests"] if q["loop"] and q["loop"].get("loss_after") is not None]
+            marker, color = _MARKERS[k % len(_MARKERS)], f"C{k % 10}"
+            for spent in (False, True):
+                sel = [q for q in qs if (q["loop"].get("stopped") == "budget") == spent]
+                ax.scatter(
+                    [q["position"] for q in sel],
+                    [q["loop"]["loss_after"] / q["loop"]["target"] for q in sel],
+                    marker=marker,
+                    facecolors="none" if spent else color,
+                    edgecolors=color,
+                    zorder=3,
+                )
+            reached = sum(q["loop"].get("stopped") == "target" for q in qs)
+            label = f"seed {r['seed']}: {reached} of {len(qs)} reached the target"
+            handles.append(Line2D([], [], marker=marker, color=color, linestyle="", label=label))
+        handles.append(
+            Line2D([], [], marker="o", color="grey", markerfacecolor="none", linestyle="", label="budget spent")
+        )
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.9)
+        ax.set_title(name, fontsize=11)
+        ax.set_xlabel("stream position of the request")
+        ax.set_ylabel("loss after / stop target (1 = the non-member level)")
+        ax.grid(alpha=0.3)
+        _integer_x(ax)
+        ax.legend(handles=handles, fontsize=8)
+    fig.suptitle(PLOTS["loop"], fontsize=12)
+    return _save(fig, path)
+
+
 DRAW = {
     "degrees": plot_degrees,
     "forget_scores": plot_forget_scores,
@@ -272,6 +316,7 @@ DRAW = {
     "importance": plot_importance,
     "filtered": plot_filtered,
     "cost": plot_cost,
+    "loop": plot_loop,
 }
 
 

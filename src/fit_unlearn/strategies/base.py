@@ -35,10 +35,13 @@ class Strategy:
     #: the section of the ``strategy`` configuration that holds this strategy's typed options (None: none)
     options_section: str | None = None
     #: whether the engine's closed loop (stop at the non-member level, utility guard) is on when the run
-    #: configuration leaves ``loop.enabled`` unset.  Off for every built-in strategy, FIT included: with the
-    #: loop FIT still destroys utility on 20 synthetic requests (R.U. 0.11; benchmarks/README.md, "Closed
-    #: loop, session 6"); ``loop.enabled: true`` switches it on for any strategy
+    #: configuration sets ``loop.enabled: null``.  Off for every built-in strategy: FIT turns the loop on through
+    #: ``config_defaults`` instead, an explicit ``true`` that its journal records (a journal written before
+    #: session 21 with ``null`` meant off, for FIT too); ``loop.enabled: true`` switches it on for any strategy
     closed_loop: bool = False
+    #: run-configuration settings this strategy uses when the configuration leaves them unset, as
+    #: ``{section: {field: value}}`` (``engine.config.RunConfig`` applies them; a value given explicitly wins)
+    config_defaults: dict[str, dict] = {}
     #: set by the engine when its updates are token-keyed edits (``update.trainable: rows``): only the request's
     #: own input-embedding rows move, so :meth:`plan` need not choose weights (FIT then attributes rows,
     #: :meth:`target_rows`, instead of layers); a request that falls back to a weight update gets them from

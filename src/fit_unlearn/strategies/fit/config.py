@@ -132,6 +132,21 @@ class FitOptions(Section):
     """T: targeted layer attribution (``false``: every layer is trained)."""
     importance: ImportanceConfig | None = ImportanceConfig()
     """I: importance-aware objective selection (``false``: ``strategy.objective`` for every request)."""
+    rows_objective: str | None = None
+    """The objective of every token-keyed edit (``update.trainable: rows``); I then chooses only for a request that
+    falls back to a weight update.  ``null``: I's choice (or ``strategy.objective``) for row edits too.  FIT's run
+    defaults set ``ga``: I's bounded objectives (NPO+KL, NPO, random labels) stop raising the loss of the edited
+    rows before the closed loop's target (benchmarks/README.md, "Session 21")."""
+
+    @field_validator("rows_objective")
+    @classmethod
+    def _known_rows_objective(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return get_objective(v).name
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("filter", "layers", "importance", mode="before")
     @classmethod

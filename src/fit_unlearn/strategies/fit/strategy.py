@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from fit_unlearn.data.documents import Document
 from fit_unlearn.errors import ConfigError
-from fit_unlearn.objectives import Objective
+from fit_unlearn.objectives import Objective, resolve_objective
 from fit_unlearn.schema import format_validation_error
 from fit_unlearn.strategies.base import UpdatePlan, register_strategy
 from fit_unlearn.strategies.fit.attribution import LayerAttribution, row_scores
@@ -26,6 +26,15 @@ class FitStrategy(SequentialStrategy):
     """FIT.  ``objective`` is the fixed objective used when importance selection is switched off."""
 
     options_section = "fit"
+    #: FIT's defaults: each request is unlearned by token-keyed edits (the input-embedding rows of the tokens that
+    #: are its own, docs/rows.md) under the closed loop, checked every second step, on its facts (the template
+    #: every document shares left out).  The paper's recipe (every weight of T's layers, 3 epochs at 3e-5, no
+    #: loop) is ``examples/fit-paper.yaml``; measured against it in benchmarks/README.md, "Session 21"
+    config_defaults = {
+        "strategy": {"fit": {"rows_objective": "ga"}},
+        "update": {"trainable": "rows", "template_max_df": 0.2},
+        "loop": {"enabled": True, "check_every": 2},
+    }
 
     def __init__(
         self,
@@ -49,9 +58,14 @@ class FitStrategy(SequentialStrategy):
 
     @property
     def objectives(self) -> list[Objective]:
-        if self.importance is None:
-            return [self.objective]
-        return [self.importance.cfg.objective(o) for o in self.importance.cfg.objectives]
+        """Every objective a request may get (a row edit's, and those of a weight update, a fallback's)."""
+        weights = (
+            [self.objective]
+            if self.importance is None
+            else [self.importance.cfg.objective(o) for o in self.importance.cfg.objectives]
+        )
+        rows = [self._rows_objective] if self.row_edits and self.options.rows_objective is not None else []
+        return rows + weights
 
     @property
     def needs_calibration(self) -> bool:
@@ -91,7 +105,9 @@ class FitStrategy(SequentialStrategy):
         receipt["seconds"]["attribution"] = time.perf_counter() - t
         t = time.perf_counter()
         objective = self.objective
-        if self.importance is not None:
+        if self.row_edits and self.options.rows_objective is not None:  # I chooses for a fallback (plan_weights)
+            objective = self._rows_objective
+        elif self.importance is not None:
             objective, receipt["importance"] = self.importance.choose(text, model, tok)
         receipt["seconds"]["importance"] = time.perf_counter() - t
         receipt["objective"] = objective.name
@@ -103,12 +119,27 @@ class FitStrategy(SequentialStrategy):
             receipt=receipt,
         )
 
+    @property
+    def _rows_objective(self) -> Objective:
+        return resolve_objective(self.options.rows_objective)
+
     def plan_weights(self, plan: UpdatePlan, model, tok) -> None:
-        """T's layer attribution for a request that falls back from a row edit to a weight update."""
-        if self.layers is not None and plan.text is not None:
+        """T's layer attribution, and I's objective, for a request that falls back from a row edit to a weight
+        update."""
+        if plan.text is None:
+            return
+        if self.layers is not None:
             t = time.perf_counter()
             plan.trainable, plan.receipt["layers"] = self.layers.select(plan.text, model, tok)
             plan.receipt["seconds"]["attribution"] = time.perf_counter() - t
+        if self.importance is not None and self.options.rows_objective is not None:
+            t = time.perf_counter()
+            plan.objective, plan.receipt["importance"] = self.importance.choose(plan.text, model, tok)
+            plan.receipt["seconds"]["importance"] += time.perf_counter() - t
+            plan.receipt["objective"] = plan.objective.name
+        elif self.options.rows_objective is not None:  # I off: the fixed objective, as without row edits
+            plan.objective = self.objective
+            plan.receipt["objective"] = self.objective.name
 
     def target_rows(self, rows: list[int], examples: list, model, tok, least: int = 1) -> tuple[list[int], dict | None]:
         """T under token-keyed edits: the request's own rows ranked by :func:`row_scores`; the top ones that hold
