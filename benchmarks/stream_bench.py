@@ -34,11 +34,6 @@ def run_method(name: str, spec: dict, args, source: str | None = None, attacks: 
     from fit_unlearn.engine.config import build_config
 
     out = Path(args.runs) / name
-    if (out / "results.json").exists() and (out / "DONE").exists():
-        res = json.loads((out / "results.json").read_text())
-        if any("forget_degree_strict" not in e for e in res["evals"]):
-            raise SystemExit(f"{out} holds a run measured under the old protocol; choose another --runs directory")
-        return res
     base = {
         "prepared": args.prepared,
         "out": str(out),
@@ -50,6 +45,14 @@ def run_method(name: str, spec: dict, args, source: str | None = None, attacks: 
         "checkpoint": {"every": args.eval_every},
     }
     cfg = build_config(deep_merge(deep_merge(base, spec), json.loads(args.set or "{}")))
+    if (out / "results.json").exists() and (out / "DONE").exists():
+        res = json.loads((out / "results.json").read_text())
+        if any("forget_degree_strict" not in e for e in res["evals"]):
+            raise SystemExit(f"{out} holds a run measured under the old protocol; choose another --runs directory")
+        changed = cfg.diff(res["config"])  # e.g. `fit` before session 21 was the paper's open-loop recipe
+        if changed:
+            raise SystemExit(f"{out} was run with other settings ({', '.join(changed)}); choose another --runs directory")
+        return res
     resume = (out / "journal.jsonl").exists()
     t0 = time.perf_counter()
     eng = Engine(cfg, resume=resume, progress=True)

@@ -10,7 +10,7 @@ import torch
 
 from fit_unlearn.data.documents import Document
 from fit_unlearn.engine import Engine, Journal, load_config
-from fit_unlearn.engine.config import build_config
+from fit_unlearn.engine.config import RunConfig, build_config
 from fit_unlearn.engine.journal import request_events
 from fit_unlearn.errors import ConfigError, JournalError, RequestError
 
@@ -291,6 +291,28 @@ def test_stream_dataset_options_leave_old_configurations_unchanged(tmp_path):
     assert grouped.hash() != cfg.hash() and grouped.diff(legacy) == ["stream.dataset.group_by"]
 
 
+def test_a_fit_journal_from_before_fit_s_defaults_reads_back_as_it_ran(tmp_path):
+    """A FIT configuration journaled before session 21 (no strategy.fit.rows_objective, no
+    eval.quantize_embeddings, loop.enabled null) reads back as it ran: I chooses a row edit's objective, the attacks
+    leave the embeddings alone, the loop is off; its hash is the one it was journaled with."""
+    old_run = build_config(
+        {
+            "prepared": str(tmp_path),
+            "strategy": {"name": "fit", "fit": {"rows_objective": None}},
+            "update": {"trainable": "rows"},
+            "loop": {"enabled": None},
+            "eval": {"attacks": ["quantize4"], "quantize_embeddings": False},
+        }
+    )
+    journaled = old_run.model_dump(mode="json")
+    del journaled["strategy"]["fit"]["rows_objective"], journaled["eval"]["quantize_embeddings"]
+    again = RunConfig.from_journal(journaled)
+    assert again.strategy.fit.rows_objective is None and not again.quantize_embeddings and not again.loop_enabled
+    assert again.hash() == old_run.hash() and old_run.diff(journaled) == []
+    today = build_config({"prepared": str(tmp_path), "strategy": {"name": "fit"}, "eval": {"attacks": ["quantize4"]}})
+    assert set(today.diff(journaled)) >= {"strategy.fit.rows_objective", "loop.enabled", "eval.quantize_embeddings"}
+
+
 def test_fit_rows_mass_leaves_old_configurations_unchanged(tmp_path):
     base = {"prepared": str(tmp_path), "out": str(tmp_path / "run"), "strategy": {"name": "fit"}}
     cfg = build_config(base)
@@ -345,6 +367,9 @@ def test_a_run_journaled_by_the_older_code_resumes(tiny_prepared, tmp_path):
         "checkpoint.every": 2,
         "eval.every": 4,
         "loop.enabled": False,  # the older code had no closed loop
+        # nor FIT's row-edit defaults: today's configuration of that run says so
+        "update.trainable": "full",
+        "update.template_max_df": None,
     }
     full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
     full.run()

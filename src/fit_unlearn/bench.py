@@ -46,7 +46,10 @@ METHODS: dict[str, dict] = {
     # the paper's recipe: every weight of T's layers, 3 epochs at 3e-5 per request, no loop, the whole text
     # (`fit` before session 21; `fit-paper-loop`: the same units under the closed loop)
     "fit-paper": {
-        "strategy": {"name": "fit", "fit": {"importance": {"calibrate": True, "calibration_size": 10}}},
+        "strategy": {
+            "name": "fit",
+            "fit": {"importance": {"calibrate": True, "calibration_size": 10}, "rows_objective": None},
+        },
         "update": {"trainable": "full", "template_max_df": None},
         "loop": {"enabled": False, "check_every": 1},
     },

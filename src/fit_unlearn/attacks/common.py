@@ -34,6 +34,12 @@ def run_model_and_forgotten(run: Path) -> tuple[Path, list[Document], Path]:
     return model, docs, prepared
 
 
+def run_edits_rows(run: Path) -> bool:
+    """Whether a finished run's updates were token-keyed edits (its journaled ``update.trainable: rows``)."""
+    res = json.loads(RunDir.of(run).results.read_text())
+    return (res.get("config") or {}).get("update", {}).get("trainable") == "rows"
+
+
 def _prepared_forget(prepared: Path) -> dict[str, Document]:
 
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from fit_unlearn.attacks.common import recovery, run_model_and_forgotten
+from fit_unlearn.attacks.common import recovery, run_edits_rows, run_model_and_forgotten
 from fit_unlearn.data.prepared import prepared_data
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.evaluation import Reference, evaluate_model
@@ -224,11 +224,19 @@ def quantize_attack(
 
 
 def quantize_run(
-    run: str | Path, bits_list: list[int], *, method: str = "auto", device: str = "cpu", embeddings: bool = False
+    run: str | Path,
+    bits_list: list[int],
+    *,
+    method: str = "auto",
+    device: str = "cpu",
+    embeddings: bool | None = None,
 ) -> dict:
     """:func:`quantize_attack` on a run directory: its final model next to theta_0 and the retain-only model,
-    scored on the documents the run forgot at t = len(forgotten) of T = the prepared forget set."""
+    scored on the documents the run forgot at t = len(forgotten) of T = the prepared forget set.  ``embeddings``
+    None: round them when the run edited embedding rows (its ``update.trainable: rows``), where its edits live."""
     model_path, forgotten, prepared = run_model_and_forgotten(Path(run))
+    if embeddings is None:
+        embeddings = run_edits_rows(Path(run))
     splits = prepared_data(prepared)
     return quantize_attack(
         {"unlearned": model_path, **{name: PreparedDir(prepared).model(name) for name in GOLD_MODELS}},

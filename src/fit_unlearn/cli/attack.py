@@ -23,12 +23,15 @@ def attack_quantize(
         str, typer.Option(help="auto (bitsandbytes on CUDA if installed, else quanto), quanto, bnb, rtn")
     ] = "auto",
     embeddings: Annotated[
-        bool,
+        bool | None,
         typer.Option(
+            "--embeddings/--no-embeddings",
             help="also round the token embeddings and the output layer to the same grid, as GGUF files do; "
-            "quanto or rtn only; results in <run>/attack-quantize-embeddings.json"
+            "quanto or rtn only; results in <run>/attack-quantize-embeddings.json.  Default: on for a run that "
+            "edited embedding rows (update.trainable: rows, FIT's default), where its edits live; off otherwise",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     device: DeviceOpt = "cpu",
     out: Annotated[
         Path | None,
@@ -37,7 +40,7 @@ def attack_quantize(
 ):
     """Reload the unlearned weights in 8/4 bits; recovery = (F_q - F_unl) / (F_0 - F_unl), next to theta_0."""
     res = quantize_run(run, list(bits), method=method, device=device, embeddings=embeddings)
-    out = write_results(res, out or RunDir(run).attack_file("quantize-embeddings" if embeddings else "quantize"))
+    out = write_results(res, out or RunDir(run).attack_file("quantize-embeddings" if res["embeddings"] else "quantize"))
     out_console.print(tables.quantize_summary(res, out))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -221,6 +222,9 @@ class RunConfig(Section):
         blob = self.model_dump(mode="json", exclude=_NOT_RESULTS)
         # the closed loop's effective state; its settings matter only when it is on
         blob["loop"] = {**blob["loop"], "enabled": True} if self.loop_enabled else {"enabled": False}
+        blob["eval"]["quantize_embeddings"] = self.quantize_embeddings  # null resolved: what the attacks do
+        if self.update.trainable != "rows":  # the objective of a row edit matters only where rows are edited
+            blob["strategy"]["fit"]["rows_objective"] = None
         for section, fields in _ADDED_LATER.items():
             _drop_unchanged(blob[section], fields)
         if not blob["loop"]:  # off: the configuration hashes as it did before the loop existed
@@ -246,10 +250,7 @@ class RunConfig(Section):
     def from_journal(cls, blob: dict) -> RunConfig:
         """The configuration a journal recorded, read with today's schema: a field the journal predates
         takes the value that reproduces the behaviour of the code that wrote it."""
-        blob = {k: dict(v) if isinstance(v, dict) else v for k, v in blob.items()}
-        for section, fields in _ADDED_LATER.items():
-            if isinstance(blob.get(section, {}), dict):
-                blob[section] = {**fields, **blob.get(section, {})}
+        blob = _fill_added(blob, _ADDED_LATER)
         return build_config(blob, "the journal's configuration")
 
     def diff(self, other: dict) -> list[str]:
@@ -289,8 +290,20 @@ _ADDED_LATER: dict = {
     "loop": {"enabled": False, "guard": {"scope": "all", "backtrack": 0}},
     "stream": {"dataset": QADatasetConfig().model_dump(mode="json")},
     "strategy": {"fit": {"layers": {"rows_mass": 1.0}, "rows_objective": None}},
-    "eval": {"quantize_embeddings": None},
+    "eval": {"quantize_embeddings": False},
 }
+
+
+def _fill_added(blob: dict, fields: dict) -> dict:
+    """``blob`` (a journaled configuration) with every field of :data:`_ADDED_LATER` it lacks, at any depth; the
+    journal's own values win (a section it switched off, ``false`` or ``null``, stays off)."""
+    out = dict(blob)
+    for k, old in fields.items():
+        if k not in out:
+            out[k] = copy.deepcopy(old)
+        elif isinstance(old, dict) and isinstance(out[k], dict):
+            out[k] = _fill_added(out[k], old)
+    return out
 
 
 def _defaults_under(given: dict, defaults: dict) -> dict:
@@ -302,7 +315,7 @@ def _defaults_under(given: dict, defaults: dict) -> dict:
         if isinstance(mine, Section):
             mine = mine.model_dump(exclude_unset=True)
         if k not in out or (mine is None and isinstance(v, dict)):
-            out[k] = v
+            out[k] = copy.deepcopy(v)  # never the strategy's own dict: a later change to it stays there
         elif isinstance(v, dict) and isinstance(mine, dict):
             out[k] = _defaults_under(mine, v)
     return out

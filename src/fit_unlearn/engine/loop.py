@@ -81,8 +81,9 @@ class LoopConfig(Section):
     """Closed-loop unlearning (the ``loop`` section of a run configuration); see the module docstring."""
 
     enabled: bool | None = None
-    """On or off; ``null``: the strategy's default (off for every built-in strategy today: with the loop
-    FIT still loses utility, benchmarks/README.md "Closed loop, session 6")."""
+    """On or off.  Unset: the strategy's own default (FIT: on, with token-keyed edits; the baselines: off, as
+    published).  ``null``: the strategy's ``closed_loop`` flag (off for every built-in strategy; journals written
+    before session 21 recorded ``null`` for off)."""
     stop: bool = True
     """Stop each request at the non-member level (``false``: the open-loop recipe of ``update``, with the
     guard alone; an ablation)."""

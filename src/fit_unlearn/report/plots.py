@@ -276,8 +276,12 @@ def plot_loop(summary: dict, path: Path) -> Path | None:
     if not methods:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(methods), figsize=(7.5 * len(methods), 4.4), squeeze=False)
-    for ax, (name, rs) in zip(axes[0], methods.items(), strict=True):
+    cols = min(3, len(methods))
+    rows = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 4.4 * rows), squeeze=False)
+    for ax in axes.flat[len(methods) :]:
+        ax.set_visible(False)
+    for ax, (name, rs) in zip(axes.flat, methods.items(), strict=False):
         handles = []
         for k, r in enumerate(rs):
             qs = [q for q in r["requests"] if q["loop"] and q["loop"].get("loss_after") is not None]
