@@ -51,7 +51,7 @@ def run_method(name: str, spec: dict, args, source: str | None = None, attacks: 
             raise SystemExit(f"{out} holds a run measured under the old protocol; choose another --runs directory")
         changed = cfg.diff(res["config"])  # e.g. `fit` before session 21 was the paper's open-loop recipe
         if changed:
-            raise SystemExit(f"{out} was run with other settings ({', '.join(changed)}); choose another --runs directory")
+            raise SystemExit(f"{out} was run with other settings ({', '.join(changed)}); choose another --runs")
         return res
     resume = (out / "journal.jsonl").exists()
     t0 = time.perf_counter()
