@@ -741,7 +741,13 @@ def test_a_strategy_s_defaults_apply_only_where_the_configuration_is_silent():
     fit = build_config({"strategy": {"name": "fit"}, "update": {"lr": 1e-3}})
     assert (fit.update.trainable, fit.update.template_max_df, fit.update.lr) == ("rows", 0.2, 1e-3)
     assert (fit.loop_enabled, fit.loop.check_every, fit.strategy.fit.rows_objective) == (True, 2, "ga")
-    assert fit.quantize_embeddings
+    assert fit.quantize_embeddings and fit.strategy.fit.filter.unit == "tokens"
+    # a section given as `true` takes its defaults, FIT's among them; one switched off stays off; a value given wins
+    on = build_config({"strategy": {"name": "fit", "fit": {"filter": True}}})
+    assert on.strategy.fit.filter.unit == "tokens"
+    assert build_config({"strategy": {"name": "fit", "fit": {"filter": False}}}).strategy.fit.filter is None
+    chars = build_config({"strategy": {"name": "fit", "fit": {"filter": {"unit": "chars", "tau": 0.8}}}})
+    assert (chars.strategy.fit.filter.unit, chars.strategy.fit.filter.tau) == ("chars", 0.8)
     given = build_config(
         {
             "strategy": {"name": "fit", "fit": {"rows_objective": None, "importance": False}},

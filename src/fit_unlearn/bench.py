@@ -48,7 +48,11 @@ METHODS: dict[str, dict] = {
     "fit-paper": {
         "strategy": {
             "name": "fit",
-            "fit": {"importance": {"calibrate": True, "calibration_size": 10}, "rows_objective": None},
+            "fit": {
+                "importance": {"calibrate": True, "calibration_size": 10},
+                "rows_objective": None,
+                "filter": {"unit": "chars"},
+            },
         },
         "update": {"trainable": "full", "template_max_df": None},
         "loop": {"enabled": False, "check_every": 1},

@@ -314,7 +314,9 @@ def _defaults_under(given: dict, defaults: dict) -> dict:
         mine = out.get(k)
         if isinstance(mine, Section):
             mine = mine.model_dump(exclude_unset=True)
-        if k not in out or (mine is None and isinstance(v, dict)):
+        elif mine is True and isinstance(v, dict):  # a section given as `true` takes its defaults: these too
+            mine = {}
+        if k not in out or (out[k] is None and isinstance(v, dict)):
             out[k] = copy.deepcopy(v)  # never the strategy's own dict: a later change to it stays there
         elif isinstance(v, dict) and isinstance(mine, dict):
             out[k] = _defaults_under(mine, v)
