@@ -36,8 +36,14 @@ def test_method_names_suffixes_and_run_configs(tmp_path):
     assert run.strategy.name == "fit" and run.strategy.fit.importance.calibrate
     assert (run.seed, run.stream.order_seed, run.stream.limit) == (3, 3, 5)
     assert (run.eval.every, run.checkpoint.every, run.checkpoint.keep) == (2, 2, 1)
-    # FIT's defaults are the library's: the bench overrides only the calibration
-    assert run.strategy.fit.filter == type(run.strategy.fit)().filter
+    # FIT's defaults are the library's (its config_defaults included): the bench overrides only the calibration
+    from fit_unlearn.engine.config import build_config
+
+    bare = build_config({"strategy": {"name": "fit"}})
+    assert run.strategy.fit.filter == bare.strategy.fit.filter and run.strategy.fit.filter.unit == "tokens"
+    assert (run.update.trainable, run.loop_enabled, run.strategy.fit.rows_objective) == ("rows", True, "ga")
+    paper = cfg.run_config("fit-paper", 3, tmp_path / "p")
+    assert (paper.update.trainable, paper.loop_enabled, paper.strategy.fit.filter.unit) == ("full", False, "chars")
     assert cfg.run_config("npo", 3, tmp_path / "r").strategy.objective == "npo"
 
 
