@@ -21,7 +21,8 @@ class FilterConfig(Section):
     """F: redundancy filtering (``strategies/fit/filter.py``)."""
 
     unit: Literal["chars", "tokens", "sentences"] = "chars"
-    """Chunk unit: ``chars`` (the reference code), ``tokens`` or ``sentences``."""
+    """Chunk unit: ``chars`` (the reference code), ``tokens`` or ``sentences``.  FIT's run defaults set ``tokens``:
+    character chunks cut the words that token-keyed edits key on (benchmarks/README.md, "Session 21")."""
     size: int = Field(default=8, gt=0)
     """Chunk size in units (reference: 8 characters)."""
     tau: float = Field(default=0.90, gt=0, le=1)
