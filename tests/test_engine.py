@@ -746,6 +746,7 @@ def test_a_strategy_s_defaults_apply_only_where_the_configuration_is_silent():
     on = build_config({"strategy": {"name": "fit", "fit": {"filter": True}}})
     assert on.strategy.fit.filter.unit == "tokens"
     assert build_config({"strategy": {"name": "fit", "fit": {"filter": False}}}).strategy.fit.filter is None
+    assert build_config({"strategy": {"name": "fit", "fit": {"filter": None}}}).strategy.fit.filter is None
     chars = build_config({"strategy": {"name": "fit", "fit": {"filter": {"unit": "chars", "tau": 0.8}}}})
     assert (chars.strategy.fit.filter.unit, chars.strategy.fit.filter.tau) == ("chars", 0.8)
     given = build_config(

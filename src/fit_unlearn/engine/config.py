@@ -316,7 +316,7 @@ def _defaults_under(given: dict, defaults: dict) -> dict:
             mine = mine.model_dump(exclude_unset=True)
         elif mine is True and isinstance(v, dict):  # a section given as `true` takes its defaults: these too
             mine = {}
-        if k not in out or (out[k] is None and isinstance(v, dict)):
+        if k not in out:  # a value given explicitly, null included (a FIT part switched off), wins
             out[k] = copy.deepcopy(v)  # never the strategy's own dict: a later change to it stays there
         elif isinstance(v, dict) and isinstance(mine, dict):
             out[k] = _defaults_under(mine, v)
