@@ -250,7 +250,7 @@ class RunConfig(Section):
     def from_journal(cls, blob: dict) -> RunConfig:
         """The configuration a journal recorded, read with today's schema: a field the journal predates
         takes the value that reproduces the behaviour of the code that wrote it."""
-        blob = _fill_added(blob, _ADDED_LATER)
+        blob = _defaults_under(blob, _ADDED_LATER)  # its own values win, a section it switched off stays off
         return build_config(blob, "the journal's configuration")
 
     def diff(self, other: dict) -> list[str]:
@@ -294,21 +294,10 @@ _ADDED_LATER: dict = {
 }
 
 
-def _fill_added(blob: dict, fields: dict) -> dict:
-    """``blob`` (a journaled configuration) with every field of :data:`_ADDED_LATER` it lacks, at any depth; the
-    journal's own values win (a section it switched off, ``false`` or ``null``, stays off)."""
-    out = dict(blob)
-    for k, old in fields.items():
-        if k not in out:
-            out[k] = copy.deepcopy(old)
-        elif isinstance(old, dict) and isinstance(out[k], dict):
-            out[k] = _fill_added(out[k], old)
-    return out
-
-
 def _defaults_under(given: dict, defaults: dict) -> dict:
     """``given`` (a configuration mapping; a section built in Python counts the fields it was given) with each
-    field of ``defaults`` it leaves unset, section by section."""
+    field of ``defaults`` it leaves unset, at any depth: a strategy's defaults under a configuration, or
+    :data:`_ADDED_LATER` under a journaled one."""
     out = dict(given)
     for k, v in defaults.items():
         mine = out.get(k)
