@@ -57,6 +57,8 @@ class FitStrategy(SequentialStrategy):
         self.filter = RedundancyFilter(options.filter, device) if options.filter else None
         self.layers = LayerAttribution(options.layers) if options.layers else None
         self.importance = ImportanceSelector(options.importance) if options.importance else None
+        #: the objective of every row edit (``rows_objective``; None: I's choice, as for a weight update)
+        self.rows_objective = resolve_objective(options.rows_objective) if options.rows_objective else None
 
     @property
     def objectives(self) -> list[Objective]:
@@ -66,8 +68,7 @@ class FitStrategy(SequentialStrategy):
             if self.importance is None
             else [self.importance.cfg.objective(o) for o in self.importance.cfg.objectives]
         )
-        rows = [self._rows_objective] if self.row_edits and self.options.rows_objective is not None else []
-        return rows + weights
+        return ([self.rows_objective] if self._fixed_row_objective else []) + weights
 
     @property
     def needs_calibration(self) -> bool:
@@ -107,8 +108,8 @@ class FitStrategy(SequentialStrategy):
         receipt["seconds"]["attribution"] = time.perf_counter() - t
         t = time.perf_counter()
         objective = self.objective
-        if self.row_edits and self.options.rows_objective is not None:  # I chooses for a fallback (plan_weights)
-            objective = self._rows_objective
+        if self._fixed_row_objective:  # I chooses only for a fallback (plan_weights)
+            objective = self.rows_objective
         elif self.importance is not None:
             objective, receipt["importance"] = self.importance.choose(text, model, tok)
         receipt["seconds"]["importance"] = time.perf_counter() - t
@@ -122,8 +123,9 @@ class FitStrategy(SequentialStrategy):
         )
 
     @property
-    def _rows_objective(self) -> Objective:
-        return resolve_objective(self.options.rows_objective)
+    def _fixed_row_objective(self) -> bool:
+        """Whether a row edit takes ``rows_objective`` instead of I's choice."""
+        return self.row_edits and self.rows_objective is not None
 
     def plan_weights(self, plan: UpdatePlan, model, tok) -> None:
         """T's layer attribution, and I's objective, for a request that falls back from a row edit to a weight
@@ -134,12 +136,12 @@ class FitStrategy(SequentialStrategy):
             t = time.perf_counter()
             plan.trainable, plan.receipt["layers"] = self.layers.select(plan.text, model, tok)
             plan.receipt["seconds"]["attribution"] = time.perf_counter() - t
-        if self.importance is not None and self.options.rows_objective is not None:
+        if self.importance is not None and self.rows_objective is not None:
             t = time.perf_counter()
             plan.objective, plan.receipt["importance"] = self.importance.choose(plan.text, model, tok)
             plan.receipt["seconds"]["importance"] += time.perf_counter() - t
             plan.receipt["objective"] = plan.objective.name
-        elif self.options.rows_objective is not None:  # I off: the fixed objective, as without row edits
+        elif self.rows_objective is not None:  # I off: the fixed objective, as without row edits
             plan.objective = self.objective
             plan.receipt["objective"] = self.objective.name
 
