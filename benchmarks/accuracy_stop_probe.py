@@ -31,8 +31,10 @@ from fit_unlearn.text import collate  # noqa: E402
 
 
 @torch.no_grad()
-def error_rate(model, tok, examples, batch_size: int = 8) -> float:
-    """1 - teacher-forced argmax accuracy over the scored tokens of ``examples``."""
+def error_rate(model, tok, examples, batch_size: int = 8, cap=None) -> float:
+    """1 - teacher-forced argmax accuracy over the scored tokens of ``examples`` (no cap: a rate has no tail)."""
+    if cap is not None:
+        raise SystemExit("accuracy_stop_probe: the error rate takes no cap; run it with loop.cap_quantile: null")
     device = next(unwrap(model).parameters()).device
     was_training = model.training
     model.eval()
@@ -50,8 +52,10 @@ def error_rate(model, tok, examples, batch_size: int = 8) -> float:
     return wrong / max(n, 1)
 
 
-def level(model, tok, holdout, include_qa, cfg, q, common=None) -> dict:
+def level(model, tok, holdout, include_qa, cfg, q, common=None, cap_quantile=None) -> dict:
     """The target: quantile ``q`` of theta_0's error rate on each holdout document (as nonmember_level)."""
+    if cap_quantile is not None:
+        raise SystemExit("accuracy_stop_probe: the error rate takes no cap; run it with loop.cap_quantile: null")
     errs = [
         error_rate(model, tok, upd.forget_examples(tok, d.text, d.qa if include_qa else (), cfg, common)[1])
         for d in holdout

@@ -306,8 +306,10 @@ def test_a_fit_journal_from_before_fit_s_defaults_reads_back_as_it_ran(tmp_path)
     )
     journaled = old_run.model_dump(mode="json")
     del journaled["strategy"]["fit"]["rows_objective"], journaled["eval"]["quantize_embeddings"]
+    del journaled["loop"]["cap_quantile"]
     again = RunConfig.from_journal(journaled)
     assert again.strategy.fit.rows_objective is None and not again.quantize_embeddings and not again.loop_enabled
+    assert again.loop.cap_quantile is None  # the plain mean it ran with, not FIT's capped default
     assert again.hash() == old_run.hash() and old_run.diff(journaled) == []
     today = build_config({"prepared": str(tmp_path), "strategy": {"name": "fit"}, "eval": {"attacks": ["quantize4"]}})
     assert set(today.diff(journaled)) >= {"strategy.fit.rows_objective", "loop.enabled", "eval.quantize_embeddings"}
@@ -741,6 +743,10 @@ def test_a_strategy_s_defaults_apply_only_where_the_configuration_is_silent():
     fit = build_config({"strategy": {"name": "fit"}, "update": {"lr": 1e-3}})
     assert (fit.update.trainable, fit.update.template_max_df, fit.update.lr) == ("rows", 0.2, 1e-3)
     assert (fit.loop_enabled, fit.loop.check_every, fit.strategy.fit.rows_objective) == (True, 2, "ga")
+    assert build_config({}).loop.cap_quantile is None
+    nostop = build_config({"strategy": {"name": "fit"}, "loop": {"stop": False}})
+    assert "cap_quantile" not in nostop.canonical()["loop"]  # the cap shapes the stop's measure only
+    assert build_config({"strategy": {"name": "fit"}, "loop": {"cap_quantile": None}}).loop.cap_quantile is None
     assert fit.quantize_embeddings and fit.strategy.fit.filter.unit == "tokens"
     # a section given as `true` takes its defaults, FIT's among them; one switched off stays off; a value given wins
     on = build_config({"strategy": {"name": "fit", "fit": {"filter": True}}})

@@ -8,7 +8,7 @@ from test_engine import _cfg, _crash_after, _weights
 
 from fit_unlearn.engine import Engine, Journal
 from fit_unlearn.engine.loop import nonmember_level
-from fit_unlearn.engine.update import UpdateConfig, examples_loss, forget_examples
+from fit_unlearn.engine.update import UpdateConfig, examples_loss, forget_examples, token_losses
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.layers import trainable_names
 
@@ -30,6 +30,52 @@ def test_the_target_is_the_holdout_quantile_of_the_initial_model(tiny_model, tin
     assert level["target"] == pytest.approx(float(torch.tensor(losses).quantile(0.5)))
     with pytest.raises(ConfigError, match="needs the prepared holdout split"):
         nonmember_level(model, tok, [], True, cfg, 0.5)
+
+
+def test_a_cap_winsorises_the_holdout_level_and_the_measure(tiny_model, tiny_data):
+    """loop.cap_quantile: each token's loss counts at most the cap, the quantile of every holdout token's loss;
+    the target is the quantile of the holdout documents' capped means."""
+    model, tok = tiny_model
+    cfg = UpdateConfig()
+    examples = [forget_examples(tok, d.text, d.qa, cfg)[1] for d in tiny_data.holdout]
+    every = [x for ex in examples for x in token_losses(model, tok, ex)]
+    assert len(every) == sum(int((torch.tensor(e.labels[1:]) != -100).sum()) for ex in examples for e in ex)
+    level = nonmember_level(model, tok, tiny_data.holdout, True, cfg, 0.5, cap_quantile=0.6)
+    cap = float(torch.tensor(every, dtype=torch.float64).quantile(0.6))
+    assert level["cap"] == pytest.approx(cap) and level["cap_quantile"] == 0.6 and cap < max(every)
+    for ex, got in zip(examples, level["losses"], strict=True):
+        mine = token_losses(model, tok, ex)
+        assert examples_loss(model, tok, ex, cap=cap) == pytest.approx(sum(min(x, cap) for x in mine) / len(mine))
+        assert got == pytest.approx(examples_loss(model, tok, ex, cap=cap))
+        assert got < examples_loss(model, tok, ex)  # every holdout document here has a token above the cap
+    assert level["target"] == pytest.approx(float(torch.tensor(level["losses"]).quantile(0.5)))
+    assert "cap" not in nonmember_level(model, tok, tiny_data.holdout, True, cfg, 0.5)
+
+
+def test_a_capped_stop_measures_each_request_as_its_target(tiny_prepared, tmp_path):
+    """The receipt keeps the cap; the loss before and after is the capped measure (theta_0's first request
+    recomputed), never above the cap; resume stays bit-identical."""
+    over = {**LOOP, "loop": {**LOOP["loop"], "cap_quantile": 0.6}, "checkpoint.every": 2}
+    res_full, res = _full_and_resumed(tiny_prepared, tmp_path, over)
+    assert [r["loop"] for r in res["requests"]] == [r["loop"] for r in res_full["requests"]]
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
+    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    cal = next(
+        e for e in Journal(tmp_path / "full" / "journal.jsonl", writer=False).events if e["event"] == "loop_calibrated"
+    )
+    cap = cal["level"]["cap"]
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "x", **over), progress=False)
+    first = {d.id: d for d in eng.data.forget}[res_full["requests"][0]["id"]]
+    ex = forget_examples(eng.tok, first.text, first.qa, eng.cfg.update, eng.common)[1]
+    assert res_full["requests"][0]["loop"]["loss_before"] == pytest.approx(
+        examples_loss(eng.model, eng.tok, ex, cap=cap)
+    )
+    eng.close()
+    for r in res_full["requests"]:
+        lp = r["loop"]
+        assert lp["cap"] == cap and lp["target"] == cal["level"]["target"] and lp["loss_after"] <= cap
+        assert lp["stopped"] == "budget" or lp["loss_after"] >= lp["target"]
 
 
 def test_each_request_stops_once_it_reaches_the_target(tiny_prepared, tmp_path):
@@ -368,8 +414,9 @@ def test_the_base_target_is_each_requests_own_loss_under_the_base_model(tiny_pre
     assert reached and all(lp["loss_after"] >= lp["target"] > lp["loss_before"] for lp in reached)
 
 
+@pytest.mark.parametrize("cap_quantile", [None, 0.6])
 def test_the_both_target_is_the_higher_of_the_holdout_level_and_the_base_models_loss(
-    tiny_prepared, tmp_path, tiny_model_dir
+    tiny_prepared, tmp_path, tiny_model_dir, cap_quantile
 ):
     """loop.target: both: each request stops at max(theta_0's holdout level, the base model's loss on its own
     sequences); the receipt keeps both, and the target is neither alone on every request (quantile 0.1 puts the
@@ -379,7 +426,7 @@ def test_the_both_target_is_the_higher_of_the_holdout_level_and_the_base_models_
     over = {
         **LOOP,
         "update": {**LOOP["update"], "template_max_df": 0.5},
-        "loop": {**LOOP["loop"], "target": "both", "quantile": 0.1},
+        "loop": {**LOOP["loop"], "target": "both", "quantile": 0.1, "cap_quantile": cap_quantile},
     }
     eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
     res = eng.run()
@@ -392,10 +439,11 @@ def test_the_both_target_is_the_higher_of_the_holdout_level_and_the_base_models_
     base, tok = load_model(tiny_model_dir)
     for r in res["requests"]:
         d = docs[r["id"]]
-        own = examples_loss(base, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1])
+        own = examples_loss(base, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1], cap=cal["level"].get("cap"))
         assert r["loop"]["target_from"] == "both" and r["loop"]["target_base"] == pytest.approx(own, rel=1e-5)
         assert r["loop"]["target"] == pytest.approx(max(level, own), rel=1e-5) and r["loop"]["target_level"] == level
-    assert {r["loop"]["target"] == level for r in res["requests"]} == {True, False}  # each source decides somewhere
+    if cap_quantile is None:  # each source decides somewhere (with the cap, the base model's loss on every one)
+        assert {r["loop"]["target"] == level for r in res["requests"]} == {True, False}
 
 
 def test_a_bad_base_model_is_a_clear_error_before_any_work(tiny_prepared, tmp_path, tiny_model_dir):

@@ -518,3 +518,6 @@ def test_receipt_shows_the_rows_edited_the_closed_loop_and_the_guard():
     record["loop"].update(target_from="both", target_level=4.882, target_base=3.5)
     out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
     assert "target 4.882 (the higher of the holdout level 4.882 and the base model's loss 3.500), 15 steps" in out
+    record["loop"].update(cap=6.634, target_from="holdout")
+    out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
+    assert "closed loop: loss 0.147 -> 4.970 (each token's loss capped at 6.63), target 4.882, 15 steps" in out

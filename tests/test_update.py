@@ -239,7 +239,9 @@ def test_reference_on_another_device_gives_the_same_outputs(tiny_model, tiny_dat
 def _count_sequences(monkeypatch, update_mod, real_sums) -> list[int]:
     """Patch ``_loss_sums`` to note how many sequences each forward-only measurement runs; returns that list."""
     runs_of: list[int] = []
-    monkeypatch.setattr(update_mod, "_loss_sums", lambda m, t, e, *a: runs_of.append(len(e)) or real_sums(m, t, e))
+    monkeypatch.setattr(
+        update_mod, "_loss_sums", lambda m, t, e, *a, **k: runs_of.append(len(e)) or real_sums(m, t, e, *a, **k)
+    )
     return runs_of
 
 

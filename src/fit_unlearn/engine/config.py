@@ -222,6 +222,8 @@ class RunConfig(Section):
         blob = self.model_dump(mode="json", exclude=_NOT_RESULTS)
         # the closed loop's effective state; its settings matter only when it is on
         blob["loop"] = {**blob["loop"], "enabled": True} if self.loop_enabled else {"enabled": False}
+        if not self.loop.stop:  # the cap shapes the stop's measure only
+            blob["loop"].pop("cap_quantile", None)
         blob["eval"]["quantize_embeddings"] = self.quantize_embeddings  # null resolved: what the attacks do
         if self.update.trainable != "rows":  # the objective of a row edit matters only where rows are edited
             blob["strategy"]["fit"]["rows_objective"] = None
@@ -287,7 +289,7 @@ _ADDED_LATER: dict = {
         # weight could not hold, and are resumed with them
         "master_weights": True,
     },
-    "loop": {"enabled": False, "guard": {"scope": "all", "backtrack": 0}},
+    "loop": {"enabled": False, "cap_quantile": None, "guard": {"scope": "all", "backtrack": 0}},
     "stream": {"dataset": QADatasetConfig().model_dump(mode="json")},
     "strategy": {"fit": {"layers": {"rows_mass": 1.0}, "rows_objective": None}},
     "eval": {"quantize_embeddings": False},

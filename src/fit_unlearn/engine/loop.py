@@ -6,8 +6,9 @@ document, the mean token cross-entropy of theta_0 over the sequences an update w
 slices and its QA answers, :func:`~fit_unlearn.engine.update.forget_examples`).  The target is a quantile
 of that distribution (``loop.quantile``, the median by default).  Each request is then unlearned in small
 steps and stops as soon as its own loss reaches the target (``StopRule``), or when ``loop.max_steps`` are
-spent; the receipt records the target, the loss before and after, the steps and why it stopped.  No
-retain-only model is needed: a user computes the target from data the model never saw.
+spent (``loop.cap_quantile``: each token's loss capped, in the target and the request's loss alike); the
+receipt records the target, the loss before and after, the steps and why it stopped.  No retain-only model is
+needed: a user computes the target from data the model never saw.
 
 **Guard utility.**  A fixed probe of retain-*train* documents (never retain-eval, which measures utility,
 and never an anchor of the updates: the probe must see what an update does to documents it does not train
@@ -39,6 +40,7 @@ from fit_unlearn.engine.update import (
     example_loss_sums,
     examples_loss,
     forget_examples,
+    token_losses,
 )
 from fit_unlearn.errors import ConfigError, ModelError
 from fit_unlearn.layers import unwrap
@@ -97,6 +99,12 @@ class LoopConfig(Section):
     directory's recipe records (the one theta_0 was fine-tuned from)."""
     quantile: float = Field(default=0.5, gt=0, lt=1)
     """Quantile of theta_0's holdout (non-member) losses that is the stop target (``target: holdout``)."""
+    cap_quantile: float | None = Field(default=None, gt=0, le=1)
+    """Cap each token's loss, in the stop's measure, at this quantile of theta_0's per-token losses on the holdout
+    (a winsorised mean; the target is measured the same way).  ``null``: the plain mean, which a few tokens driven to
+    very low probability can carry to the target while the rest of the document is still recalled; with a cap,
+    a request stops only once enough of its tokens are as surprising as a non-member's (docs/engine.md, "A capped
+    measure")."""
     lr: float | None = Field(default=1e-4, gt=0)
     """Learning rate of closed-loop updates (``null``: ``update.lr``).  1e-4 reaches the target of the
     default model (SmolLM2-135M, fp32) in 3-16 steps with NPO; 3e-5 (the open-loop recipe) does not within
@@ -118,19 +126,26 @@ def nonmember_level(
     cfg: UpdateConfig,
     q: float,
     common: frozenset[int] | None = None,
+    cap_quantile: float | None = None,
 ) -> dict:
     """The stop target: quantile ``q`` of the model's loss on each holdout document (never trained on),
-    measured as requests are (``common``: the template tokens left unscored)."""
+    measured as requests are (``common``: the template tokens left unscored; ``cap_quantile``: each token's loss
+    capped at that quantile of all the holdout's token losses, the cap returned with the target)."""
     if not holdout:
         raise ConfigError(
             "loop: the closed loop needs the prepared holdout split (documents the model never saw) to set its "
             "target; prepare with a holdout file, or set loop.enabled: false"
         )
-    losses = [
-        examples_loss(model, tok, forget_examples(tok, d.text, d.qa if include_qa else (), cfg, common)[1])
-        for d in holdout
-    ]
-    return {"target": float(np.quantile(losses, q)), "quantile": q, "n": len(losses), "losses": losses}
+    examples = [forget_examples(tok, d.text, d.qa if include_qa else (), cfg, common)[1] for d in holdout]
+    capped = {}
+    if cap_quantile is None:
+        losses = [examples_loss(model, tok, ex) for ex in examples]
+    else:  # one pass: every token's loss, then each document's capped mean
+        per_doc = [np.asarray(token_losses(model, tok, ex), dtype=np.float64) for ex in examples]
+        cap = float(np.quantile(np.concatenate(per_doc), cap_quantile))
+        losses = [float(np.minimum(x, cap).sum() / max(len(x), 1)) for x in per_doc]
+        capped = {"cap": cap, "cap_quantile": cap_quantile}
+    return {"target": float(np.quantile(losses, q)), "quantile": q, "n": len(losses), "losses": losses, **capped}
 
 
 def _mean_loss(sums: list[tuple[float, int]]) -> float:
@@ -310,4 +325,5 @@ def stop_rule(level: dict, cfg: LoopConfig) -> StopRule:
         check_every=cfg.check_every,
         lr=cfg.lr,
         at_least_level=cfg.target == "both",
+        cap=level.get("cap"),  # a level journaled before caps existed has none
     )

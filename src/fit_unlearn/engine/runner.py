@@ -658,6 +658,7 @@ class Engine:
                 self.cfg.update,
                 self.cfg.loop.quantile,
                 self.common,
+                self.cfg.loop.cap_quantile,
             )
             guard = self.guard.calibrate(initial, self.tok) if self.guard else None
             target = {"target_from": "holdout"}

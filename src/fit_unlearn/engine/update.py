@@ -236,41 +236,59 @@ def common_tokens(tok, docs: list[Document], max_df: float) -> frozenset[int]:
     return frozenset(t for t, n in df.items() if n > max_df * len(docs))
 
 
-def examples_loss(model, tok, examples: list[Example], batch_size: int = 8) -> float:
+def examples_loss(model, tok, examples: list[Example], batch_size: int = 8, cap: float | None = None) -> float:
     """Mean token cross-entropy over all the scored tokens of ``examples`` (the closed loop's measure of how
-    well the model knows a request: the very sequences its update trains on)."""
-    total, n = _loss_sums(model, tok, examples, batch_size)
+    well the model knows a request: the very sequences its update trains on).  ``cap``: each token's loss counts
+    at most this much (a winsorised mean: a few tokens made very unlikely cannot carry the rest)."""
+    total, n = _loss_sums(model, tok, examples, batch_size, cap)
     return total / max(n, 1)
 
 
-@torch.no_grad()
-def _loss_sums(model, tok, examples: list[Example], batch_size: int = 8) -> tuple[float, int]:
-    """(summed token cross-entropy, scored tokens) over ``examples``, in padded batches of ``batch_size``."""
+def _capped(lp: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """Token log-probs with each loss capped at ``cap`` (unscored positions hold 0 and keep it)."""
+    return lp if cap is None else lp.clamp_min(-cap)
+
+
+def _scored_batches(model, tok, examples: list[Example], batch_size: int):
+    """(token log-probs, scored mask) of ``examples`` in padded batches of ``batch_size``, in eval mode, no grad."""
     device = next(unwrap(model).parameters()).device
     was_training = model.training
     model.eval()
-    total, n = 0.0, 0
     try:
         for i in range(0, len(examples), batch_size):
-            b = collate(examples[i : i + batch_size], tok.pad_token_id, device)
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            lp, mask = token_logprobs(logits, b["labels"])
-            total -= float(lp.sum())
-            n += int(mask.sum())
+            with torch.no_grad():  # closed before the yield: the caller's code keeps its own grad mode
+                b = collate(examples[i : i + batch_size], tok.pad_token_id, device)
+                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                scored = token_logprobs(logits, b["labels"])
+            yield scored
     finally:
         model.train(was_training)
+
+
+def token_losses(model, tok, examples: list[Example], batch_size: int = 8) -> list[float]:
+    """Every scored token's cross-entropy over ``examples`` (the distribution a stop's cap is read from)."""
+    return [x for lp, mask in _scored_batches(model, tok, examples, batch_size) for x in (-lp[mask]).tolist()]
+
+
+def _loss_sums(model, tok, examples: list[Example], batch_size: int = 8, cap: float | None = None) -> tuple[float, int]:
+    """(summed token cross-entropy, each token's capped at ``cap``; scored tokens) over ``examples``, in padded
+    batches of ``batch_size``."""
+    total, n = 0.0, 0
+    for lp, mask in _scored_batches(model, tok, examples, batch_size):
+        total -= float(_capped(lp, cap).sum())
+        n += int(mask.sum())
     return total, n
 
 
-def examples_loss_reusing(model, tok, examples: list[Example], i: int, out: Outputs) -> float:
+def examples_loss_reusing(model, tok, examples: list[Example], i: int, out: Outputs, cap: float | None = None) -> float:
     """:func:`examples_loss` of ``examples`` at the current weights, with example ``i``'s part read off ``out``, the
     training forward of that example alone at these weights (see :func:`deterministic_in_training`); the others
     run as :func:`examples_loss` runs them.  Equal to :func:`examples_loss` up to float rounding (example ``i`` in
     a batch of its own, its sum added apart)."""
     with torch.no_grad():
         lp, mask = token_logprobs(out.logits.detach(), out.labels)
-    total, n = _loss_sums(model, tok, [e for j, e in enumerate(examples) if j != i])
-    return (total - float(lp.sum())) / max(n + int(mask.sum()), 1)
+    total, n = _loss_sums(model, tok, [e for j, e in enumerate(examples) if j != i], cap=cap)
+    return (total - float(_capped(lp, cap).sum())) / max(n + int(mask.sum()), 1)
 
 
 #: parts of configuration keys through which Hugging Face models draw at random in training only, without a module
@@ -336,6 +354,8 @@ class StopRule:
     target_model: object | None = None
     #: ``loop.target: both``: the request's target is the higher of ``target`` and ``target_model``'s loss
     at_least_level: bool = False
+    #: ``loop.cap_quantile``: each token's loss counts at most this much in the request's loss, the target's alike
+    cap: float | None = None
 
 
 def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -528,8 +548,11 @@ def apply_update(
     order = [i % len(forget_ex) for i in range(total)]  # open loop: epoch after epoch over the examples
     loop: dict | None = None
     if stop is not None:
-        target = stop.target if stop.target_model is None else examples_loss(stop.target_model, tok, forget_ex)
-        loop = {"target": target, "loss_before": examples_loss(model, tok, forget_ex), "stopped": "budget"}
+        cap = stop.cap
+        target = stop.target if stop.target_model is None else examples_loss(stop.target_model, tok, forget_ex, cap=cap)
+        loop = {"target": target, "loss_before": examples_loss(model, tok, forget_ex, cap=cap), "stopped": "budget"}
+        if cap is not None:
+            loop["cap"] = cap
         if stop.target_model is not None:
             loop["target_from"] = "base"
             if stop.at_least_level:
@@ -572,7 +595,7 @@ def apply_update(
             )
             if check_due:  # the weights of the last check point: stop before this step trains
                 check_due = False
-                loop["loss_after"], checked = examples_loss_reusing(model, tok, forget_ex, i, forget), len(losses)
+                loop["loss_after"], checked = examples_loss_reusing(model, tok, forget_ex, i, forget, cap), len(losses)
                 if loop["loss_after"] >= loop["target"]:
                     loop["stopped"] = "target"
                     break
@@ -657,7 +680,7 @@ def apply_update(
                 if fused_check and step + 1 < len(order):
                     check_due = True
                     continue
-                loop["loss_after"], checked = examples_loss(model, tok, forget_ex), len(losses)
+                loop["loss_after"], checked = examples_loss(model, tok, forget_ex, cap=stop.cap), len(losses)
                 if loop["loss_after"] >= loop["target"]:
                     loop["stopped"] = "target"
                     break
@@ -707,7 +730,7 @@ def apply_update(
     }
     if loop is not None:
         if checked != len(losses):  # no check measured the final weights (a budget that is no multiple of the checks)
-            loop["loss_after"] = examples_loss(model, tok, forget_ex) if losses else loop["loss_before"]
+            loop["loss_after"] = examples_loss(model, tok, forget_ex, cap=stop.cap) if losses else loop["loss_before"]
         loop["steps"] = len(losses)
         record["loop"] = loop
     if ref_cache is not None:

@@ -316,10 +316,11 @@ def _receipt_lines(e: dict) -> list[Text]:
             "both": f" (the higher of the holdout level {lp.get('target_level', float('nan')):.3f} and the base "
             f"model's loss {lp.get('target_base', float('nan')):.3f})",
         }.get(lp.get("target_from"), "")
+        capped = f" (each token's loss capped at {lp['cap']:.2f})" if lp.get("cap") is not None else ""
         lines.append(
             line(
-                f"  closed loop: loss {lp['loss_before']:.3f} -> {lp['loss_after']:.3f}, target {lp['target']:.3f}"
-                f"{source}, {lp['steps']} steps, stopped: {lp['stopped']}"
+                f"  closed loop: loss {lp['loss_before']:.3f} -> {lp['loss_after']:.3f}{capped}, target "
+                f"{lp['target']:.3f}{source}, {lp['steps']} steps, stopped: {lp['stopped']}"
             )
         )
     g = r.get("guard")
