@@ -743,7 +743,7 @@ def test_a_strategy_s_defaults_apply_only_where_the_configuration_is_silent():
     fit = build_config({"strategy": {"name": "fit"}, "update": {"lr": 1e-3}})
     assert (fit.update.trainable, fit.update.template_max_df, fit.update.lr) == ("rows", 0.2, 1e-3)
     assert (fit.loop_enabled, fit.loop.check_every, fit.strategy.fit.rows_objective) == (True, 2, "ga")
-    assert build_config({}).loop.cap_quantile is None
+    assert fit.loop.cap_quantile == 0.7 and build_config({}).loop.cap_quantile is None
     nostop = build_config({"strategy": {"name": "fit"}, "loop": {"stop": False}})
     assert "cap_quantile" not in nostop.canonical()["loop"]  # the cap shapes the stop's measure only
     assert build_config({"strategy": {"name": "fit"}, "loop": {"cap_quantile": None}}).loop.cap_quantile is None

@@ -104,7 +104,7 @@ class LoopConfig(Section):
     (a winsorised mean; the target is measured the same way).  ``null``: the plain mean, which a few tokens driven to
     very low probability can carry to the target while the rest of the document is still recalled; with a cap,
     a request stops only once enough of its tokens are as surprising as a non-member's (docs/engine.md, "A capped
-    measure")."""
+    measure"; FIT's default 0.7)."""
     lr: float | None = Field(default=1e-4, gt=0)
     """Learning rate of closed-loop updates (``null``: ``update.lr``).  1e-4 reaches the target of the
     default model (SmolLM2-135M, fp32) in 3-16 steps with NPO; 3e-5 (the open-loop recipe) does not within
