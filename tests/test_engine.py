@@ -306,10 +306,11 @@ def test_a_fit_journal_from_before_fit_s_defaults_reads_back_as_it_ran(tmp_path)
     )
     journaled = old_run.model_dump(mode="json")
     del journaled["strategy"]["fit"]["rows_objective"], journaled["eval"]["quantize_embeddings"]
-    del journaled["loop"]["cap_quantile"]
+    del journaled["loop"]["cap_quantile"], journaled["loop"]["check_ahead"]
     again = RunConfig.from_journal(journaled)
     assert again.strategy.fit.rows_objective is None and not again.quantize_embeddings and not again.loop_enabled
     assert again.loop.cap_quantile is None  # the plain mean it ran with, not FIT's capped default
+    assert again.loop.check_ahead is None  # a check every loop.check_every steps
     assert again.hash() == old_run.hash() and old_run.diff(journaled) == []
     today = build_config({"prepared": str(tmp_path), "strategy": {"name": "fit"}, "eval": {"attacks": ["quantize4"]}})
     assert set(today.diff(journaled)) >= {"strategy.fit.rows_objective", "loop.enabled", "eval.quantize_embeddings"}
@@ -744,8 +745,9 @@ def test_a_strategy_s_defaults_apply_only_where_the_configuration_is_silent():
     assert (fit.update.trainable, fit.update.template_max_df, fit.update.lr) == ("rows", 0.2, 1e-3)
     assert (fit.loop_enabled, fit.loop.check_every, fit.strategy.fit.rows_objective) == (True, 2, "ga")
     assert fit.loop.cap_quantile == 0.7 and build_config({}).loop.cap_quantile is None
+    assert (build_config({}).loop.check_ahead, build_config({}).loop.stall_steps) == (None, None)
     nostop = build_config({"strategy": {"name": "fit"}, "loop": {"stop": False}})
-    assert "cap_quantile" not in nostop.canonical()["loop"]  # the cap shapes the stop's measure only
+    assert not {"cap_quantile", "check_ahead", "stall_steps"} & set(nostop.canonical()["loop"])  # the stop's only
     assert build_config({"strategy": {"name": "fit"}, "loop": {"cap_quantile": None}}).loop.cap_quantile is None
     assert fit.quantize_embeddings and fit.strategy.fit.filter.unit == "tokens"
     # a section given as `true` takes its defaults, FIT's among them; one switched off stays off; a value given wins

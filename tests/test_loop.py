@@ -7,7 +7,7 @@ import torch
 from test_engine import _cfg, _crash_after, _weights
 
 from fit_unlearn.engine import Engine, Journal
-from fit_unlearn.engine.loop import nonmember_level
+from fit_unlearn.engine.loop import nonmember_level, stop_rule
 from fit_unlearn.engine.update import UpdateConfig, examples_loss, forget_examples, token_losses
 from fit_unlearn.errors import ConfigError
 from fit_unlearn.layers import trainable_names
@@ -189,6 +189,35 @@ def _full_and_resumed(prepared, tmp_path, over) -> tuple[dict, dict]:
     res = resumed.run()
     resumed.close()
     return res_full, res
+
+
+def test_checks_spaced_by_progress_run_from_the_configuration_and_resume_bit_identical(tiny_prepared, tmp_path):
+    """loop.check_ahead reaches every request's stop: each record lists its measures, the second check onwards at
+    the step the two before it schedule; resume stays bit-identical."""
+    from fit_unlearn.engine.update import next_check
+
+    over = {**LOOP, "loop": {**LOOP["loop"], "check_ahead": 0.5, "max_steps": 30}, "checkpoint.every": 2}
+    res_full, res = _full_and_resumed(tiny_prepared, tmp_path, over)
+    assert [r["loop"] for r in res["requests"]] == [r["loop"] for r in res_full["requests"]]
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
+    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    cal = next(
+        e for e in Journal(tmp_path / "full" / "journal.jsonl", writer=False).events if e["event"] == "loop_calibrated"
+    )
+    stop = stop_rule(cal["level"], _cfg(tiny_prepared, tmp_path / "x", **over).loop)
+    assert stop.check_ahead == 0.5
+    skipped = 0
+    for r in res_full["requests"]:
+        lp, steps = r["loop"], r["steps"]
+        m = lp["measured"]
+        assert m[0] == [0, lp["loss_before"]]
+        if steps:  # a request at the target before any step is measured once
+            assert m[-1] == [steps, lp["loss_after"]] and m[1][0] in (1, steps)
+        for (s0, l0), (s1, l1), (s2, _) in zip(m, m[1:], m[2:], strict=False):
+            assert s2 == min(next_check(stop, s1, l1, s0, l0), steps)
+            skipped += s2 - s1 > 1
+    assert skipped  # some check came more than one step after the one before
 
 
 @pytest.mark.parametrize("trainable", ["full", "rows"])
@@ -419,21 +448,33 @@ def test_the_both_target_is_the_higher_of_the_holdout_level_and_the_base_models_
     tiny_prepared, tmp_path, tiny_model_dir, cap_quantile
 ):
     """loop.target: both: each request stops at max(theta_0's holdout level, the base model's loss on its own
-    sequences); the receipt keeps both, and the target is neither alone on every request (quantile 0.1 puts the
-    holdout level among the base model's losses on this tiny set)."""
+    sequences); the receipt keeps both, and the target is neither alone on every request: uncapped, a first run
+    reads theta_0's holdout losses and the base model's loss on each request, and a second takes the quantile that
+    puts the holdout level among the latter (the tiny models' losses differ from one CPU to another)."""
     from fit_unlearn.models import load_model
 
-    over = {
-        **LOOP,
-        "update": {**LOOP["update"], "template_max_df": 0.5},
-        "loop": {**LOOP["loop"], "target": "both", "quantile": 0.1, "cap_quantile": cap_quantile},
-    }
-    eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **over), progress=False)
-    res = eng.run()
+    def run(out, q):
+        over = {
+            **LOOP,
+            "update": {**LOOP["update"], "template_max_df": 0.5},
+            "loop": {**LOOP["loop"], "target": "both", "quantile": q, "cap_quantile": cap_quantile},
+        }
+        eng = Engine(_cfg(tiny_prepared, tmp_path / out, **over), progress=False)
+        res = eng.run()
+        eng.close()
+        events = Journal(tmp_path / out / "journal.jsonl", writer=False).events
+        return eng, res, next(e for e in events if e["event"] == "loop_calibrated")
+
+    eng, res, cal = run("r", 0.1)
+    if cap_quantile is None:
+        holdout, bases = sorted(cal["level"]["losses"]), sorted(r["loop"]["target_base"] for r in res["requests"])
+        mid = (bases[0] + bases[-1]) / 2
+        assert bases[0] < bases[-1] and holdout[0] < mid < holdout[-1]
+        i = max(j for j in range(len(holdout) - 1) if holdout[j] <= mid)
+        q = (i + (mid - holdout[i]) / (holdout[i + 1] - holdout[i])) / (len(holdout) - 1)  # numpy's linear quantile
+        eng, res, cal = run("mid", q)
+        assert cal["level"]["target"] == pytest.approx(mid)
     docs, common, cfg = {d.id: d for d in eng.data.forget}, eng.common, eng.cfg.update
-    eng.close()
-    events = Journal(tmp_path / "r" / "journal.jsonl", writer=False).events
-    cal = next(e for e in events if e["event"] == "loop_calibrated")
     level = cal["level"]["target"]
     assert cal["target_from"] == "both" and cal["base_model"] == str(tiny_model_dir)
     base, tok = load_model(tiny_model_dir)

@@ -521,3 +521,6 @@ def test_receipt_shows_the_rows_edited_the_closed_loop_and_the_guard():
     record["loop"].update(cap=6.634, target_from="holdout")
     out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
     assert "closed loop: loss 0.147 -> 4.970 (each token's loss capped at 6.63), target 4.882, 15 steps" in out
+    record["loop"]["measured"] = [[0, 0.147], [2, 1.0], [6, 3.0], [14, 4.5], [15, 4.97]]
+    out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
+    assert "target 4.882, 15 steps (4 checks), stopped: target" in out

@@ -417,6 +417,96 @@ def test_a_check_read_off_the_next_steps_forward_stops_where_a_separate_check_wo
     assert ra == [4] + [3] * (checks - len(final)) + final
 
 
+def test_the_next_check_falls_a_fraction_of_the_way_to_where_the_line_through_two_measures_meets_the_target():
+    from fit_unlearn.engine.update import StopRule, next_check
+
+    ahead = StopRule(target=10.0, max_steps=40, check_every=2, check_ahead=0.5)
+    # 0.25 nats a step, 6 to go: the line meets the target 24 steps on, half of it is 12, the next check 12 on
+    assert next_check(ahead, 8, 4.0, 0, 2.0) == 20
+    assert next_check(ahead, 8, 4.0, 4, 3.0) == 16  # the same, after an interval of 4: at most 8 on
+    # 0.5 nats a step, 7 to go: half the way is 7 steps, but never more than twice the last interval (2)
+    assert next_check(ahead, 2, 3.0, 0, 2.0) == 6
+    assert next_check(ahead, 8, 9.5, 6, 9.0) == 10  # 2 steps to go: a check is never sooner than check_every
+    assert next_check(ahead, 4, 3.0, 2, 3.5) == 6  # the loss fell: nothing to extrapolate
+    assert next_check(ahead, 2, 3.0, None, None) == 4  # the first measure alone
+    assert next_check(StopRule(target=10.0, max_steps=40, check_every=2), 8, 4.0, 4, 3.0) == 10  # every check_every
+
+
+def test_a_request_stalls_when_its_loss_rose_less_than_the_rise_over_the_window():
+    from fit_unlearn.engine.update import StopRule, stalled
+
+    stop = StopRule(target=5.0, max_steps=40, check_every=2, stall_steps=6, stall_rise=0.03)
+    rising = [[0, 1.0], [2, 2.0], [4, 2.3], [6, 2.31], [8, 2.32]]
+    assert not stalled(stop, rising)  # 0.32 over the 6 steps since step 2
+    assert stalled(stop, [*rising, [10, 2.325]])  # 0.025 since step 4
+    assert not stalled(stop, [*rising, [10, 2.33]])  # 0.03: not less than the rise
+    assert not stalled(stop, [[0, 1.0], [2, 1.0], [4, 1.0]])  # no measure 6 steps back yet
+    assert not stalled(StopRule(target=5.0, max_steps=40), [*rising, [10, 2.325]])  # no window: never
+
+
+def test_a_stalled_request_stops_where_the_budget_run_had_reached_and_records_why(tiny_tok, tiny_data):
+    """Row edits on the tiny model level off about 0.16 nats above where they start: with a target out of reach the
+    request spends its budget, unless a stall window stops it, at the same weights the budget run had then."""
+    from fit_unlearn.engine.update import StopRule, examples_loss, forget_examples
+    from fit_unlearn.models import build_tiny_llama
+
+    tok, doc = tiny_tok, tiny_data.forget[0]
+    cfg = UpdateConfig(trainable="rows", rows={"lr": 5e-2}, slice_chars=80)
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:2])
+    own = _own(tok, tiny_data, doc, max_df=4)
+    recs = []
+    for window in (None, 6):
+        model = build_tiny_llama(tok, layers=2, hidden=64, seed=0)
+        ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
+        stop = StopRule(examples_loss(model, tok, ex) + 1.0, 40, 2, stall_steps=window, stall_rise=0.01)
+        recs.append(apply_update(model, None, tok, plan, [], cfg, seed=5, rows=own, stop=stop))
+    spent, cut = recs
+    assert (spent["loop"]["stopped"], spent["steps"]) == ("budget", 40)
+    assert cut["loop"]["stopped"] == "stalled" and 6 <= cut["steps"] < 30
+    assert cut["losses"] == spent["losses"][: cut["steps"]]  # the same steps, stopped early
+    assert cut["loop"]["measured"] == spent["loop"]["measured"][: len(cut["loop"]["measured"])]
+    m = cut["loop"]["measured"]  # a check every 2 steps: the window reaches 3 checks back
+    assert m[-1][0] - m[-4][0] == 6 and m[-1][1] - m[-4][1] < 0.01 <= m[-2][1] - m[-5][1]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_checks_spaced_by_the_loss_s_progress_measure_less_and_stop_past_the_target(
+    tiny_tok, tiny_data, monkeypatch, fused
+):
+    """``check_ahead``: the same request to the same target takes fewer measurements than a check after every step,
+    each at the step the last two measures schedule, and still stops only once its loss reaches the target; every
+    measurement the record lists ran (the loss before, then each check: the first after ``check_every`` steps)."""
+    from fit_unlearn.engine import update as update_mod
+    from fit_unlearn.engine.update import StopRule, examples_loss, forget_examples, next_check
+    from fit_unlearn.models import build_tiny_llama
+
+    monkeypatch.setattr(update_mod, "deterministic_in_training", lambda m: fused)
+    tok, doc = tiny_tok, tiny_data.forget[0]
+    cfg = UpdateConfig(lr=1e-3, slice_chars=80)  # every weight: GA's loss climbs steadily on the tiny model
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:2])
+    real_sums = update_mod._loss_sums
+    recs = {}
+    for ahead in (None, 0.5):
+        runs_of = _count_sequences(monkeypatch, update_mod, real_sums)
+        model = build_tiny_llama(tok, layers=2, hidden=64, seed=0)
+        ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
+        stop = StopRule(examples_loss(model, tok, ex) + 0.8, 60, 1, check_ahead=ahead)
+        runs_of.clear()
+        rec = apply_update(model, None, tok, plan, [], cfg, seed=5, stop=stop)
+        loop = rec["loop"]
+        assert loop["stopped"] == "target" and loop["loss_after"] >= loop["target"]
+        m = loop["measured"]
+        assert m[0] == [0, loop["loss_before"]] and m[-1] == [rec["steps"], loop["loss_after"]]
+        assert len(runs_of) == len(m)  # each listed measure ran once, and nothing else did
+        for (s0, l0), (s1, l1), (s2, _) in zip(m, m[1:], m[2:], strict=False):
+            assert s2 == next_check(stop, s1, l1, s0, l0)
+        recs[ahead] = rec
+    every, spaced = recs[None]["loop"]["measured"], recs[0.5]["loop"]["measured"]
+    assert [s for s, _ in every] == list(range(recs[None]["steps"] + 1))
+    assert len(spaced) < len(every) - 2 and spaced[1][0] == 1
+    assert recs[0.5]["steps"] >= recs[None]["steps"]  # a check every step stops at the first step past the target
+
+
 def test_a_forward_is_deterministic_in_training_only_without_dropout(tiny_tok):
     from peft import LoraConfig, get_peft_model
 

@@ -55,7 +55,7 @@ METHODS: dict[str, dict] = {
             },
         },
         "update": {"trainable": "full", "template_max_df": None},
-        "loop": {"enabled": False, "check_every": 1, "cap_quantile": None},
+        "loop": {"enabled": False, "check_every": 1, "cap_quantile": None, "check_ahead": None, "stall_steps": None},
     },
     # ablations of FIT's default: I's choice for row edits too, and T over rows (layers.rows_mass 0.9)
     "fit-rowsI": {

@@ -140,8 +140,11 @@ def request_row(record: dict) -> dict:
         "steps": record.get("steps"),
         "request_ce_before": record.get("request_ce_before"),
         "request_ce_after": record.get("request_ce_after"),
-        # the closed loop: the stop target, the request's loss before and after, and why it stopped
-        "loop": {k: loop[k] for k in ("target", "loss_before", "loss_after", "stopped") if k in loop}
+        # the closed loop: the stop target, the request's loss before and after, why it stopped, how often it measured
+        "loop": {
+            **{k: loop[k] for k in ("target", "loss_before", "loss_after", "stopped") if k in loop},
+            **({"checks": len(loop["measured"]) - 1} if "measured" in loop else {}),
+        }
         if (loop := record.get("loop"))
         else None,
     }

@@ -222,11 +222,15 @@ class RunConfig(Section):
         blob = self.model_dump(mode="json", exclude=_NOT_RESULTS)
         # the closed loop's effective state; its settings matter only when it is on
         blob["loop"] = {**blob["loop"], "enabled": True} if self.loop_enabled else {"enabled": False}
-        if not self.loop.stop:  # the cap shapes the stop's measure only
+        if not self.loop.stop:  # the cap and the checks' spacing shape the stop only
             blob["loop"].pop("cap_quantile", None)
+            for key in ("check_ahead", "stall_steps", "stall_rise"):
+                blob["loop"].pop(key, None)
         blob["eval"]["quantize_embeddings"] = self.quantize_embeddings  # null resolved: what the attacks do
         if self.update.trainable != "rows":  # the objective of a row edit matters only where rows are edited
             blob["strategy"]["fit"]["rows_objective"] = None
+        if self.loop.stall_steps is None:  # the rise matters only with a stall window
+            blob["loop"].pop("stall_rise", None)
         for section, fields in _ADDED_LATER.items():
             _drop_unchanged(blob[section], fields)
         if not blob["loop"]:  # off: the configuration hashes as it did before the loop existed
@@ -289,7 +293,14 @@ _ADDED_LATER: dict = {
         # weight could not hold, and are resumed with them
         "master_weights": True,
     },
-    "loop": {"enabled": False, "cap_quantile": None, "guard": {"scope": "all", "backtrack": 0}},
+    "loop": {
+        "enabled": False,
+        "cap_quantile": None,
+        "check_ahead": None,
+        "stall_steps": None,
+        "stall_rise": 0.03,
+        "guard": {"scope": "all", "backtrack": 0},
+    },
     "stream": {"dataset": QADatasetConfig().model_dump(mode="json")},
     "strategy": {"fit": {"layers": {"rows_mass": 1.0}, "rows_objective": None}},
     "eval": {"quantize_embeddings": False},

@@ -114,6 +114,19 @@ class LoopConfig(Section):
     check_every: int = Field(default=1, ge=1)
     """Steps between two measurements of the request's loss (each read partly off the next step's forward where
     that forward computes the same: docs/engine.md, "Stop")."""
+    check_ahead: float | None = Field(default=None, gt=0, le=1)
+    """Space the checks by the loss's own progress: after a check, the next comes once this fraction of the steps
+    that a straight line through the last two measures needs to reach the target has been taken (at least
+    ``check_every``, at most twice the last interval; the first check after ``check_every``).  Far from the target
+    a request is measured rarely, near it every ``check_every`` steps.  ``null``: every ``check_every`` steps
+    (docs/engine.md, "Stop")."""
+    stall_steps: int | None = Field(default=None, ge=1)
+    """Stop a request whose loss has stalled short of the target: at a check, when it rose less than
+    ``stall_rise`` since the last measure at least this many steps before (``stopped: stalled``).  Row edits cannot
+    reach the tokens before a document's first own token, so some requests level off below the target and would
+    spend the rest of the budget for a few hundredths of a nat.  ``null``: only the target or the budget stops."""
+    stall_rise: float = Field(default=0.03, gt=0)
+    """The rise in nats, over ``stall_steps`` steps, below which a request counts as stalled."""
     guard: GuardConfig = GuardConfig()
     """The utility guard."""
 
@@ -323,6 +336,9 @@ def stop_rule(level: dict, cfg: LoopConfig) -> StopRule:
         target=level["target"],
         max_steps=cfg.max_steps,
         check_every=cfg.check_every,
+        check_ahead=cfg.check_ahead,
+        stall_steps=cfg.stall_steps,
+        stall_rise=cfg.stall_rise,
         lr=cfg.lr,
         at_least_level=cfg.target == "both",
         cap=level.get("cap"),  # a level journaled before caps existed has none

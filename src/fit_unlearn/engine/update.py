@@ -339,6 +339,23 @@ def example_loss_sums(model, tok, examples: list[Example]) -> list[tuple[float, 
     return out
 
 
+def next_check(stop: StopRule, steps: int, loss: float, prev_steps: int | None, prev_loss: float | None) -> int:
+    """After a check at ``steps`` taken that measured ``loss`` (the one before: ``prev_steps``, ``prev_loss``; None
+    when this was the first), the number of steps taken at which the next check falls.  With ``stop.check_ahead``
+    it is that fraction of the steps a straight line through the two measures needs to the target, so that a check
+    lands short of where the line crosses it, never sooner than ``check_every`` steps on and at most twice the last
+    interval (a loss that has barely moved yet may take off: a memorised token's loss rises slowly until the model
+    stops preferring it, then fast)."""
+    step = steps + stop.check_every
+    if stop.check_ahead is None or prev_steps is None or prev_loss is None or steps <= prev_steps:
+        return step
+    rate = (loss - prev_loss) / (steps - prev_steps)
+    if rate <= 0:  # no progress to extrapolate: measure again as soon as a check is due
+        return step
+    ahead = min(int(stop.check_ahead * (stop.target - loss) / rate), 2 * (steps - prev_steps))
+    return max(step, steps + ahead)
+
+
 @dataclass(frozen=True)
 class StopRule:
     """Closed loop: train until :func:`examples_loss` of the request reaches ``target`` (the non-member
@@ -348,6 +365,13 @@ class StopRule:
     target: float
     max_steps: int
     check_every: int = 1
+    #: ``loop.check_ahead``: the next check after this fraction of the steps the last two measures extrapolate to
+    #: the target (at least ``check_every``); None: every ``check_every`` steps
+    check_ahead: float | None = None
+    #: ``loop.stall_steps`` / ``loop.stall_rise``: stop once the loss rose less than ``stall_rise`` over at least
+    #: ``stall_steps`` steps (None: never)
+    stall_steps: int | None = None
+    stall_rise: float = 0.03
     lr: float | None = None  #: the closed loop's learning rate (None: the update's)
     #: ``loop.target: base``: a model whose own loss on the request's sequences is that request's target
     #: (``target`` is then unused)
@@ -560,6 +584,9 @@ def apply_update(
                 loop["target"] = target = max(target, stop.target)
         if loop["loss_before"] >= target:
             order, loop["stopped"] = [], "target"  # already at the non-member level: nothing to do
+        #: the request's loss as measured, [steps taken, loss], from before the first step to the last check
+        loop["measured"] = [[0, loop["loss_before"]]]
+    due = stop.check_every if stop is not None else 0  #: the steps taken at which the next check falls
     sched = make_scheduler(opt, total, cfg.warmup_ratio, cfg.min_lr_ratio)
     losses, first_loss = [], None
     proj_stats: list[float] = []  #: per step: cosine of the step's gradient with the retain gradient (projection)
@@ -596,8 +623,8 @@ def apply_update(
             if check_due:  # the weights of the last check point: stop before this step trains
                 check_due = False
                 loop["loss_after"], checked = examples_loss_reusing(model, tok, forget_ex, i, forget, cap), len(losses)
-                if loop["loss_after"] >= loop["target"]:
-                    loop["stopped"] = "target"
+                due = _measured(loop, stop, checked)
+                if loop["stopped"] != "budget":
                     break
                 if forget_ref:  # asked for only once the step goes on, as a separate check would
                     forget = _with_reference(forget, ref_model, [ex], tok, device, None, ref_cache, [("forget", i)])
@@ -676,13 +703,13 @@ def apply_update(
             losses.append(float(loss.detach()))
             if first_loss is None:
                 first_loss = losses[-1]
-            if loop is not None and (step + 1) % stop.check_every == 0:
+            if loop is not None and step + 1 == due:
                 if fused_check and step + 1 < len(order):
                     check_due = True
                     continue
                 loop["loss_after"], checked = examples_loss(model, tok, forget_ex, cap=stop.cap), len(losses)
-                if loop["loss_after"] >= loop["target"]:
-                    loop["stopped"] = "target"
+                due = _measured(loop, stop, checked)
+                if loop["stopped"] != "budget":
                     break
         ok = True
     finally:
@@ -729,13 +756,37 @@ def apply_update(
         "peak_memory_bytes": _peak_memory(device),
     }
     if loop is not None:
-        if checked != len(losses):  # no check measured the final weights (a budget that is no multiple of the checks)
+        if checked != len(losses):  # no check measured the final weights (a budget the checks did not end on)
             loop["loss_after"] = examples_loss(model, tok, forget_ex, cap=stop.cap) if losses else loop["loss_before"]
+            if losses:
+                loop["measured"].append([len(losses), loop["loss_after"]])
         loop["steps"] = len(losses)
         record["loop"] = loop
     if ref_cache is not None:
         record["reference_cache"] = {"hits": ref_cache.hits, "misses": ref_cache.misses, "bytes": ref_cache.used}
     return record
+
+
+def stalled(stop: StopRule, measured: list[list]) -> bool:
+    """Whether the last of ``measured`` ([steps taken, loss], in order) rose less than ``stop.stall_rise`` over the
+    last measure at least ``stop.stall_steps`` steps before it (False without a stall window or such a measure)."""
+    if stop.stall_steps is None:
+        return False
+    steps, loss = measured[-1]
+    before = [lo for s, lo in measured[:-1] if s <= steps - stop.stall_steps]
+    return bool(before) and loss - before[-1] < stop.stall_rise
+
+
+def _measured(loop: dict, stop: StopRule, steps: int) -> int:
+    """Note the check just made (``loop["loss_after"]`` after ``steps`` steps), set ``loop["stopped"]`` to
+    ``target`` or ``stalled`` where the request stops here, and return when the next check is due."""
+    prev_steps, prev_loss = loop["measured"][-1]
+    loop["measured"].append([steps, loop["loss_after"]])
+    if loop["loss_after"] >= loop["target"]:
+        loop["stopped"] = "target"
+    elif stalled(stop, loop["measured"]):
+        loop["stopped"] = "stalled"
+    return next_check(stop, steps, loop["loss_after"], prev_steps, prev_loss)
 
 
 def _project_on_retain(model, tok, params, retain: list[Document], rng: random.Random, cfg: UpdateConfig, device):

@@ -287,7 +287,7 @@ def plot_loop(summary: dict, path: Path) -> Path | None:
             qs = [q for q in r["requests"] if q["loop"] and q["loop"].get("loss_after") is not None]
             marker, color = _MARKERS[k % len(_MARKERS)], f"C{k % 10}"
             for spent in (False, True):
-                sel = [q for q in qs if (q["loop"].get("stopped") == "budget") == spent]
+                sel = [q for q in qs if (q["loop"].get("stopped") != "target") == spent]  # budget spent or stalled
                 ax.scatter(
                     [q["position"] for q in sel],
                     [q["loop"]["loss_after"] / q["loop"]["target"] for q in sel],
@@ -300,7 +300,7 @@ def plot_loop(summary: dict, path: Path) -> Path | None:
             label = f"seed {r['seed']}: {reached} of {len(qs)} reached the target"
             handles.append(Line2D([], [], marker=marker, color=color, linestyle="", label=label))
         handles.append(
-            Line2D([], [], marker="o", color="grey", markerfacecolor="none", linestyle="", label="budget spent")
+            Line2D([], [], marker="o", color="grey", markerfacecolor="none", linestyle="", label="not reached")
         )
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.9)
         ax.set_title(name, fontsize=11)

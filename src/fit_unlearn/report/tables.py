@@ -317,10 +317,12 @@ def _receipt_lines(e: dict) -> list[Text]:
             f"model's loss {lp.get('target_base', float('nan')):.3f})",
         }.get(lp.get("target_from"), "")
         capped = f" (each token's loss capped at {lp['cap']:.2f})" if lp.get("cap") is not None else ""
+        # the measures after the loss before the first step (records before session 23 do not list them)
+        checks = f" ({len(lp['measured']) - 1} checks)" if lp.get("measured") else ""
         lines.append(
             line(
                 f"  closed loop: loss {lp['loss_before']:.3f} -> {lp['loss_after']:.3f}{capped}, target "
-                f"{lp['target']:.3f}{source}, {lp['steps']} steps, stopped: {lp['stopped']}"
+                f"{lp['target']:.3f}{source}, {lp['steps']} steps{checks}, stopped: {lp['stopped']}"
             )
         )
     g = r.get("guard")
