@@ -745,7 +745,7 @@ def test_a_strategy_s_defaults_apply_only_where_the_configuration_is_silent():
     assert (fit.update.trainable, fit.update.template_max_df, fit.update.lr) == ("rows", 0.2, 1e-3)
     assert (fit.loop_enabled, fit.loop.check_every, fit.strategy.fit.rows_objective) == (True, 2, "ga")
     assert fit.loop.cap_quantile == 0.7 and build_config({}).loop.cap_quantile is None
-    assert (fit.loop.check_ahead, fit.loop.stall_steps) == (0.5, 6)
+    assert (fit.loop.check_ahead, fit.loop.stall_steps) == (0.5, None)
     assert (build_config({}).loop.check_ahead, build_config({}).loop.stall_steps) == (None, None)
     nostop = build_config({"strategy": {"name": "fit"}, "loop": {"stop": False}})
     assert not {"cap_quantile", "check_ahead", "stall_steps"} & set(nostop.canonical()["loop"])  # the stop's only
