@@ -435,13 +435,13 @@ def test_the_next_check_falls_a_fraction_of_the_way_to_where_the_line_through_tw
 def test_a_request_stalls_when_its_loss_rose_less_than_the_rise_over_the_window():
     from fit_unlearn.engine.update import StopRule, stalled
 
-    stop = StopRule(target=5.0, max_steps=40, check_every=2, stall_steps=6, stall_rise=0.03)
-    rising = [[0, 1.0], [2, 2.0], [4, 2.3], [6, 2.31], [8, 2.32]]
-    assert not stalled(stop, rising)  # 0.32 over the 6 steps since step 2
-    assert stalled(stop, [*rising, [10, 2.325]])  # 0.025 since step 4
-    assert not stalled(stop, [*rising, [10, 2.33]])  # 0.03: not less than the rise
+    stop = StopRule(target=5.0, max_steps=40, check_every=2, stall_steps=6, stall_rise=0.25)  # exact in binary
+    rising = [[0, 1.0], [2, 2.0], [4, 2.5], [6, 2.5], [8, 2.75]]
+    assert not stalled(stop, rising)  # 0.75 over the 6 steps since step 2
+    assert stalled(stop, [*rising, [10, 2.625]])  # 0.125 since step 4
+    assert not stalled(stop, [*rising, [10, 2.75]])  # 0.25: not less than the rise
     assert not stalled(stop, [[0, 1.0], [2, 1.0], [4, 1.0]])  # no measure 6 steps back yet
-    assert not stalled(StopRule(target=5.0, max_steps=40), [*rising, [10, 2.325]])  # no window: never
+    assert not stalled(StopRule(target=5.0, max_steps=40), [*rising, [10, 2.625]])  # no window: never
 
 
 def test_a_stalled_request_stops_where_the_budget_run_had_reached_and_records_why(tiny_tok, tiny_data):
