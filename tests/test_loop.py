@@ -56,14 +56,7 @@ def test_a_capped_stop_measures_each_request_as_its_target(tiny_prepared, tmp_pa
     """The receipt keeps the cap; the loss before and after is the capped measure (theta_0's first request
     recomputed), never above the cap; resume stays bit-identical."""
     over = {**LOOP, "loop": {**LOOP["loop"], "cap_quantile": 0.6}, "checkpoint.every": 2}
-    res_full, res = _full_and_resumed(tiny_prepared, tmp_path, over)
-    assert [r["loop"] for r in res["requests"]] == [r["loop"] for r in res_full["requests"]]
-    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
-    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    cal = next(
-        e for e in Journal(tmp_path / "full" / "journal.jsonl", writer=False).events if e["event"] == "loop_calibrated"
-    )
+    res_full, cal = _resumed_bit_identical(tiny_prepared, tmp_path, over)
     cap = cal["level"]["cap"]
     eng = Engine(_cfg(tiny_prepared, tmp_path / "x", **over), progress=False)
     first = {d.id: d for d in eng.data.forget}[res_full["requests"][0]["id"]]
@@ -176,6 +169,18 @@ def test_the_guard_probe_is_never_an_anchor(tiny_prepared, tmp_path, monkeypatch
     assert not set(eng.guard.pool_ids) & eng.guard.probe_ids
 
 
+def _resumed_bit_identical(prepared, tmp_path, over) -> tuple[dict, dict]:
+    """:func:`_full_and_resumed`, asserting the resumed run's loop records and weights equal the uninterrupted one's;
+    returns the latter's results and its ``loop_calibrated`` event."""
+    res_full, res = _full_and_resumed(prepared, tmp_path, over)
+    assert [r["loop"] for r in res["requests"]] == [r["loop"] for r in res_full["requests"]]
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
+    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    events = Journal(tmp_path / "full" / "journal.jsonl", writer=False).events
+    return res_full, next(e for e in events if e["event"] == "loop_calibrated")
+
+
 def _full_and_resumed(prepared, tmp_path, over) -> tuple[dict, dict]:
     """One uninterrupted run (``full``) and one killed at position 3 then resumed (``c``); their results."""
     full = Engine(_cfg(prepared, tmp_path / "full", **over), progress=False)
@@ -197,14 +202,7 @@ def test_checks_spaced_by_progress_run_from_the_configuration_and_resume_bit_ide
     from fit_unlearn.engine.update import next_check
 
     over = {**LOOP, "loop": {**LOOP["loop"], "check_ahead": 0.5, "max_steps": 30}, "checkpoint.every": 2}
-    res_full, res = _full_and_resumed(tiny_prepared, tmp_path, over)
-    assert [r["loop"] for r in res["requests"]] == [r["loop"] for r in res_full["requests"]]
-    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
-    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    cal = next(
-        e for e in Journal(tmp_path / "full" / "journal.jsonl", writer=False).events if e["event"] == "loop_calibrated"
-    )
+    res_full, cal = _resumed_bit_identical(tiny_prepared, tmp_path, over)
     stop = stop_rule(cal["level"], _cfg(tiny_prepared, tmp_path / "x", **over).loop)
     assert stop.check_ahead == 0.5
     skipped = 0
@@ -418,13 +416,7 @@ def test_the_base_target_is_each_requests_own_loss_under_the_base_model(tiny_pre
         "loop": {**LOOP["loop"], "target": "base"},
         "checkpoint.every": 2,
     }
-    res_full, res = _full_and_resumed(tiny_prepared, tmp_path, over)
-    assert [r["loop"] for r in res["requests"]] == [r["loop"] for r in res_full["requests"]]
-    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000004" / "model")
-    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000004" / "model")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    events = Journal(tmp_path / "full" / "journal.jsonl", writer=False).events
-    cal = next(e for e in events if e["event"] == "loop_calibrated")
+    res_full, cal = _resumed_bit_identical(tiny_prepared, tmp_path, over)
     assert cal["target_from"] == "base" and cal["base_model"] == str(tiny_model_dir) and cal["base_model_hash"]
     base, tok = load_model(tiny_model_dir)
     eng = Engine(_cfg(tiny_prepared, tmp_path / "x", **over), progress=False)
