@@ -833,6 +833,45 @@ def test_row_edits_leave_general_words_out_with_general_zipf(tiny_prepared, tmp_
     assert set().union(*map(set, without)) & general
 
 
+def test_row_edits_may_reuse_the_tokens_of_forgotten_documents(tiny_prepared, tmp_path):
+    """update.rows.reuse_forgotten: each request edits the tokens no document still kept holds (the requests before it
+    no longer count), so later requests edit rows the default leaves alone; a resumed run edits the same rows."""
+    from fit_unlearn.engine.rows import own_tokens
+
+    over = {
+        "update": {
+            "lr": 1e-3,
+            "epochs": 1,
+            "trainable": "rows",
+            "rows": {"reuse_forgotten": True, "reuse_zipf": 0, "reuse_max_df": 2},
+        },
+        "eval": {"every": None, "at_end": False},
+    }
+    full = Engine(_cfg(tiny_prepared, tmp_path / "full", **over), progress=False)
+    res_full = full.run()
+    full.close()
+    docs = {d.id: d for d in full.data.forget}
+    ids = [r["id"] for r in res_full["requests"]]
+    grew = 0
+    for k, rec in enumerate(res_full["requests"]):
+        d = docs[rec["id"]]
+        freed, _ = own_tokens(full.tok, d.id, d.text, d.qa, full.token_docs, 0, 1, forgotten=ids[:k], reuse_max=2)
+        kept, _ = own_tokens(full.tok, d.id, d.text, d.qa, full.token_docs, 0, 1)
+        assert rec["rows"]["tokens"] == freed and set(kept) <= set(freed)
+        grew += len(freed) > len(kept)
+    assert grew  # a later request edited a row an earlier one shared with it
+    crashed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), progress=False)
+    _crash_after(crashed, 5)  # checkpoint after 4: the resumed run must count the same four as forgotten
+    del crashed
+    resumed = Engine(_cfg(tiny_prepared, tmp_path / "c", **over), resume=True, progress=False)
+    res = resumed.run()
+    resumed.close()
+    assert [r["rows"] for r in res["requests"]] == [r["rows"] for r in res_full["requests"]]
+    wa = _weights(tmp_path / "full" / "checkpoints" / "ckpt-000006" / "model")
+    wb = _weights(tmp_path / "c" / "checkpoints" / "ckpt-000006" / "model")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_the_evaluation_schedule():
     from fit_unlearn.engine.config import EvalSection
 

@@ -365,6 +365,39 @@ def test_the_runner_tells_the_guard_which_rows_a_request_edited(tiny_prepared, t
     assert any(x is None for x in seen) and any(x for x in seen), seen
 
 
+def test_a_row_edit_short_of_its_target_escalates_to_a_weight_update(tiny_prepared, tmp_path, monkeypatch):
+    """rows.escalate_steps: a row edit that spent its budget short of the target goes on as a weight update under the
+    same stop rule (its own record, at most that many steps), the guard then measures every probe document and may
+    repair; one that reached its target does not; resume stays bit-identical."""
+    from fit_unlearn.engine.loop import Guard
+
+    seen, check = [], Guard.check
+
+    def spy(self, *a, rows=None, repair=True, **k):
+        seen.append((rows, repair))
+        return check(self, *a, rows=rows, repair=repair, **k)
+
+    monkeypatch.setattr(Guard, "check", spy)
+    over = {
+        **LOOP,
+        "update": {**LOOP["update"], "trainable": "rows", "rows": {"lr": 1e-3, "escalate_steps": 3}},
+        "loop": {**LOOP["loop"], "max_steps": 4, "lr": 1e-3, "guard": {"enabled": True, "probe_size": 2}},
+        "checkpoint.every": 2,
+    }
+    res_full, _ = _resumed_bit_identical(tiny_prepared, tmp_path, over)
+    reqs = res_full["requests"]
+    short = [r for r in reqs if r["loop"]["stopped"] == "budget"]
+    assert short and all("escalated" in r for r in short)
+    assert not any("escalated" in r for r in reqs if r["loop"]["stopped"] == "target")
+    for r in short:
+        esc = r["escalated"]
+        assert 0 < esc["steps"] <= 3 and esc["loop"]["target"] == r["loop"]["target"]
+        assert esc["loop"]["loss_before"] == pytest.approx(r["loop"]["loss_after"])
+        assert esc["tensors_touched"] > 1 and r["seconds"] >= esc["seconds"]
+    # the guard of an escalated request measures every probe document and may repair (first run of the three)
+    assert [(None, True) if "escalated" in r else (r["rows"]["tokens"], False) for r in reqs] == seen[: len(reqs)]
+
+
 @pytest.mark.parametrize("backtrack", [0, 2])
 def test_an_undone_repair_step_halves_the_learning_rate_backtrack_times(tiny_model, tiny_data, monkeypatch, backtrack):
     """guard.backtrack: a step that does not lower the probe's loss is undone, and the repair tries again at

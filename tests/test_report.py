@@ -524,3 +524,10 @@ def test_receipt_shows_the_rows_edited_the_closed_loop_and_the_guard():
     record["loop"]["measured"] = [[0, 0.147], [2, 1.0], [6, 3.0], [14, 4.5], [15, 4.97]]
     out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
     assert "target 4.882, 15 steps (4 checks), stopped: target" in out
+    record["escalated"] = {
+        "objective": "npo",
+        "steps": 10,
+        "loop": {"loss_before": 4.97, "loss_after": 5.2, "stopped": "budget"},
+    }
+    out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
+    assert "escalated to a weight update (npo): loss 4.970 -> 5.200, 10 steps, stopped: budget" in out

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from fit_unlearn.engine.rows import document_tokens, general_tokens, own_tokens, token_documents
+from fit_unlearn.engine.rows import (
+    document_tokens,
+    general_tokens,
+    own_tokens,
+    reuse_counted_tokens,
+    token_documents,
+)
 
 
 def _own(tok, data, doc, max_df=0):
@@ -25,6 +31,36 @@ def test_own_tokens_are_in_no_other_document(tiny_model, tiny_data):
     assert df >= 1 and set(own) < set(wide) and len(wide) > len(own)
     assert len(own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, df - 1)[0]) < len(own) + 1
     assert own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, min_rows=1) == (own, 0)
+
+
+def test_forgotten_documents_no_longer_hold_a_request_s_tokens(tiny_model, tiny_data):
+    """rows.reuse_forgotten: a token the request shares only with documents already deleted is its own; one that a
+    document still kept also holds is not."""
+    _, tok = tiny_model
+    index = token_documents(tok, tiny_data.retain + tiny_data.holdout + tiny_data.forget)
+    doc = tiny_data.forget[0]
+    own = set(own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0)[0])
+    mine = document_tokens(tok, doc.text, doc.qa[:2])
+    # the request's tokens that forget documents alone share with it, and those a kept document holds too
+    forget_ids = {d.id for d in tiny_data.forget} - {doc.id}
+    only_forget = {t for t in mine - own if index[t] - {doc.id} <= forget_ids}
+    kept = {t for t in mine - own if index[t] - {doc.id} - forget_ids}
+    assert only_forget and kept
+    freed = set(own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, forgotten=forget_ids)[0])
+    assert freed == own | only_forget
+    # a token counted for the forgotten documents (rows.reuse_zipf: general text reads it) is not freed
+    counted = {min(only_forget)}
+    got = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, forgotten=forget_ids, counted=counted)[0]
+    assert set(got) == own | (only_forget - counted)
+    # rows.reuse_max_df: a token more forgotten documents hold than that stays counted
+    by_many = {t for t in only_forget if len(index[t] - {doc.id}) > 1}
+    assert by_many
+    capped = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, forgotten=forget_ids, reuse_max=1)[0]
+    assert set(capped) == own | (only_forget - by_many)
+    one = next(iter(forget_ids))  # one forgotten document frees only the tokens no other document holds
+    assert set(own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0, forgotten={one})[0]) == own | {
+        t for t in mine if index[t] - {doc.id, one} == set()
+    }
 
 
 def test_the_questions_the_engine_derives_are_no_request_s_own(tiny_data):
@@ -174,3 +210,20 @@ def test_a_general_language_without_frequencies_is_refused():
     if importlib.util.find_spec("MeCab") is None:  # Japanese needs a word splitter wordfreq does not bring
         with pytest.raises(ValidationError, match="wordfreq needs the package 'MeCab' to read 'ja' words"):
             RowsSection(general_zipf=4, general_lang="ja")
+
+
+def test_forgotten_documents_keep_holding_general_words_and_word_pieces(tiny_model):
+    """rows.reuse_zipf: the tokens a forgotten document never frees are the general ones and the pieces inside a
+    word; the first piece of a rare word is freed."""
+    from wordfreq import zipf_frequency
+
+    _, tok = tiny_model
+    counted = reuse_counted_tokens(tok, 4.0)
+    assert general_tokens(tok, 4.0) <= counted
+    pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
+    inner = [i for i, p in enumerate(pieces) if p.isalpha() and not p.startswith("\u0120")]
+    starts = [i for i, p in enumerate(pieces) if p.startswith("\u0120") and p[1:].isalpha()]
+    rare = [i for i in starts if zipf_frequency(pieces[i][1:].lower(), "en") < 4.0]
+    common = [i for i in starts if zipf_frequency(pieces[i][1:].lower(), "en") >= 4.0]
+    assert inner and rare and common
+    assert all(i in counted for i in inner + common) and not any(i in counted for i in rare)

@@ -147,6 +147,10 @@ def request_row(record: dict) -> dict:
         }
         if (loop := record.get("loop"))
         else None,
+        # rows.escalate_steps: the weight update a row edit short of its target went on with
+        "escalated": {k: esc["loop"].get(k) for k in ("loss_after", "stopped")} | {"steps": esc.get("steps")}
+        if (esc := record.get("escalated")) and esc.get("loop")
+        else None,
     }
 
 

@@ -84,6 +84,31 @@ class RowsSection(Section):
     that hold only another form, which the edit does not touch.  Off: it forgot less on real PCH 60 (strict F.D.
     0.44-0.57 against 0.78-0.84) and at t = 60 of synthetic 60 (0.09 against 0.28), though it spared the pending
     documents."""
+    reuse_forgotten: bool = False
+    """A document whose deletion has been applied no longer counts as another holder of a token: a later request may
+    edit the rows it shares only with forgotten documents (and the forgotten documents read the edit, which moves
+    nothing anyone keeps).  The stream widens each request's own tokens as it goes (505 rows become 529 over the
+    60-request synthetic stream with ``reuse_zipf`` 4).  Off (FIT's default): it forgot further on synthetic 60 (strict
+    F.D. 0.993 / 0.992 / 0.877 against 0.908 / 0.581 / 0.572) but R.U. fell to 0.912 at t = 60 (0.950), on retain-eval
+    documents reading a freed word the index does not know they hold (docs/rows.md, benchmarks/README.md, "Session
+    24")."""
+    reuse_zipf: float = Field(default=4.0, ge=0, le=8)
+    """With ``reuse_forgotten``: a token general text reads often (as ``general_zipf`` tells them: no letter or digit,
+    or a word of at least this Zipf frequency), and any piece that does not begin a word (``ing``, ``ville``), stays
+    counted for the forgotten documents that hold it.  Freed,
+    `` water``, `` should`` or a code indent (``\\n ``) are read by documents outside the index, which lose what they
+    read (benchmarks/README.md, "Session 24").  0: every token a forgotten document holds is freed."""
+    reuse_max_df: int = Field(default=1, ge=1)
+    """With ``reuse_forgotten``: a token is freed only while at most this many forgotten documents hold it.  A word that
+    many deleted documents share is a phrase of their kind (`` fatigue`` and `` cures`` in the synthetic health
+    rumours), which documents of the same kind outside the index read too (benchmarks/README.md, "Session 24")."""
+    escalate_steps: int = Field(default=0, ge=0)
+    """Under the closed loop: a row edit that ends short of its target (budget spent, or stalled) goes on as a weight
+    update of the request (the strategy's weights and objective at ``loop.lr``, as ``fallback: full``; FIT: T's layers
+    and I's objective) under the same stop rule, for at most this many steps; the guard may then repair.  Row edits
+    cannot reach the tokens before a request's first own token, nor those its context gives away.  0: off.  With 10 on
+    synthetic 60 no escalated request reached its target, R.U. fell to 0.922 at t = 60 and FIT took 2.5x NPO's time
+    (benchmarks/README.md, "Session 24")."""
     lr: float = Field(default=2e-2, gt=0)
     """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates).  On the default model,
     2e-2 with ``loop.check_every: 2`` (as ``examples/rows.yaml`` and the bench's ``-rows``) kept the retain score of
@@ -145,18 +170,44 @@ def own_tokens(
     max_df: int,
     min_rows: int = 0,
     general: Collection[int] = frozenset(),
+    forgotten: Collection[str] = frozenset(),
+    counted: Collection[int] = frozenset(),
+    reuse_max: int | None = None,
 ) -> tuple[list[int], int]:
     """The token ids of a request (``text`` and ``qa``) that at most ``max_df`` documents of ``index`` other than
     ``doc_id`` contain: the keys by which the model recalls this document and (almost) no other.  With
     ``min_rows``, the count is raised until that many tokens qualify (the rarest ones).  Ids in ``general``
-    (:func:`general_tokens`: those general text reads often) never qualify.  Returns (tokens, the count used)."""
-    others = {t: len(index.get(t, frozenset()) - {doc_id}) for t in document_tokens(tok, text, qa) if t not in general}
+    (:func:`general_tokens`: those general text reads often) never qualify.  Ids in ``forgotten`` (documents already
+    deleted, ``RowsSection.reuse_forgotten``) do not count as other holders, except for the ids in ``counted``
+    (``RowsSection.reuse_zipf``: those general text reads often) and the tokens more than ``reuse_max`` forgotten
+    documents hold (``RowsSection.reuse_max_df``).  Returns (tokens, the count used)."""
+    gone = frozenset(forgotten)
+
+    def holders(t: int) -> int:
+        held = index.get(t, frozenset()) - {doc_id}
+        freed = held & gone if t not in counted else frozenset()
+        return len(held) - (len(freed) if reuse_max is None or len(freed) <= reuse_max else 0)
+
+    others = {t: holders(t) for t in document_tokens(tok, text, qa) if t not in general}
     df = max_df
     for count in sorted(set(others.values())):
         if count > max_df and sum(c <= df for c in others.values()) >= min_rows:
             break
         df = max(df, count)
     return sorted(t for t, c in others.items() if c <= df), df
+
+
+def reuse_counted_tokens(tok, zipf: float, lang: str = "en") -> frozenset[int]:
+    """The ids that forgotten documents keep holding under ``rows.reuse_forgotten``: :func:`general_tokens` at ``zipf``,
+    and every token that does not begin a word (no leading space or word marker: ``ing``, ``ville``, ``ist``), which
+    any word of general text may end in."""
+    starts = ("\u0120", "\u2581", " ")  # byte-level BPE's space, SentencePiece's word marker, a plain space
+    inner = {
+        i
+        for i, piece in enumerate(tok.convert_ids_to_tokens(list(range(len(tok)))))
+        if not str(piece).startswith(starts)
+    }
+    return general_tokens(tok, zipf, lang) | frozenset(inner)
 
 
 def general_tokens(tok, zipf: float, lang: str = "en", rank: int = 0) -> frozenset[int]:

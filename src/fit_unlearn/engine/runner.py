@@ -37,7 +37,13 @@ from fit_unlearn.engine.distributed import check_supported, resolve_sharding
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, base_model_path, nonmember_level, stop_rule
-from fit_unlearn.engine.rows import general_tokens, own_tokens, token_documents, untie_embeddings
+from fit_unlearn.engine.rows import (
+    general_tokens,
+    own_tokens,
+    reuse_counted_tokens,
+    token_documents,
+    untie_embeddings,
+)
 from fit_unlearn.engine.streams import BadRequest, check_source, item_key, open_stream, validate_request
 from fit_unlearn.engine.update import (
     ReferenceCache,
@@ -156,6 +162,12 @@ class Engine:
         self.general_rows = (
             general_tokens(self.tok, rc.general_zipf, rc.general_lang, rc.general_rank)
             if self.token_docs is not None
+            else frozenset()
+        )
+        #: rows.reuse_forgotten: the tokens a forgotten document still holds for the documents outside the index
+        self.reuse_counted = (
+            reuse_counted_tokens(self.tok, rc.reuse_zipf, rc.general_lang)
+            if self.token_docs is not None and rc.reuse_forgotten and rc.reuse_zipf > 0
             else frozenset()
         )
         self._stop: StopRule | None = None
@@ -457,6 +469,9 @@ class Engine:
                     rc.max_df,
                     widen,
                     self.general_rows,
+                    self.applied_ids if rc.reuse_forgotten else (),
+                    self.reuse_counted,
+                    rc.reuse_max_df,
                 )
                 t1 = time.perf_counter()
                 if edits_rows(self.update_cfg, rows):
@@ -490,6 +505,30 @@ class Engine:
                 record["rows"]["widened"] = (
                     shared > self.update_cfg.rows.max_df
                 )  # other documents holding an edited token, at most
+            rows_only = bool(record.get("rows", {}).get("edited"))
+            if rows_only and self._escalates(record):  # the rows fell short: the rest as a weight update
+                t1 = time.perf_counter()
+                self.strategy.plan_weights(plan, self.model, self.tok)
+                t_plan += time.perf_counter() - t1
+                record["escalated"] = apply_update(
+                    self.model,
+                    self._reference(),
+                    self.tok,
+                    plan,
+                    self.anchors,
+                    self.update_cfg,
+                    seed,
+                    accelerator=self.acc,
+                    ref_cache=self.ref_cache,
+                    stop=replace(self._stop, max_steps=self.update_cfg.rows.escalate_steps),
+                    common=self.common,
+                    adapters=self.lora,
+                    adapter_name=f"req{position:06d}",
+                    rows=None,
+                )
+                record["escalated"]["objective"] = plan.objective.name
+                record["seconds"] = record.get("seconds", 0.0) + record["escalated"].get("seconds", 0.0)
+                rows_only = False
             if self.guard is not None:  # stacked adapters: the repair trains the request's adapter only
                 params = self._repairable(plan, record)
                 record["guard"] = self.guard.check(
@@ -499,8 +538,8 @@ class Engine:
                     seed,
                     self.ref_cache,
                     params=params,
-                    repair=self.token_docs is None,
-                    rows=record["rows"]["tokens"] if record.get("rows", {}).get("edited") else None,
+                    repair=self.token_docs is None or not rows_only,
+                    rows=record["rows"]["tokens"] if rows_only else None,
                 )
             if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
                 record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]
@@ -510,6 +549,16 @@ class Engine:
         self.forgotten.append(request)
         self.applied_ids[request.id] = position
         return record
+
+    def _escalates(self, record: dict) -> bool:
+        """Whether a row edit that ended short of its target goes on as a weight update (``rows.escalate_steps``)."""
+        loop = record.get("loop") or {}
+        return bool(
+            self.update_cfg.rows.escalate_steps
+            and self._stop is not None
+            and self.cfg.loop.stop
+            and loop.get("stopped") in ("budget", "stalled")
+        )
 
     def _repairable(self, plan, record: dict):
         """The weights the guard may repair after a request (None: all of the model's): a stacked request's own

@@ -325,6 +325,15 @@ def _receipt_lines(e: dict) -> list[Text]:
                 f"{lp['target']:.3f}{source}, {lp['steps']} steps{checks}, stopped: {lp['stopped']}"
             )
         )
+    esc = r.get("escalated")
+    if esc and esc.get("loop"):  # rows.escalate_steps: the rows fell short, the rest as a weight update
+        el = esc["loop"]
+        lines.append(
+            line(
+                f"  escalated to a weight update ({esc.get('objective')}): loss {el['loss_before']:.3f} -> "
+                f"{el['loss_after']:.3f}, {esc['steps']} steps, stopped: {el['stopped']}"
+            )
+        )
     g = r.get("guard")
     if g:
         repair = f", {g['repair_steps']} repair steps -> {g['drift_after']:+.1%}" if g.get("repair_steps") else ""
