@@ -95,9 +95,9 @@ class RowsSection(Section):
     reuse_zipf: float = Field(default=4.0, ge=0, le=8)
     """With ``reuse_forgotten``: a token general text reads often (as ``general_zipf`` tells them: no letter or digit,
     or a word of at least this Zipf frequency), and any piece that does not begin a word (``ing``, ``ville``), stays
-    counted for the forgotten documents that hold it.  Freed,
-    `` water``, `` should`` or a code indent (``\\n ``) are read by documents outside the index, which lose what they
-    read (benchmarks/README.md, "Session 24").  0: every token a forgotten document holds is freed."""
+    counted for the forgotten documents that hold it: freed, `` water``, `` should`` or a code indent (``\\n ``) are
+    read by documents outside the index, which lose what they read (benchmarks/README.md, "Session 24").  0: every
+    token a forgotten document holds is freed."""
     reuse_max_df: int = Field(default=1, ge=1)
     """With ``reuse_forgotten``: a token is freed only while at most this many forgotten documents hold it.  A word that
     many deleted documents share is a phrase of their kind (`` fatigue`` and `` cures`` in the synthetic health

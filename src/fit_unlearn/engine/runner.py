@@ -482,22 +482,26 @@ class Engine:
                 t_plan += time.perf_counter() - t1  # T over rows (or layers) is part of the planning
                 if targeted is not None:
                     plan.receipt["seconds"]["attribution"] = targeted["seconds"]
-            record = apply_update(
-                self.model,
-                self._reference(),
-                self.tok,
-                plan,
-                self.anchors,  # retain-train only (R is scored on retain-eval), less the guard's probe
-                self.update_cfg,
-                seed,
-                accelerator=self.acc,
-                ref_cache=self.ref_cache,
-                stop=self._stop if self.cfg.loop.stop else None,
-                common=self.common,
-                adapters=self.lora,
-                adapter_name=f"req{position:06d}",
-                rows=rows,
-            )
+
+            def update(rows, stop) -> dict:
+                return apply_update(
+                    self.model,
+                    self._reference(),
+                    self.tok,
+                    plan,
+                    self.anchors,  # retain-train only (R is scored on retain-eval), less the guard's probe
+                    self.update_cfg,
+                    seed,
+                    accelerator=self.acc,
+                    ref_cache=self.ref_cache,
+                    stop=stop,
+                    common=self.common,
+                    adapters=self.lora,
+                    adapter_name=f"req{position:06d}",
+                    rows=rows,
+                )
+
+            record = update(rows, self._stop if self.cfg.loop.stop else None)
             if "rows" in record:  # absent when the update had nothing to train on (skipped)
                 record["rows"]["shared_with"] = shared
                 if targeted is not None:  # FIT's T under row edits: which own rows it kept
@@ -510,22 +514,7 @@ class Engine:
                 t1 = time.perf_counter()
                 self.strategy.plan_weights(plan, self.model, self.tok)
                 t_plan += time.perf_counter() - t1
-                record["escalated"] = apply_update(
-                    self.model,
-                    self._reference(),
-                    self.tok,
-                    plan,
-                    self.anchors,
-                    self.update_cfg,
-                    seed,
-                    accelerator=self.acc,
-                    ref_cache=self.ref_cache,
-                    stop=replace(self._stop, max_steps=self.update_cfg.rows.escalate_steps),
-                    common=self.common,
-                    adapters=self.lora,
-                    adapter_name=f"req{position:06d}",
-                    rows=None,
-                )
+                record["escalated"] = update(None, replace(self._stop, max_steps=self.update_cfg.rows.escalate_steps))
                 record["escalated"]["objective"] = plan.objective.name
                 record["seconds"] = record.get("seconds", 0.0) + record["escalated"].get("seconds", 0.0)
                 rows_only = False
