@@ -88,10 +88,10 @@ class RowsSection(Section):
     """A document whose deletion has been applied no longer counts as another holder of a token: a later request may
     edit the rows it shares only with forgotten documents (and the forgotten documents read the edit, which moves
     nothing anyone keeps).  The stream widens each request's own tokens as it goes (505 rows become 529 over the
-    60-request synthetic stream with ``reuse_zipf`` 4).  Off (FIT's default, for now): with the defaults below it forgot
-    further on synthetic 60 (strict F.D. 0.993 / 0.999 / 0.855 against 0.908 / 0.581 / 0.572, R.U. 0.947 against 0.950
-    at t = 60) and a little too far on real PCH 60 (0.885 against 0.920 at t = 60, R.U. 0.966 against 0.948 at t = 40),
-    one seed each (docs/rows.md, benchmarks/README.md, "Session 24")."""
+    60-request synthetic stream with ``reuse_zipf`` 4).  On in FIT's defaults since session 25 (off for a baseline's
+    row edits): over three stream orders of synthetic 60 it took strict F.D. from 0.781 / 0.548 / 0.564 to 0.822 /
+    0.916 / 0.862 (means at t = 20 / 40 / 60) at the same R.U., and on real PCH 60 it kept R.U. >= 0.95 where the old
+    default fell to 0.947-0.948 at t = 40 (docs/rows.md, benchmarks/README.md, "Session 24" and "Session 25")."""
     reuse_zipf: float = Field(default=4.0, ge=0, le=8)
     """With ``reuse_forgotten``: a token general text reads often (as ``general_zipf`` tells them: no letter or digit,
     or a word of at least this Zipf frequency), and any piece that does not begin a word (``ing``, ``ville``), stays

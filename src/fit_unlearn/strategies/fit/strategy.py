@@ -31,12 +31,13 @@ class FitStrategy(SequentialStrategy):
     #: every document shares left out); the filter cuts the request into token chunks (character chunks cut words,
     #: and the pieces became "own" tokens that no document holds); the stop measures each token's loss capped at the
     #: holdout's 0.7 quantile, so a few tokens driven far cannot carry a request to its target (session 22); the checks
-    #: are spaced by the loss's progress (session 23).  The
+    #: are spaced by the loss's progress (session 23); a document already deleted no longer holds the rare words it
+    #: shares with a later request (``rows.reuse_forgotten``, session 25: three stream orders on two data sets).  The
     #: paper's recipe (every weight of T's layers, 3 epochs at 3e-5, no loop, character chunks) is
     #: ``examples/fit-paper.yaml``; measured against it in benchmarks/README.md, "Session 21" and "Session 22"
     config_defaults = {
         "strategy": {"fit": {"rows_objective": "ga", "filter": {"unit": "tokens"}}},
-        "update": {"trainable": "rows", "template_max_df": 0.2},
+        "update": {"trainable": "rows", "template_max_df": 0.2, "rows": {"reuse_forgotten": True}},
         "loop": {"enabled": True, "check_every": 2, "cap_quantile": 0.7, "check_ahead": 0.5},
     }
 
