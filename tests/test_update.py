@@ -335,6 +335,52 @@ def test_row_edits_train_the_rows_alone_as_the_masked_matrix_would(tiny_tok, tin
     assert real(emb, own) and not real(emb, own + [emb.padding_idx])
 
 
+def test_row_edits_on_both_sides_move_the_own_rows_of_the_output_layer_too(tiny_tok, tiny_data, monkeypatch):
+    """rows.side both: the own tokens' input and output rows move and nothing else; a sequence without those tokens
+    keeps every other token's logit bit-identical (only the edited tokens' columns move); the request's loss rises
+    further than the input-only edit's in the same steps; the masked matrix takes the same steps to within float
+    rounding; both hooks are gone afterwards."""
+    from fit_unlearn.engine import rows as rows_mod
+    from fit_unlearn.engine.update import examples_loss, forget_examples
+    from fit_unlearn.models import build_tiny_llama
+
+    tok = tiny_tok
+    doc = tiny_data.forget[0]
+    own = _own(tok, tiny_data, doc, max_df=4)
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:2])
+    other = next(d for d in tiny_data.retain if not set(own) & set(tok(d.text)["input_ids"]))
+    b = collate([doc_example(tok, other.text)], tok.pad_token_id)
+    keep = torch.ones(len(tok), dtype=torch.bool)
+    keep[own] = False
+    out = {}
+    for side, fast in (("input", True), ("both", True), ("both", False)):
+        if not fast:
+            monkeypatch.setattr(rows_mod.EditedRows, "supports", staticmethod(lambda emb, rows: False))
+        cfg = UpdateConfig(epochs=2, trainable="rows", rows={"lr": 1e-1, "side": side})
+        model = build_tiny_llama(tok, layers=2, hidden=64, seed=0, tied=True)
+        ref = copy.deepcopy(model).eval()
+        ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
+        before = examples_loss(model, tok, ex)
+        rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=own)
+        assert not model.model.embed_tokens._forward_hooks and not model.lm_head._forward_hooks
+        theta0 = ref.model.embed_tokens.weight
+        assert (model.model.embed_tokens.weight != theta0).any(1).nonzero().flatten().tolist() == own
+        moved_out = (model.lm_head.weight != theta0).any(1).nonzero().flatten().tolist()
+        assert moved_out == (own if side == "both" else [])
+        assert rec["params_touched"] == len(own) * 64 * (2 if side == "both" else 1)
+        assert ("side" in rec["rows"]) == (side == "both")
+        new, old = dict(model.named_parameters()), dict(ref.named_parameters())
+        assert all(torch.equal(new[n], old[n]) for n in old if "embed_tokens" not in n and "lm_head" not in n)
+        with torch.no_grad():
+            a, r = model(input_ids=b["input_ids"]).logits, ref(input_ids=b["input_ids"]).logits
+        assert torch.equal(a[..., keep], r[..., keep])
+        assert torch.equal(a[..., own], r[..., own]) == (side == "input")
+        out[(side, fast)] = (examples_loss(model, tok, ex) - before, rec["steps"], model.lm_head.weight.detach().clone())
+    assert out[("both", True)][0] > out[("input", True)][0] > 0
+    assert out[("both", True)][1] == out[("both", False)][1]
+    assert torch.allclose(out[("both", True)][2], out[("both", False)][2], atol=1e-5)
+
+
 def test_a_request_without_enough_own_tokens_is_updated_as_full(tiny_model, tiny_data):
     model, tok = tiny_model
     ref = copy.deepcopy(model).eval()

@@ -109,6 +109,14 @@ class RowsSection(Section):
     cannot reach the tokens before a request's first own token, nor those its context gives away.  0: off.  With 10 on
     synthetic 60 no escalated request reached its target, R.U. fell to 0.922 at t = 60 and FIT took 2.5x NPO's time
     (benchmarks/README.md, "Session 24")."""
+    side: Literal["input", "both"] = "input"
+    """Which rows of the request's own tokens move.  ``input``: the input-embedding rows only, so the edit changes how
+    the model *reads* those tokens and never what it predicts; it cannot reach a token's first occurrence in the
+    request (its prediction comes from the text before it), which is where the requests that spend their step
+    budget keep their facts (benchmarks/README.md, "Session 24").  ``both``: the output-layer rows of the same
+    tokens move too (the output layer untied first), so the edit can also lower the probability of predicting them;
+    every sequence's logits for those tokens change (a sequence without them reads the same hidden states, and only
+    those tokens' logits, hence its softmax, move), so the guard re-scores its whole probe after such a request."""
     lr: float = Field(default=2e-2, gt=0)
     """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates).  On the default model,
     2e-2 with ``loop.check_every: 2`` (as ``examples/rows.yaml`` and the bench's ``-rows``) kept the retain score of
@@ -238,6 +246,39 @@ def untie_embeddings(model) -> bool:
     if getattr(base.config, "get_text_config", None) is not None:
         base.config.get_text_config().tie_word_embeddings = False
     return True
+
+
+class EditedOutputRows:
+    """The output-layer rows one request edits (``rows.side: both``), trained as a tensor of their own: a forward
+    hook on the (untied) output layer computes those tokens' logits from :attr:`param` in place of the matrix's rows,
+    and :meth:`close` writes them back.  Only for a plain ``torch.nn.Linear`` (:meth:`supports`)."""
+
+    def __init__(self, head: torch.nn.Linear, rows: list[int]):
+        w = head.weight
+        self.head = head
+        self.index = torch.tensor(sorted(rows), dtype=torch.long, device=w.device)
+        self.param = torch.nn.Parameter(w.detach()[self.index].clone())
+        self._hook = None
+
+    @staticmethod
+    def supports(head, rows: list[int]) -> bool:
+        return type(head) is torch.nn.Linear and type(head.weight.data) is torch.Tensor
+
+    def attach(self) -> None:
+        self._hook = self.head.register_forward_hook(self._logits)
+
+    def _logits(self, module, args, out):
+        x = args[0]
+        bias = None if module.bias is None else module.bias[self.index]
+        return out.index_copy(-1, self.index, F.linear(x, self.param.to(x.dtype), bias).to(out.dtype))
+
+    @torch.no_grad()
+    def close(self) -> None:
+        """Remove the hook and write the trained rows into the output matrix."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+            self.head.weight[self.index] = self.param.detach().to(self.head.weight.dtype)
 
 
 class EditedRows:

@@ -528,7 +528,8 @@ class Engine:
                     self.ref_cache,
                     params=params,
                     repair=self.token_docs is None or not rows_only,
-                    rows=record["rows"]["tokens"] if rows_only else None,
+                    # rows.side both: every probe sequence's logits moved (the edited tokens' columns)
+                    rows=record["rows"]["tokens"] if rows_only and "side" not in record["rows"] else None,
                 )
             if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
                 record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]

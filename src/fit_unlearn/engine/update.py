@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.engine.adapters import Adapters, LoraSection
 from fit_unlearn.engine.distributed import all_ranks_true, rank_of, reduces_gradients, retain_stream
-from fit_unlearn.engine.rows import EditedRows, RowsSection, untie_embeddings
+from fit_unlearn.engine.rows import EditedOutputRows, EditedRows, RowsSection, untie_embeddings
 from fit_unlearn.layers import num_layers, trainable_params, unwrap
 from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
@@ -525,16 +525,26 @@ def apply_update(
     row_edit = edits_rows(cfg, rows)
     world = accelerator.num_processes if accelerator is not None else 1
     edited = None  #: row edits on one process: the request's rows trained as a tensor of their own
+    edited_out = None  #: and their output-layer rows (rows.side: both)
+    both_sides = row_edit and cfg.rows.side == "both"
     if row_edit:
         untie_embeddings(base)
-        if world == 1 and EditedRows.supports(base.get_input_embeddings(), rows):
+        head = base.get_output_embeddings() if both_sides else None
+        if (
+            world == 1
+            and EditedRows.supports(base.get_input_embeddings(), rows)
+            and (head is None or EditedOutputRows.supports(head, rows))
+        ):
             edited = EditedRows(base.get_input_embeddings(), rows)
+            edited_out = EditedOutputRows(head, rows) if head is not None else None
     saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights
     lora = None
     if edited is not None:
         names = set()  # none of the model's own tensors trains
     elif row_edit:
         names = {id(base.get_input_embeddings().weight)}
+        if both_sides:
+            names.add(id(base.get_output_embeddings().weight))
     elif cfg.trainable == "lora":
         lora = adapters if adapters is not None else Adapters(base, cfg.lora)
         names = {id(p) for p in lora.attach(adapter_name, plan.trainable)}
@@ -548,12 +558,13 @@ def apply_update(
     lr = stop.lr if stop is not None and stop.lr is not None else cfg.lr
     masks = saliency_masks(model, tok, params, forget_ex, cfg.saliency) if cfg.saliency else None
     if edited is not None:
-        lr, params = cfg.rows.lr, [edited.param]
-        masks = [torch.ones(1, 1, dtype=torch.bool, device=edited.param.device)]  # every row of it moves
+        lr, params = cfg.rows.lr, [edited.param] + ([edited_out.param] if edited_out is not None else [])
+        masks = [torch.ones(1, 1, dtype=torch.bool, device=p.device) for p in params]  # every row of them moves
     elif row_edit:
         lr = cfg.rows.lr
-        masks = [torch.zeros(params[0].shape[0], 1, dtype=torch.bool, device=params[0].device)]
-        masks[0][rows] = True  # broadcast over the row: whole rows move
+        masks = [torch.zeros(p.shape[0], 1, dtype=torch.bool, device=p.device) for p in params]
+        for m in masks:
+            m[rows] = True  # broadcast over the row: whole rows move
     decay = 0.0 if masks is not None else cfg.weight_decay  # masked: decayed by hand, salient weights only
     # 16-bit weights: the optimiser steps fp32 master copies (a bf16 weight cannot hold a small step)
     masters = (
@@ -605,6 +616,8 @@ def apply_update(
     forget_ref = spec.needs_reference and not spec.needs_hidden
     if edited is not None:
         edited.attach()
+    if edited_out is not None:
+        edited_out.attach()
     try:
         for step, i in enumerate(order):
             ex = forget_ex[i]
@@ -725,6 +738,8 @@ def apply_update(
             ref_cache.drop("alternate")
         if edited is not None:  # the trained rows into the matrix, the hook off
             edited.close()
+        if edited_out is not None:
+            edited_out.close()
     ce_after = mean_ce(model, tok, [request_text], cfg.max_len)[0] if request_text.strip() else None
     record = {
         "request_ce_before": ce_before,
@@ -737,13 +752,20 @@ def apply_update(
         "loss_first": first_loss,
         "loss_last": losses[-1] if losses else None,
         "losses": losses,
-        "params_touched": len(rows) * params[0].shape[-1] if row_edit else sum(p.numel() for p in params),
+        "params_touched": len(rows) * sum(p.shape[-1] for p in params) if row_edit else sum(p.numel() for p in params),
         "tensors_touched": len(params),
         **({"adapter": adapter_name, "lora_mode": lora.cfg.mode} if lora is not None else {}),
         "retain_drawn": drawn.hexdigest()[:16],  #: digest of the retain items this rank drew, in order
         **({"weights_salient": int(sum(int(m.sum()) for m in masks))} if masks is not None and not row_edit else {}),
         **(
-            {"rows": {"edited": row_edit, "tokens": list(rows), "decoded": [tok.decode([t]) for t in rows]}}
+            {
+                "rows": {
+                    "edited": row_edit,
+                    "tokens": list(rows),
+                    "decoded": [tok.decode([t]) for t in rows],
+                    **({"side": "both"} if both_sides else {}),
+                }
+            }
             if cfg.trainable == "rows" and rows is not None
             else {}
         ),
