@@ -335,11 +335,11 @@ def test_row_edits_train_the_rows_alone_as_the_masked_matrix_would(tiny_tok, tin
     assert real(emb, own) and not real(emb, own + [emb.padding_idx])
 
 
-def test_row_edits_on_both_sides_move_the_own_rows_of_the_output_layer_too(tiny_tok, tiny_data, monkeypatch):
-    """rows.side both: the own tokens' input and output rows move and nothing else; a sequence without those tokens
-    keeps every other token's logit bit-identical (only the edited tokens' columns move); the request's loss rises
-    further than the input-only edit's in the same steps; the masked matrix takes the same steps to within float
-    rounding; both hooks are gone afterwards."""
+def test_row_edits_on_both_sides_shrink_the_own_rows_of_the_output_layer(tiny_tok, tiny_data, monkeypatch):
+    """rows.side both: the own tokens' input rows move and their output rows are theta_0's scaled by a factor in
+    [0, 1] (the receipt's), nothing else moves; a sequence without those tokens keeps every other token's logit
+    bit-identical and no edited token's logit rises above max(theta_0's, 0); the request's loss rises further than
+    the input-only edit's; the masked input matrix takes the same steps to within rounding; the hooks are gone."""
     from fit_unlearn.engine import rows as rows_mod
     from fit_unlearn.engine.update import examples_loss, forget_examples
     from fit_unlearn.models import build_tiny_llama
@@ -366,16 +366,23 @@ def test_row_edits_on_both_sides_move_the_own_rows_of_the_output_layer_too(tiny_
         theta0 = ref.model.embed_tokens.weight
         assert (model.model.embed_tokens.weight != theta0).any(1).nonzero().flatten().tolist() == own
         moved_out = (model.lm_head.weight != theta0).any(1).nonzero().flatten().tolist()
-        assert moved_out == (own if side == "both" else [])
-        assert rec["params_touched"] == len(own) * 64 * (2 if side == "both" else 1)
-        assert ("side" in rec["rows"]) == (side == "both")
+        assert rec["params_touched"] == len(own) * (65 if side == "both" else 64)
+        if side == "both":
+            scale = torch.tensor(rec["rows"]["output_scale"])
+            assert rec["rows"]["side"] == "both" and len(scale) == len(own) and ((scale >= 0) & (scale <= 1)).all()
+            assert moved_out and set(moved_out) <= set(own) and (scale < 1).sum() == len(moved_out)
+            assert torch.allclose(model.lm_head.weight[own], theta0[own] * scale[:, None], atol=1e-4)
+        else:
+            assert moved_out == [] and "side" not in rec["rows"]
         new, old = dict(model.named_parameters()), dict(ref.named_parameters())
         assert all(torch.equal(new[n], old[n]) for n in old if "embed_tokens" not in n and "lm_head" not in n)
         with torch.no_grad():
             a, r = model(input_ids=b["input_ids"]).logits, ref(input_ids=b["input_ids"]).logits
         assert torch.equal(a[..., keep], r[..., keep])
         assert torch.equal(a[..., own], r[..., own]) == (side == "input")
-        out[(side, fast)] = (examples_loss(model, tok, ex) - before, rec["steps"], model.lm_head.weight.detach().clone())
+        assert (a[..., own] <= r[..., own].clamp(min=0) + 1e-5).all()
+        rise = examples_loss(model, tok, ex) - before
+        out[(side, fast)] = (rise, rec["steps"], model.lm_head.weight.detach().clone())
     assert out[("both", True)][0] > out[("input", True)][0] > 0
     assert out[("both", True)][1] == out[("both", False)][1]
     assert torch.allclose(out[("both", True)][2], out[("both", False)][2], atol=1e-5)

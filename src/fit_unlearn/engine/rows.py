@@ -249,36 +249,43 @@ def untie_embeddings(model) -> bool:
 
 
 class EditedOutputRows:
-    """The output-layer rows one request edits (``rows.side: both``), trained as a tensor of their own: a forward
-    hook on the (untied) output layer computes those tokens' logits from :attr:`param` in place of the matrix's rows,
-    and :meth:`close` writes them back.  Only for a plain ``torch.nn.Linear`` (:meth:`supports`)."""
+    """The output-layer rows one request edits (``rows.side: both``), each only *shrunk*: row ``t`` becomes ``s_t``
+    times theta_0's, ``0 <= s_t <= 1`` trained, so a token's logit moves toward 0 in every context and can never
+    rise where it was positive.  A free row would not do: ascent raises every token's logit where it is not the
+    target, and 20 synthetic requests edited so left retain-eval predicting the requests' own tokens (R.U. 0.707,
+    benchmarks/README.md, "Session 27").  The logits of the request's tokens are read through a forward hook on the
+    (untied) output layer; :meth:`close` writes the shrunk rows back (the saved model computes the same logits)."""
 
     def __init__(self, head: torch.nn.Linear, rows: list[int]):
         w = head.weight
         self.head = head
         self.index = torch.tensor(sorted(rows), dtype=torch.long, device=w.device)
-        self.param = torch.nn.Parameter(w.detach()[self.index].clone())
+        self.param = torch.nn.Parameter(torch.ones(1, len(rows), dtype=torch.float32, device=w.device))
         self._hook = None
 
     @staticmethod
     def supports(head, rows: list[int]) -> bool:
-        return type(head) is torch.nn.Linear and type(head.weight.data) is torch.Tensor
+        return type(head) is torch.nn.Linear and head.bias is None and type(head.weight.data) is torch.Tensor
 
     def attach(self) -> None:
         self._hook = self.head.register_forward_hook(self._logits)
 
     def _logits(self, module, args, out):
-        x = args[0]
-        bias = None if module.bias is None else module.bias[self.index]
-        return out.index_copy(-1, self.index, F.linear(x, self.param.to(x.dtype), bias).to(out.dtype))
+        return out.index_copy(-1, self.index, out.index_select(-1, self.index) * self.param.to(out.dtype))
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Keep every scale in [0, 1] (after each optimiser step)."""
+        self.param.clamp_(0.0, 1.0)
 
     @torch.no_grad()
     def close(self) -> None:
-        """Remove the hook and write the trained rows into the output matrix."""
+        """Remove the hook and write the shrunk rows into the output matrix."""
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-            self.head.weight[self.index] = self.param.detach().to(self.head.weight.dtype)
+            w = self.head.weight
+            w[self.index] = (w[self.index].float() * self.param.detach().T).to(w.dtype)
 
 
 class EditedRows:

@@ -22,6 +22,7 @@ from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.engine.adapters import Adapters, LoraSection
 from fit_unlearn.engine.distributed import all_ranks_true, rank_of, reduces_gradients, retain_stream
 from fit_unlearn.engine.rows import EditedOutputRows, EditedRows, RowsSection, untie_embeddings
+from fit_unlearn.errors import ConfigError
 from fit_unlearn.layers import num_layers, trainable_params, unwrap
 from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
@@ -530,21 +531,21 @@ def apply_update(
     if row_edit:
         untie_embeddings(base)
         head = base.get_output_embeddings() if both_sides else None
-        if (
-            world == 1
-            and EditedRows.supports(base.get_input_embeddings(), rows)
-            and (head is None or EditedOutputRows.supports(head, rows))
-        ):
+        if head is not None:
+            if not EditedOutputRows.supports(head, rows):
+                raise ConfigError(
+                    f"update.rows.side both needs a plain output layer without bias, got {type(head).__name__}; "
+                    "use rows.side input"
+                )
+            edited_out = EditedOutputRows(head, rows)
+        if world == 1 and EditedRows.supports(base.get_input_embeddings(), rows):
             edited = EditedRows(base.get_input_embeddings(), rows)
-            edited_out = EditedOutputRows(head, rows) if head is not None else None
     saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights
     lora = None
     if edited is not None:
         names = set()  # none of the model's own tensors trains
     elif row_edit:
         names = {id(base.get_input_embeddings().weight)}
-        if both_sides:
-            names.add(id(base.get_output_embeddings().weight))
     elif cfg.trainable == "lora":
         lora = adapters if adapters is not None else Adapters(base, cfg.lora)
         names = {id(p) for p in lora.attach(adapter_name, plan.trainable)}
@@ -558,13 +559,15 @@ def apply_update(
     lr = stop.lr if stop is not None and stop.lr is not None else cfg.lr
     masks = saliency_masks(model, tok, params, forget_ex, cfg.saliency) if cfg.saliency else None
     if edited is not None:
-        lr, params = cfg.rows.lr, [edited.param] + ([edited_out.param] if edited_out is not None else [])
-        masks = [torch.ones(1, 1, dtype=torch.bool, device=p.device) for p in params]  # every row of them moves
+        lr, params = cfg.rows.lr, [edited.param]
+        masks = [torch.ones(1, 1, dtype=torch.bool, device=edited.param.device)]  # every row of it moves
     elif row_edit:
         lr = cfg.rows.lr
-        masks = [torch.zeros(p.shape[0], 1, dtype=torch.bool, device=p.device) for p in params]
-        for m in masks:
-            m[rows] = True  # broadcast over the row: whole rows move
+        masks = [torch.zeros(params[0].shape[0], 1, dtype=torch.bool, device=params[0].device)]
+        masks[0][rows] = True  # broadcast over the row: whole rows move
+    if edited_out is not None:  # the output rows' scales: every one of them trains
+        params.append(edited_out.param)
+        masks.append(torch.ones(1, 1, dtype=torch.bool, device=edited_out.param.device))
     decay = 0.0 if masks is not None else cfg.weight_decay  # masked: decayed by hand, salient weights only
     # 16-bit weights: the optimiser steps fp32 master copies (a bf16 weight cannot hold a small step)
     masters = (
@@ -713,6 +716,10 @@ def apply_update(
                 with torch.no_grad():
                     for m, p in zip(masters, params, strict=True):
                         p.copy_(m)
+            if edited_out is not None:  # the output rows' scales stay in [0, 1] (the last of the parameters)
+                edited_out.project()
+                if masters is not None:
+                    masters[-1].data.clamp_(0.0, 1.0)
             losses.append(float(loss.detach()))
             if first_loss is None:
                 first_loss = losses[-1]
@@ -752,7 +759,9 @@ def apply_update(
         "loss_first": first_loss,
         "loss_last": losses[-1] if losses else None,
         "losses": losses,
-        "params_touched": len(rows) * sum(p.shape[-1] for p in params) if row_edit else sum(p.numel() for p in params),
+        "params_touched": len(rows) * (params[0].shape[-1] + (edited_out is not None))
+        if row_edit
+        else sum(p.numel() for p in params),
         "tensors_touched": len(params),
         **({"adapter": adapter_name, "lora_mode": lora.cfg.mode} if lora is not None else {}),
         "retain_drawn": drawn.hexdigest()[:16],  #: digest of the retain items this rank drew, in order
@@ -763,7 +772,14 @@ def apply_update(
                     "edited": row_edit,
                     "tokens": list(rows),
                     "decoded": [tok.decode([t]) for t in rows],
-                    **({"side": "both"} if both_sides else {}),
+                    **(
+                        {
+                            "side": "both",
+                            "output_scale": [round(float(v), 4) for v in edited_out.param.detach().flatten()],
+                        }
+                        if edited_out is not None
+                        else {}
+                    ),
                 }
             }
             if cfg.trainable == "rows" and rows is not None
