@@ -71,6 +71,36 @@ def test_a_capped_stop_measures_each_request_as_its_target(tiny_prepared, tmp_pa
         assert lp["stopped"] == "budget" or lp["loss_after"] >= lp["target"]
 
 
+def test_each_request_s_target_comes_from_its_nearest_holdout_documents(tiny_prepared, tmp_path):
+    """loop.neighbours: each request's target is the quantile of theta_0's losses on the k holdout documents whose
+    TF-IDF vectors are nearest its document's (named in the receipt, the nearest first); the targets differ between
+    requests, the stop obeys each; resume stays bit-identical."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    over = {**LOOP, "loop": {**LOOP["loop"], "neighbours": 2}, "checkpoint.every": 2}
+    res_full, cal = _resumed_bit_identical(tiny_prepared, tmp_path, over)
+    eng = Engine(_cfg(tiny_prepared, tmp_path / "x", **over), progress=False)
+    holdout, docs = eng.data.holdout, {d.id: d for d in eng.data.forget}
+    eng.close()
+    losses = cal["level"]["losses"]
+    vec = TfidfVectorizer(sublinear_tf=True).fit([d.text for d in holdout])
+    targets = set()
+    for r in res_full["requests"]:
+        sim = cosine_similarity(vec.transform([docs[r["id"]].text]), vec.transform([d.text for d in holdout]))[0]
+        near = sorted(range(len(holdout)), key=lambda i: (-sim[i], i))[:2]
+        lp = r["loop"]
+        assert lp["neighbours"] == [holdout[i].id for i in near]
+        assert lp["target"] == pytest.approx(sum(losses[i] for i in near) / 2)  # the median of two
+        assert lp["stopped"] == "budget" or lp["loss_after"] >= lp["target"]
+        targets.add(round(lp["target"], 9))
+    assert len(targets) > 1 and cal["level"]["target"] not in targets
+    from fit_unlearn.engine.loop import LoopConfig
+
+    with pytest.raises(ValueError, match="loop.neighbours picks holdout documents"):
+        LoopConfig(neighbours=3, target="base")
+
+
 def test_each_request_stops_once_it_reaches_the_target(tiny_prepared, tmp_path):
     eng = Engine(_cfg(tiny_prepared, tmp_path / "r", **LOOP), progress=False)
     res = eng.run()

@@ -296,6 +296,7 @@ _ADDED_LATER: dict = {
     "loop": {
         "enabled": False,
         "cap_quantile": None,
+        "neighbours": None,
         "check_ahead": None,
         "stall_steps": None,
         "stall_rise": 0.03,

@@ -36,7 +36,7 @@ from fit_unlearn.engine.config import RunConfig
 from fit_unlearn.engine.distributed import check_supported, resolve_sharding
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
-from fit_unlearn.engine.loop import Guard, base_model_path, nonmember_level, stop_rule
+from fit_unlearn.engine.loop import Guard, NeighbourTargets, base_model_path, nonmember_level, stop_rule
 from fit_unlearn.engine.rows import (
     general_tokens,
     own_tokens,
@@ -171,6 +171,7 @@ class Engine:
             else frozenset()
         )
         self._stop: StopRule | None = None
+        self._neighbours: NeighbourTargets | None = None  #: loop.neighbours: each request's target
         #: loop.target: base / both: the base model theta_0 was fine-tuned from (loaded with the loop's calibration)
         self.base_model = None
         self.guard: Guard | None = None
@@ -501,7 +502,13 @@ class Engine:
                     rows=rows,
                 )
 
-            record = update(rows, self._stop if self.cfg.loop.stop else None)
+            stop, near = self._stop if self.cfg.loop.stop else None, None
+            if stop is not None and self._neighbours is not None:  # this request's own non-member level
+                level, near = self._neighbours.target(request.text)
+                stop = replace(stop, target=level)
+            record = update(rows, stop)
+            if near is not None and "loop" in record:
+                record["loop"]["neighbours"] = near
             if "rows" in record:  # absent when the update had nothing to train on (skipped)
                 record["rows"]["shared_with"] = shared
                 if targeted is not None:  # FIT's T under row edits: which own rows it kept
@@ -514,7 +521,7 @@ class Engine:
                 t1 = time.perf_counter()
                 self.strategy.plan_weights(plan, self.model, self.tok)
                 t_plan += time.perf_counter() - t1
-                record["escalated"] = update(None, replace(self._stop, max_steps=self.update_cfg.rows.escalate_steps))
+                record["escalated"] = update(None, replace(stop, max_steps=self.update_cfg.rows.escalate_steps))
                 record["escalated"]["objective"] = plan.objective.name
                 record["seconds"] = record.get("seconds", 0.0) + record["escalated"].get("seconds", 0.0)
                 rows_only = False
@@ -712,6 +719,10 @@ class Engine:
         elif self.guard is not None:
             self.guard.baseline = done["guard"]["probe_loss"]
         self._stop = replace(stop_rule(done["level"], self.cfg.loop), target_model=self.base_model)
+        if self.cfg.loop.neighbours is not None and self.cfg.loop.target != "base":
+            self._neighbours = NeighbourTargets(
+                self.data.holdout, done["level"]["losses"], self.cfg.loop.neighbours, self.cfg.loop.quantile
+            )
 
     def _load_base(self):
         path = self._base[0]
