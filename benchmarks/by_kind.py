@@ -5,7 +5,8 @@ per-document forget score against the retain-only model's (the evaluation's ``pe
 components of the forget score F = 100 cbrt(p r a) (answer probability, ROUGE-L of the generated answer, token
 accuracy on the document), each kind's share of the set's mean, against the retain-only model's.  Strict F.D. reads
 F of the set alone, so an answer probability below the retain-only model's can hide a ROUGE-L and a token accuracy
-above it.
+above it.  Each document's answer probability and ROUGE-L are the mean over its questions; the evaluation averages
+over all questions, so on a set with several questions per document the set's figures differ a little from F's.
 
 Reads a run's journal and evaluation files and the prepared split; runs no model.
 

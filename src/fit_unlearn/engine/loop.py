@@ -105,7 +105,11 @@ class LoopConfig(Section):
     texts), instead of one quantile over the whole holdout.  Documents of different kinds are unseen at different
     losses (theta_0's median on synthetic holdout code 1.84, personal records 3.82; the one target 2.69 left code
     over-forgotten and personal records under-forgotten, benchmarks/README.md, "Session 27").  The receipt names the
-    neighbours.  ``null``: one target for every request."""
+    neighbours.  ``null``: one target for every request.  Off: with 3 (stream order 0) each kind's mean per-document
+    score landed near the retain-only model's, but strict F.D. fell on synthetic 60 (0.258 / 0.687 / 0.687 against
+    0.993 / 0.999 / 0.855 at t = 20 / 40 / 60; R.U. 0.989 / 0.999 / 0.960 against 0.989 / 0.985 / 0.947) and rose
+    on real PCH 60 (0.974 / 0.957 / 0.950 against 0.962 / 0.946 / 0.885; R.U. 0.944 / 0.958 / 0.976 against 0.952 /
+    0.966 / 0.985)."""
     cap_quantile: float | None = Field(default=None, gt=0, le=1)
     """Cap each token's loss, in the stop's measure, at this quantile of theta_0's per-token losses on the holdout
     (a winsorised mean; the target is measured the same way).  ``null``: the plain mean, which a few tokens driven to
