@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fit_unlearn.engine.update import ReferenceCache, UpdateConfig, _forward, apply_update, slices
+from fit_unlearn.errors import ConfigError
 from fit_unlearn.objectives import resolve_objective
 from fit_unlearn.strategies.base import UpdatePlan
 from fit_unlearn.text import collate, doc_example
@@ -386,6 +387,14 @@ def test_row_edits_on_both_sides_shrink_the_own_rows_of_the_output_layer(tiny_to
     assert out[("both", True)][0] > out[("input", True)][0] > 0
     assert out[("both", True)][1] == out[("both", False)][1]
     assert torch.allclose(out[("both", True)][2], out[("both", False)][2], atol=1e-5)
+
+
+def test_row_edits_on_both_sides_refuse_an_output_layer_the_hook_cannot_read():
+    from fit_unlearn.engine.rows import EditedOutputRows
+
+    EditedOutputRows.require(torch.nn.Linear(4, 8, bias=False))
+    with pytest.raises(ConfigError, match="rows.side both needs a plain output layer without bias"):
+        EditedOutputRows.require(torch.nn.Linear(4, 8, bias=True))
 
 
 def test_a_request_without_enough_own_tokens_is_updated_as_full(tiny_model, tiny_data):

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 
 from fit_unlearn.data.documents import Document
 from fit_unlearn.data.qa import derive_qa
+from fit_unlearn.errors import ConfigError
 from fit_unlearn.layers import unwrap
 from fit_unlearn.schema import Section
 from fit_unlearn.text import encode_qa, encode_text
@@ -268,8 +269,13 @@ class EditedOutputRows:
         self._hook = None
 
     @staticmethod
-    def supports(head, rows: list[int]) -> bool:
-        return type(head) is torch.nn.Linear and head.bias is None and type(head.weight.data) is torch.Tensor
+    def require(head) -> None:
+        """Refuse an output layer the hook cannot read: anything but a plain ``torch.nn.Linear`` without bias."""
+        if not (type(head) is torch.nn.Linear and head.bias is None and type(head.weight.data) is torch.Tensor):
+            raise ConfigError(
+                f"update.rows.side both needs a plain output layer without bias, got {type(head).__name__}; "
+                "use rows.side input"
+            )
 
     def attach(self) -> None:
         self._hook = self.head.register_forward_hook(self._logits)

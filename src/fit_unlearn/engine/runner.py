@@ -38,6 +38,7 @@ from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
 from fit_unlearn.engine.journal import Journal
 from fit_unlearn.engine.loop import Guard, NeighbourTargets, base_model_path, nonmember_level, stop_rule
 from fit_unlearn.engine.rows import (
+    EditedOutputRows,
     general_tokens,
     own_tokens,
     reuse_counted_tokens,
@@ -118,6 +119,8 @@ class Engine:
                 f"update.rows.general_rank {cfg.update.rows.general_rank} leaves no token of the tokenizer's "
                 f"{len(self.tok)} editable; set it below that (0: every token may be edited)"
             )
+        if cfg.update.trainable == "rows" and cfg.update.rows.side == "both":  # refused before any work
+            EditedOutputRows.require(unwrap(self.model).get_output_embeddings())
         self._preflight_disk()
         self.model = self.sharding.shard(self.model)
         self.ref_model = None
@@ -536,7 +539,7 @@ class Engine:
                     params=params,
                     repair=self.token_docs is None or not rows_only,
                     # rows.side both: every probe sequence's logits moved (the edited tokens' columns)
-                    rows=record["rows"]["tokens"] if rows_only and "side" not in record["rows"] else None,
+                    rows=record["rows"]["tokens"] if rows_only and self.update_cfg.rows.side == "input" else None,
                 )
             if len(record.get("losses", [])) > 64:  # keep journal lines small for long requests
                 record["losses"] = record["losses"][:: len(record["losses"]) // 64 + 1]

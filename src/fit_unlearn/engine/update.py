@@ -22,7 +22,6 @@ from fit_unlearn.data.documents import QA, Document
 from fit_unlearn.engine.adapters import Adapters, LoraSection
 from fit_unlearn.engine.distributed import all_ranks_true, rank_of, reduces_gradients, retain_stream
 from fit_unlearn.engine.rows import EditedOutputRows, EditedRows, RowsSection, untie_embeddings
-from fit_unlearn.errors import ConfigError
 from fit_unlearn.layers import num_layers, trainable_params, unwrap
 from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
@@ -528,16 +527,12 @@ def apply_update(
     edited = None  #: row edits on one process: the request's rows trained as a tensor of their own
     edited_out = None  #: and their output-layer rows (rows.side: both)
     both_sides = row_edit and cfg.rows.side == "both"
+    if both_sides:  # before anything changes
+        EditedOutputRows.require(base.get_output_embeddings())
     if row_edit:
         untie_embeddings(base)
-        head = base.get_output_embeddings() if both_sides else None
-        if head is not None:
-            if not EditedOutputRows.supports(head, rows):
-                raise ConfigError(
-                    f"update.rows.side both needs a plain output layer without bias, got {type(head).__name__}; "
-                    "use rows.side input"
-                )
-            edited_out = EditedOutputRows(head, rows)
+        if both_sides:
+            edited_out = EditedOutputRows(base.get_output_embeddings(), rows)
         if world == 1 and EditedRows.supports(base.get_input_embeddings(), rows):
             edited = EditedRows(base.get_input_embeddings(), rows)
     saved_flags = [(p, p.requires_grad) for p in base.parameters()]  # by identity: PEFT renames wrapped weights
