@@ -872,6 +872,34 @@ def test_row_edits_may_reuse_the_tokens_of_forgotten_documents(tiny_prepared, tm
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_row_edits_cover_the_questions_read_in_shared_words(tiny_prepared, tmp_path):
+    """update.rows.cover_prompts: a request whose question holds none of its own tokens also edits the question's
+    rarest word (the receipt's rows.covered names it); the other requests edit what the option off edits."""
+    from fit_unlearn.engine.rows import holder_count, prompt_keys
+
+    def run(name, cover):
+        rows = {"cover_prompts": cover, "cover_max_df": 50}
+        over = {"update": {"lr": 1e-3, "epochs": 1, "trainable": "rows", "rows": rows}}
+        eng = Engine(
+            _cfg(tiny_prepared, tmp_path / name, **over, eval={"every": None, "at_end": False}), progress=False
+        )
+        res = eng.run()
+        eng.close()
+        return eng, res["requests"]
+
+    eng, on = run("on", True)
+    _, off = run("off", False)
+    docs = {d.id: d for d in eng.data.forget}
+    covered = 0
+    for a, b in zip(on, off, strict=True):
+        d = docs[a["id"]]
+        want = prompt_keys(eng.tok, d.qa, b["rows"]["tokens"], holder_count(d.id, eng.token_docs), frozenset(), 50)
+        assert a["rows"]["covered"] == want
+        assert a["rows"]["tokens"] == sorted({*b["rows"]["tokens"], *(c["token"] for c in want)})
+        covered += bool(want)
+    assert covered  # some request of the tiny stream asks in shared words only
+
+
 def test_the_evaluation_schedule():
     from fit_unlearn.engine.config import EvalSection
 

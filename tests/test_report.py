@@ -512,6 +512,10 @@ def test_receipt_shows_the_rows_edited_the_closed_loop_and_the_guard():
     assert "rows: 3 input-embedding rows edited ' Joan', ' KS', 'ne' (rarest tokens: each in at most 1 other" in out
     assert "closed loop: loss 0.147 -> 4.970, target 4.882, 15 steps, stopped: target" in out
     assert "guard: probe drift +12.0%, 2 repair steps -> +1.0%" in out
+    q = "What is the address of Stephanie U. Miller?"
+    record["rows"]["covered"] = [{"question": q, "token": 9, "decoded": " Stephanie", "holders": 2}]
+    out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
+    assert f"+ ' Stephanie' (2 other documents hold it) for the question '{q}'" in out
     record["rows"] = {"edited": False, "tokens": [], "decoded": [], "shared_with": 0}
     out = text(tables.receipt([{"event": "applied", "id": "a", "position": 1, "record": record}]))
     assert "rows: the request has no token of its own; updated as trainable: full" in out

@@ -227,3 +227,66 @@ def test_forgotten_documents_keep_holding_general_words_and_word_pieces(tiny_mod
     common = [i for i in starts if zipf_frequency(pieces[i][1:].lower(), "en") >= 4.0]
     assert inner and rare and common
     assert all(i in counted for i in inner + common) and not any(i in counted for i in rare)
+
+
+def test_a_question_read_in_shared_words_gets_its_rarest_word_edited(tiny_model, tiny_data):
+    """rows.cover_prompts: a row edit changes only what follows an edited token, so a question made of words other
+    documents hold too is read as before; prompt_keys adds its rarest word (fewest other holders, at most
+    cover_max_df), and nothing for a question that already holds an own token."""
+    from fit_unlearn.data.documents import QA
+    from fit_unlearn.engine.rows import WORD_STARTS, holder_count, prompt_keys
+    from fit_unlearn.text import encode_qa
+
+    _, tok = tiny_model
+    index = token_documents(tok, tiny_data.retain + tiny_data.holdout + tiny_data.forget)
+    doc = tiny_data.forget[0]
+    own, _ = own_tokens(tok, doc.id, doc.text, doc.qa[:2], index, 0)
+    holders = holder_count(doc.id, index)
+    # questions asked in another document's words (its first line): none of this request's own tokens is in them
+    others = [d for d in tiny_data.retain + tiny_data.forget[1:] if d.text.split("\n")[0].strip()]
+    asked = [QA(f"What does {d.text.split(chr(10))[0]} say?", "nothing") for d in others]
+    words = {}
+    for q in asked:
+        ids, n = encode_qa(tok, q, max_len=1 << 30)
+        prompt = set(ids[:n])
+        assert not prompt & set(own)
+        pieces = dict(zip(ids[:n], tok.convert_ids_to_tokens(ids[:n]), strict=True))
+        words[q.question] = {
+            t: holders(t)
+            for t, p in pieces.items()
+            if str(p).startswith(WORD_STARTS) and any(c.isalpha() for c in tok.decode([t]))
+        }
+    covered = prompt_keys(tok, asked, own, holders, frozenset(), max_df=len(tiny_data.forget) + 20)
+    assert covered
+    have = set(own)
+    by_q = {c["question"]: c for c in covered}
+    for q in asked:
+        c = by_q.get(q.question)
+        if c is None:  # covered by a word an earlier question added, or no word to edit
+            ids, n = encode_qa(tok, q, max_len=1 << 30)
+            assert set(ids[:n]) & have or not words[q.question]
+            continue
+        assert c["holders"] == holders(c["token"]) == min(words[q.question].values())  # the rarest word
+        have.add(c["token"])
+    # a cap on holders leaves the questions whose rarest word more documents hold
+    tight = prompt_keys(tok, asked, own, holders, frozenset(), max_df=0)
+    assert all(c["holders"] == 0 for c in tight) and len(tight) < len(covered)
+
+    # a question that holds an own token is read through the edit already: nothing added for it
+    def prompt(q):
+        ids, n = encode_qa(tok, q, max_len=1 << 30)
+        return set(ids[:n])
+
+    keyed = [
+        (d, q, mine)
+        for d in tiny_data.forget
+        for mine in [own_tokens(tok, d.id, d.text, d.qa, index, 0)[0]]
+        for q in d.qa
+        if prompt(q) & set(mine)
+    ]
+    assert keyed and all(
+        prompt_keys(tok, [q], mine, holder_count(d.id, index), frozenset(), 100) == [] for d, q, mine in keyed
+    )
+    # general words (rows.general_zipf) are never chosen
+    banned = {c["token"] for c in covered}
+    assert not {c["token"] for c in prompt_keys(tok, asked, own, holders, banned, max_df=100)} & banned

@@ -18,6 +18,9 @@ from fit_unlearn.layers import unwrap
 from fit_unlearn.schema import Section
 from fit_unlearn.text import encode_qa, encode_text
 
+#: how a token that begins a word begins: byte-level BPE's space, SentencePiece's word marker, a plain space
+WORD_STARTS = ("\u0120", "\u2581", " ")
+
 
 class RowsSection(Section):
     """Token-keyed edits (``update.trainable: rows``): only the input-embedding rows of the tokens that belong to
@@ -93,6 +96,15 @@ class RowsSection(Section):
     row edits): over three stream orders of synthetic 60 it took strict F.D. from 0.781 / 0.548 / 0.564 to 0.822 /
     0.916 / 0.862 (means at t = 20 / 40 / 60) at the same R.U., and on real PCH 60 it kept R.U. >= 0.95 where the old
     default fell to 0.947-0.948 at t = 40 (docs/rows.md, benchmarks/README.md, "Session 24" and "Session 25")."""
+    cover_prompts: bool = False
+    """Also edit, for each of the request's QA pairs whose question holds none of its own tokens, the question's
+    rarest word (:func:`prompt_keys`), when at most ``cover_max_df`` other documents hold it (the forgotten ones not
+    counted under ``reuse_forgotten``).  An input-row edit changes only what follows an edited token: a question
+    made of words other documents share too (a name of common first and last names, "The Taylor Scheme") is read
+    exactly as before, and its answer recalled.  The receipt's ``rows.covered`` names each such word and its holders;
+    those documents read the edit too."""
+    cover_max_df: int = Field(default=2, ge=0)
+    """With ``cover_prompts``: the most other documents that may hold a word it edits."""
     reuse_zipf: float = Field(default=4.0, ge=0, le=8)
     """With ``reuse_forgotten``: a token general text reads often (as ``general_zipf`` tells them: no letter or digit,
     or a word of at least this Zipf frequency), and any piece that does not begin a word (``ing``, ``ville``), stays
@@ -194,13 +206,7 @@ def own_tokens(
     deleted, ``RowsSection.reuse_forgotten``) do not count as other holders, except for the ids in ``counted``
     (``RowsSection.reuse_zipf``: those general text reads often) and the tokens more than ``reuse_max`` forgotten
     documents hold (``RowsSection.reuse_max_df``).  Returns (tokens, the count used)."""
-    gone = frozenset(forgotten)
-
-    def holders(t: int) -> int:
-        held = index.get(t, frozenset()) - {doc_id}
-        freed = held & gone if t not in counted else frozenset()
-        return len(held) - (len(freed) if reuse_max is None or len(freed) <= reuse_max else 0)
-
+    holders = holder_count(doc_id, index, forgotten, counted, reuse_max)
     others = {t: holders(t) for t in document_tokens(tok, text, qa) if t not in general}
     df = max_df
     for count in sorted(set(others.values())):
@@ -210,15 +216,66 @@ def own_tokens(
     return sorted(t for t, c in others.items() if c <= df), df
 
 
+def holder_count(
+    doc_id: str,
+    index: dict[int, frozenset[str]],
+    forgotten: Collection[str] = frozenset(),
+    counted: Collection[int] = frozenset(),
+    reuse_max: int | None = None,
+):
+    """Token id -> how many documents of ``index`` other than ``doc_id`` hold it, as :func:`own_tokens` counts them
+    (``forgotten``, ``counted`` and ``reuse_max`` as there)."""
+    gone = frozenset(forgotten)
+
+    def holders(t: int) -> int:
+        held = index.get(t, frozenset()) - {doc_id}
+        freed = held & gone if t not in counted else frozenset()
+        return len(held) - (len(freed) if reuse_max is None or len(freed) <= reuse_max else 0)
+
+    return holders
+
+
+def prompt_keys(tok, qa, rows: Collection[int], holders, general: Collection[int], max_df: int) -> list[dict]:
+    """``rows.cover_prompts``: for each QA pair whose question holds none of ``rows``, the question's rarest word
+    (the token that begins a word, has a letter, is not in ``general`` and has the fewest other holders by
+    ``holders``, :func:`holder_count`; ties: the less frequent word in general text by ``wordfreq``, then the lower
+    id), if at most ``max_df`` other documents hold it.  A row edit changes only what follows an edited token, so a
+    question made of words other documents share too ("What is the address of Stephanie U. Miller?") is read exactly
+    as before and its answer recalled as before.  Returns one entry per covered question: the token, its text and
+    its holders."""
+    from wordfreq import zipf_frequency
+
+    have = set(rows)
+    out = []
+    for q in qa:
+        ids, n_prompt = encode_qa(tok, q, max_len=1 << 30)
+        prompt = set(ids[:n_prompt])
+        if prompt & have:
+            continue
+        pieces = dict(zip(sorted(prompt), tok.convert_ids_to_tokens(sorted(prompt)), strict=True))
+        cands = [
+            (holders(t), zipf_frequency(tok.decode([t]).strip(), "en"), t)
+            for t, piece in pieces.items()
+            if t not in general and str(piece).startswith(WORD_STARTS) and any(c.isalpha() for c in tok.decode([t]))
+        ]
+        if not cands:
+            continue
+        n, _, t = min(cands)
+        if n > max_df:
+            continue
+        have.add(t)
+        out.append({"question": q.question, "token": t, "decoded": tok.decode([t]), "holders": n})
+    return out
+
+
 def reuse_counted_tokens(tok, zipf: float, lang: str = "en") -> frozenset[int]:
     """The ids that forgotten documents keep holding under ``rows.reuse_forgotten``: :func:`general_tokens` at ``zipf``,
     and every token that does not begin a word (no leading space or word marker: ``ing``, ``ville``, ``ist``), which
     any word of general text may end in."""
-    starts = ("\u0120", "\u2581", " ")  # byte-level BPE's space, SentencePiece's word marker, a plain space
     inner = {
         i
         for i, piece in enumerate(tok.convert_ids_to_tokens(list(range(len(tok)))))
-        if not str(piece).startswith(starts)
+        if not str(piece).startswith(WORD_STARTS)
     }
     return general_tokens(tok, zipf, lang) | frozenset(inner)
 

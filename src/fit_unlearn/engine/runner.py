@@ -40,7 +40,9 @@ from fit_unlearn.engine.loop import Guard, NeighbourTargets, base_model_path, no
 from fit_unlearn.engine.rows import (
     EditedOutputRows,
     general_tokens,
+    holder_count,
     own_tokens,
+    prompt_keys,
     reuse_counted_tokens,
     token_documents,
     untie_embeddings,
@@ -477,6 +479,17 @@ class Engine:
                     self.reuse_counted,
                     rc.reuse_max_df,
                 )
+                covered = None
+                if rc.cover_prompts and rows:  # questions read wholly in shared words: their rarest word too
+                    holders = holder_count(
+                        request.id,
+                        self.token_docs,
+                        self.applied_ids if rc.reuse_forgotten else (),
+                        self.reuse_counted,
+                        rc.reuse_max_df,
+                    )
+                    covered = prompt_keys(self.tok, plan.qa, rows, holders, self.general_rows, rc.cover_max_df)
+                    rows = sorted({*rows, *(c["token"] for c in covered)})
                 t1 = time.perf_counter()
                 if edits_rows(self.update_cfg, rows):
                     examples = forget_examples(self.tok, plan.text, plan.qa, self.update_cfg, self.common)[1]
@@ -514,6 +527,8 @@ class Engine:
                 record["loop"]["neighbours"] = near
             if "rows" in record:  # absent when the update had nothing to train on (skipped)
                 record["rows"]["shared_with"] = shared
+                if covered is not None:
+                    record["rows"]["covered"] = covered
                 if targeted is not None:  # FIT's T under row edits: which own rows it kept
                     record["rows"]["targeted"] = targeted
                 record["rows"]["widened"] = (

@@ -307,6 +307,13 @@ def _receipt_lines(e: dict) -> list[Text]:
                     )
                 )
             )
+            for c in rows.get("covered") or ():  # rows.cover_prompts: a question read in shared words only
+                lines.append(
+                    line(
+                        f"  + {c['decoded']!r} ({c['holders']} other documents hold it) for the question "
+                        f"{c['question']!r}"
+                    )
+                )
         else:
             lines.append(line("  rows: the request has no token of its own; updated as trainable: full"))
     lp = r.get("loop")
