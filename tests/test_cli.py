@@ -103,6 +103,14 @@ def test_eval_writes_json_with_provenance(tiny_prepared, tmp_path, capsys):
     f_gold, f_0 = gold("retain_only", "forget", forget_ids[:t]), gold("theta0", "forget", forget_ids[:t])
     assert res["reference"]["forget_strict"] == pytest.approx({"theta0": f_0, "retain_only": f_gold})
     assert f_0 != pytest.approx(f_gold, rel=0.05)  # the two gold models really differ
+    for model in ("theta0", "retain_only"):  # F's three parts, each by hand
+        by_id = {it["id"]: it for it in ref[model]["forget"]}
+        items = [by_id[i] for i in forget_ids[:t]]
+        qa = [q for it in items for q in it["qa"]]
+        parts = res["reference"]["forget_parts"][model]
+        assert parts["probability"] == pytest.approx(sum(q["probability"] for q in qa) / len(qa))
+        assert parts["rouge_l"] == pytest.approx(sum(q["rouge_l"] for q in qa) / len(qa))
+        assert parts["token_acc"] == pytest.approx(sum(it["token_acc"] for it in items) / len(items))
     # theta0 is the t = 0 gold model: scored again, it reproduces its own reference values
     assert res["forget"]["score"] == pytest.approx(f_0, rel=1e-3)
     assert res["forget_degree_strict"] == pytest.approx(close(res["forget"]["score"], f_gold))

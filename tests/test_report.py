@@ -303,6 +303,31 @@ def test_report_draws_every_plot_and_its_tables_equal_the_runs_json(tiny_bench, 
             assert cell.endswith(f"{int4:.3f}"), method
     assert targets["npo"]["relearn recovery <= 0.3"] == "n/a"  # no relearning attack in the tiny bench
 
+    # F's parts on the forgotten documents, next to the retain-only model's, at every checkpoint
+    head, *rows = md_table(md, "method | t | p (retain-only)")
+    assert len(rows) == sum(len(ress[0]["evals"]) for ress in results.values())
+    for row in rows:
+        e = next(e for e in results[row[0]][0]["evals"] if str(e["t"]) == row[1])
+        want = [
+            agg([ev["forget"][k] for res in results[row[0]] for ev in res["evals"] if ev["t"] == e["t"]])[0]
+            for k in ("probability", "rouge_l", "token_acc")
+        ]
+        ref = [
+            agg(
+                [
+                    ev["reference"]["forget_parts"]["retain_only"][k]
+                    for res in results[row[0]]
+                    for ev in res["evals"]
+                    if ev["t"] == e["t"]
+                ]
+            )[0]
+            for k in ("probability", "rouge_l", "token_acc")
+        ]
+        for cell, v, r, tol in zip(row[2:], want, ref, (5e-5, 5e-4, 5e-4), strict=True):
+            got, gold = cell.split(" (")
+            assert parse(got)[0] == pytest.approx(v, abs=tol) and parse(gold.rstrip(")"))[0] == pytest.approx(
+                r, abs=tol
+            )
     head, *rows = md_table(md, "method | requests (all seeds)")
     objectives = {r[0]: r[2] for r in rows}
     assert objectives["npo"] == "npo 8"

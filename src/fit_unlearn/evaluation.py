@@ -40,6 +40,10 @@ from fit_unlearn.provenance import provenance
 REFERENCE_VERSION = 3
 
 
+#: the three parts of a forget score F = 100 cbrt(p r a), as :func:`scores_from_items` names them
+PARTS = ("probability", "rouge_l", "token_acc")
+
+
 class Reference:
     """Per-document scores of theta_0 and of the retain-only model (``reference.json``)."""
 
@@ -290,6 +294,8 @@ def _against_reference(ref: Reference, f, pend, r, whole, forgotten, pending, re
     if forgotten and known_f:
         gold = {m: ref.score(m, "forget", f_ids) for m in ("theta0", "retain_only")}
         reference["forget_strict"] = {m: gold[m]["score"] for m in gold}
+        # F's three parts: a set can reach the retain-only score with one part too low and another too high
+        reference["forget_parts"] = {m: {k: gold[m][k] for k in PARTS} for m in gold}
         out["forget_degree_strict"] = closeness(f.score, gold["retain_only"]["score"])
         if f.paraphrase is not None and "paraphrase" in gold["retain_only"]:
             reference["forget_paraphrase"] = {m: gold[m]["paraphrase"]["score"] for m in gold}

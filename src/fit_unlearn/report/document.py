@@ -262,7 +262,34 @@ def _scores(summary: dict, plots: dict) -> list[Block]:
             tuple(rows),
         )
     )
-    return blocks
+    return blocks + _parts(summary)
+
+
+def _parts(summary: dict) -> list[Block]:
+    """F's three parts on the forgotten documents next to the retain-only model's: strict F.D. compares their
+    product, so one part below the retain-only model's can hide another above it."""
+    rows = []
+    for name, m in summary["methods"].items():
+        for e in m["evals"]:
+            if e.get("p_forgotten_retain_only") is None:  # evaluations written before session 28
+                continue
+            cells = [
+                f"{fmt_agg(e.get(f'{k}_forgotten'), spec)} ({fmt_agg(e.get(f'{k}_forgotten_retain_only'), spec)})"
+                for k, spec in (("p", ".4f"), ("rouge", ".3f"), ("acc", ".3f"))
+            ]
+            rows.append((name, str(e["t"]), *cells))
+    if not rows:
+        return []
+    return [
+        Heading("F's parts on the forgotten documents"),
+        Para(
+            "Answer probability p, ROUGE-L r of the greedy answer and token accuracy a of the documents requested so "
+            "far, in parentheses the retain-only model's on the same documents. Strict F.D. compares F = 100 cbrt(p r "
+            "a) with the retain-only model's, so a part below the retain-only model's can hide another above it: a "
+            "deletion has happened when each part is near its reference, not only their product."
+        ),
+        Table(("method", "t", "p (retain-only)", "ROUGE-L (retain-only)", "token accuracy (retain-only)"), tuple(rows)),
+    ]
 
 
 def _fit(summary: dict, plots: dict) -> list[Block]:
