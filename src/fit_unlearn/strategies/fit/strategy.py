@@ -32,12 +32,18 @@ class FitStrategy(SequentialStrategy):
     #: and the pieces became "own" tokens that no document holds); the stop measures each token's loss capped at the
     #: holdout's 0.7 quantile, so a few tokens driven far cannot carry a request to its target (session 22); the checks
     #: are spaced by the loss's progress (session 23); a document already deleted no longer holds the rare words it
-    #: shares with a later request (``rows.reuse_forgotten``, session 25: three stream orders on two data sets).  The
+    #: shares with a later request (``rows.reuse_forgotten``, session 25: three stream orders on two data sets); a
+    #: question read only in words other documents share gets its rarest word edited too (``rows.cover_prompts``,
+    #: session 28: three stream orders of synthetic 60 and real PCH 60, order 0 of synthetic 120).  The
     #: paper's recipe (every weight of T's layers, 3 epochs at 3e-5, no loop, character chunks) is
     #: ``examples/fit-paper.yaml``; measured against it in benchmarks/README.md, "Session 21" and "Session 22"
     config_defaults = {
         "strategy": {"fit": {"rows_objective": "ga", "filter": {"unit": "tokens"}}},
-        "update": {"trainable": "rows", "template_max_df": 0.2, "rows": {"reuse_forgotten": True}},
+        "update": {
+            "trainable": "rows",
+            "template_max_df": 0.2,
+            "rows": {"reuse_forgotten": True, "cover_prompts": True},
+        },
         "loop": {"enabled": True, "check_every": 2, "cap_quantile": 0.7, "check_ahead": 0.5},
     }
 
