@@ -256,19 +256,21 @@ def prompt_keys(tok, qa, rows: Collection[int], holders, general: Collection[int
         prompt = set(ids[:n_prompt])
         if prompt & have:
             continue
-        pieces = dict(zip(sorted(prompt), tok.convert_ids_to_tokens(sorted(prompt)), strict=True))
-        cands = [
-            (holders(t), zipf_frequency(tok.decode([t]).strip(), "en"), t)
-            for t, piece in pieces.items()
-            if t not in general and str(piece).startswith(WORD_STARTS) and any(c.isalpha() for c in tok.decode([t]))
-        ]
-        if not cands:
+        ids = sorted(prompt - set(general))
+        words = {
+            t: text
+            for t, piece, text in zip(
+                ids, tok.convert_ids_to_tokens(ids), tok.batch_decode([[t] for t in ids]), strict=True
+            )
+            if str(piece).startswith(WORD_STARTS) and any(c.isalpha() for c in text)
+        }
+        if not words:
             continue
-        n, _, t = min(cands)
+        n, _, t = min((holders(t), zipf_frequency(text.strip(), "en"), t) for t, text in words.items())
         if n > max_df:
             continue
         have.add(t)
-        out.append({"question": q.question, "token": t, "decoded": tok.decode([t]), "holders": n})
+        out.append({"question": q.question, "token": t, "decoded": words[t], "holders": n})
     return out
 
 
