@@ -1,0 +1,69 @@
+"""Which forgotten questions a row edit can reach: each forgotten document's QA pairs at one evaluation, split by
+kind (``domain``) and by whether the question, tokenised as the evaluation prompts it, holds a token the request
+edited (``own``), a token some other request edited (``other``) or none (``none``), with the mean answer probability
+and ROUGE-L against the retain-only model's on the same questions (``reference.json``).  A row edit changes only
+what follows an edited token, so a ``none`` question is read as theta_0 read it (benchmarks/README.md, "Session 28").
+
+Reads a run's journal and evaluation file and the prepared directory's reference and tokenizer; runs no model.
+
+    python benchmarks/question_keys.py --run fit_runs/s26-synth120/runs/fit-s0 --prepared fit_runs/prepared120 --t 40
+
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from fit_unlearn.data.documents import QA
+from fit_unlearn.text import encode_qa
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="a run directory (journal.jsonl, evals/)")
+    ap.add_argument("--prepared", type=Path, required=True, help="the prepared directory the run used")
+    ap.add_argument("--t", type=int, required=True, help="the checkpoint whose evaluation to read")
+    args = ap.parse_args()
+
+    tok = AutoTokenizer.from_pretrained(args.prepared / "theta0")
+    rows: dict[str, set[int]] = {}
+    for line in (args.run / "journal.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        if e.get("event") == "applied":
+            rows[e["id"]] = set((e["record"].get("rows") or {}).get("tokens", []))
+    ev = json.loads((args.run / "evals" / f"eval-t{args.t:05d}.json").read_text())
+    ref = json.loads((args.prepared / "reference.json").read_text())
+    gold = {d["id"]: d for d in ref["retain_only"]["forget"]}
+    kinds = {
+        (d := json.loads(line))["id"]: d.get("domain", "?")
+        for line in (args.prepared / "data" / "forget.jsonl").read_text().splitlines()
+        if line.strip()
+    }
+    edited = set().union(*(rows.get(d["id"], set()) for d in ev["items"]["forget"]))
+    agg: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
+    for d in ev["items"]["forget"]:
+        for q, g in zip(d["qa"], gold[d["id"]]["qa"], strict=True):
+            ids, n = encode_qa(tok, QA(q["question"], q["answer"]), max_len=1 << 30)
+            prompt = set(ids[:n])
+            reach = "own" if prompt & rows.get(d["id"], set()) else "other" if prompt & edited else "none"
+            a = agg[(kinds.get(d["id"], "?"), reach)]
+            a[0] += 1
+            a[1] += q["probability"]
+            a[2] += g["probability"]
+            a[3] += q["rouge_l"]
+            a[4] += g["rouge_l"]
+    print(f"Run `{args.run}`, t = {args.t}\n")
+    print("| kind | question holds | questions | answer probability (retain-only) | ROUGE-L (retain-only) |")
+    print("|---|---|---|---|---|")
+    for (kind, reach), (n, p, pg, r, rg) in sorted(agg.items()):
+        print(f"| {kind} | {reach} | {n:.0f} | {p / n:.4f} ({pg / n:.4f}) | {r / n:.3f} ({rg / n:.3f}) |")
+
+
+if __name__ == "__main__":
+    main()
