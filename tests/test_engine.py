@@ -900,33 +900,6 @@ def test_row_edits_cover_the_questions_read_in_shared_words(tiny_prepared, tmp_p
     assert covered  # some request of the tiny stream asks in shared words only
 
 
-def test_row_edits_slow_the_rows_general_text_reads_often(tiny_prepared, tmp_path):
-    """update.rows.common_zipf: the engine slows exactly the edited rows whose token general text reads often
-    (:func:`general_tokens` at that Zipf frequency), unless every row of the request is one."""
-    from fit_unlearn.engine.rows import general_tokens
-
-    def run(name, zipf):
-        rows = {"common_zipf": zipf, "common_step": 0.25, "max_df": 4}
-        over = {"update": {"lr": 1e-3, "epochs": 1, "trainable": "rows", "rows": rows}}
-        eng = Engine(
-            _cfg(tiny_prepared, tmp_path / name, **over, eval={"every": None, "at_end": False}), progress=False
-        )
-        res = eng.run()
-        eng.close()
-        return eng, res["requests"]
-
-    eng, on = run("on", 3.0)
-    common = general_tokens(eng.tok, 3.0)
-    slowed = 0
-    for a in on:
-        toks = a["rows"]["tokens"]
-        want = [t for t in toks if t in common]
-        want = want if len(want) < len(toks) else []
-        assert a["rows"].get("slowed", []) == [eng.tok.decode([t]) for t in want]
-        slowed += bool(want)
-    assert slowed  # some request of the tiny stream edits a common word beside a rarer one
-
-
 def test_the_evaluation_schedule():
     from fit_unlearn.engine.config import EvalSection
 

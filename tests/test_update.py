@@ -291,44 +291,6 @@ def test_row_edit_moves_only_the_requests_own_rows_and_unties_the_output(tiny_to
     assert torch.equal(loaded.lm_head.weight, theta0)
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_common_rows_take_a_fraction_of_each_step(tiny_tok, tiny_data, monkeypatch, fast):
-    """rows.common_zipf: the rows in ``slow`` move ``rows.common_step`` times the step they would have taken, the
-    other rows exactly theirs (one AdamW step, on the rows trained alone and on the masked matrix), and the receipt
-    names them; a request whose every row is slow takes full steps."""
-    from fit_unlearn.engine import rows as rows_mod
-    from fit_unlearn.models import build_tiny_llama
-
-    if not fast:
-        monkeypatch.setattr(rows_mod.EditedRows, "supports", staticmethod(lambda emb, rows: False))
-    tok = tiny_tok
-    doc = tiny_data.forget[0]
-    own = _own(tok, tiny_data, doc, max_df=4)
-    slow = set(own[::3])
-    cfg = UpdateConfig(epochs=1, trainable="rows", rows={"lr": 1e-1, "common_step": 0.25}, slice_chars=10_000)
-    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=())
-    theta0 = build_tiny_llama(tok, layers=2, hidden=64, seed=0).model.embed_tokens.weight.detach().clone()
-
-    def edit(slow_rows):
-        model = build_tiny_llama(tok, layers=2, hidden=64, seed=0)
-        rec = apply_update(
-            model, copy.deepcopy(model), tok, plan, tiny_data.retain, cfg, seed=5, rows=own, slow=slow_rows
-        )
-        assert rec["steps"] == 1
-        return rec, model.model.embed_tokens.weight.detach() - theta0
-
-    full_rec, full = edit(frozenset())
-    rec, moved = edit(slow | {999_999})  # a slow token the request does not hold changes nothing
-    fast_rows = [t for t in own if t not in slow]
-    assert torch.equal(moved[fast_rows], full[fast_rows]) and full[sorted(slow)].abs().min() > 0
-    assert torch.allclose(
-        moved[sorted(slow)], 0.25 * full[sorted(slow)], rtol=0, atol=2e-6
-    )  # fp32 rounding of weights near 1
-    assert rec["rows"]["slowed"] == [tok.decode([t]) for t in sorted(slow)] and "slowed" not in full_rec["rows"]
-    every_rec, every = edit(frozenset(own))
-    assert torch.equal(every, full) and "slowed" not in every_rec["rows"]
-
-
 @pytest.mark.parametrize(
     "objective,more",
     [("ga", {}), ("graddiff", {"max_grad_norm": 0.05, "retain_batch_size": 1})],

@@ -109,17 +109,6 @@ class RowsSection(Section):
     covers 2 questions of 140, it over-forgets a little more at t = 60 (benchmarks/README.md, "Session 28")."""
     cover_max_df: int = Field(default=2, ge=0)
     """With ``cover_prompts``: the most other documents that may hold a word it edits."""
-    common_zipf: float = Field(default=0.0, ge=0, le=8)
-    """Rows of tokens that general text reads often (as ``general_zipf`` tells them: no letter or digit, or a word of
-    at least this Zipf frequency in ``general_lang``) are still edited, but each of their steps is ``common_step``
-    times the others' (the optimiser's step of that row, scaled).  The index counts only the documents the engine
-    holds, so a common first name (`` Amy``, `` Lisa``) or word (`` peach``, `` customized``) can be one request's
-    own; a document outside the index that reads it (another Amy's record) reads the moved row.  A slowed row moves
-    less, and the loop's stop leaves the rest of the forgetting to the request's rarer rows; a request whose every
-    row is common has none to leave it to, and its rows take full steps.  The receipt lists the slowed rows
-    (``rows.slowed``).  0: off."""
-    common_step: float = Field(default=0.25, ge=0, le=1)
-    """With ``common_zipf``: the fraction of its optimiser step a common token's row takes (0: it never moves)."""
     reuse_zipf: float = Field(default=4.0, ge=0, le=8)
     """With ``reuse_forgotten``: a token general text reads often (as ``general_zipf`` tells them: no letter or digit,
     or a word of at least this Zipf frequency), and any piece that does not begin a word (``ing``, ``ville``), stays

@@ -175,12 +175,6 @@ class Engine:
             if self.token_docs is not None and rc.reuse_forgotten and rc.reuse_zipf > 0
             else frozenset()
         )
-        #: rows.common_zipf: the tokens general text reads often, whose rows take a fraction of each step
-        self.slow_rows = (
-            general_tokens(self.tok, rc.common_zipf, rc.general_lang)
-            if self.token_docs is not None and rc.common_zipf > 0
-            else frozenset()
-        )
         self._stop: StopRule | None = None
         self._neighbours: NeighbourTargets | None = None  #: loop.neighbours: each request's target
         #: loop.target: base / both: the base model theta_0 was fine-tuned from (loaded with the loop's calibration)
@@ -522,7 +516,6 @@ class Engine:
                     adapters=self.lora,
                     adapter_name=f"req{position:06d}",
                     rows=rows,
-                    slow=self.slow_rows,
                 )
 
             stop, near = self._stop if self.cfg.loop.stop else None, None

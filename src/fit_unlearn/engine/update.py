@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -485,7 +484,6 @@ def apply_update(
     adapters: Adapters | None = None,
     adapter_name: str = "request",
     rows: list[int] | None = None,
-    slow: Collection[int] = frozenset(),
 ) -> dict:
     """Run the plan's update on ``model`` in place; returns the per-request record.
 
@@ -502,8 +500,7 @@ def apply_update(
     ``cfg.trainable == "rows"``: only the input-embedding rows ``rows`` (the request's own tokens,
     :func:`own_tokens`, already widened to its rarest ones when ``cfg.rows.fallback`` is ``rarest``) move, at
     ``cfg.rows.lr``, the output layer untied first; fewer than ``cfg.rows.min_rows`` of them: the plan's
-    weights are trained instead (``full``).  The rows of ``rows`` that are in ``slow`` (``rows.common_zipf``) take
-    ``cfg.rows.common_step`` times each of their optimiser steps.
+    weights are trained instead (``full``).
     """
     if ref_cache is None:
         ref_cache = ReferenceCache.for_config(cfg)
@@ -566,14 +563,6 @@ def apply_update(
     if edited_out is not None:  # the output rows' scales: every one of them trains
         params.append(edited_out.param)
         masks.append(torch.ones(1, 1, dtype=torch.bool, device=edited_out.param.device))
-    #: rows.common_zipf: where the slowed rows lie in the first trained tensor, and the fraction of a step they take
-    slowed = sorted(set(rows or ()) & set(slow)) if row_edit else []
-    if len(slowed) == len(rows or ()):  # no rarer row to take the rest of the forgetting: every row at full steps
-        slowed = []
-    slow_at = None
-    if slowed:
-        at = [sorted(rows).index(t) for t in slowed] if edited is not None else slowed
-        slow_at = torch.tensor(at, dtype=torch.long, device=params[0].device)
     decay = 0.0 if masks is not None else cfg.weight_decay  # masked: decayed by hand, salient weights only
     # 16-bit weights: the optimiser steps fp32 master copies (a bf16 weight cannot hold a small step)
     masters = (
@@ -710,17 +699,12 @@ def apply_update(
                     p.grad = None
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(opt_params, cfg.max_grad_norm)
-            before = opt_params[0].detach()[slow_at].clone() if slow_at is not None else None  # decay is step too
             if masks is not None and cfg.weight_decay:  # decoupled decay of the salient weights only
                 with torch.no_grad():
                     step_lr = opt.param_groups[0]["lr"]
                     for p, m in zip(opt_params, masks, strict=True):
                         p.mul_(1 - step_lr * cfg.weight_decay * m)
             opt.step()
-            if before is not None:  # the slowed rows take a fraction of their step
-                with torch.no_grad():
-                    w = opt_params[0]
-                    w[slow_at] = before + cfg.rows.common_step * (w[slow_at] - before)
             sched.step()
             opt.zero_grad(set_to_none=True)
             if masters is not None:
@@ -783,7 +767,6 @@ def apply_update(
                     "edited": row_edit,
                     "tokens": list(rows),
                     "decoded": [tok.decode([t]) for t in rows],
-                    **({"slowed": [tok.decode([t]) for t in slowed]} if slowed else {}),
                     **(
                         {
                             "side": "both",
