@@ -109,7 +109,9 @@ class LoopConfig(Section):
     score landed near the retain-only model's, but strict F.D. fell on synthetic 60 (0.258 / 0.687 / 0.687 against
     0.993 / 0.999 / 0.855 at t = 20 / 40 / 60; R.U. 0.989 / 0.999 / 0.960 against 0.989 / 0.985 / 0.947) and rose
     on real PCH 60 (0.974 / 0.957 / 0.950 against 0.962 / 0.946 / 0.885; R.U. 0.944 / 0.958 / 0.976 against 0.952 /
-    0.966 / 0.985); on synthetic 120 strict F.D. moved by -0.08 to +0.06 and R.U. fell by 0.01-0.03 from t = 60."""
+    0.966 / 0.985); on synthetic 120 strict F.D. moved by -0.08 to +0.06 and R.U. fell by 0.01-0.03 from t = 60.  Under
+    session 28's defaults (session 29): real PCH 60 orders 1 and 2 meet both targets at 4 of 6 checkpoints (FIT's
+    defaults: none), synthetic 60 order 0 at none (FIT's defaults: 1 of 3) (docs/engine.md)."""
     cap_quantile: float | None = Field(default=None, gt=0, le=1)
     """Cap each token's loss, in the stop's measure, at this quantile of theta_0's per-token losses on the holdout
     (a winsorised mean; the target is measured the same way).  ``null``: the plain mean, which a few tokens driven to
