@@ -98,12 +98,17 @@ def by_kind(run: Path, prepared: Path, t: int) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_args(doc: str) -> argparse.Namespace:
+    """``--run``, ``--prepared`` and ``--t``: the arguments of the scripts that read one evaluation of a run."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="a run directory (journal.jsonl, evals/)")
     ap.add_argument("--prepared", type=Path, required=True, help="the prepared directory the run used")
     ap.add_argument("--t", type=int, required=True, help="the evaluation to read (requests forgotten)")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = run_args(__doc__)
     print(by_kind(a.run, a.prepared, a.t))
 
 

@@ -13,11 +13,10 @@ Prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
-from pathlib import Path
 
+from by_kind import _jsonl, run_args  # benchmarks/by_kind.py, beside this script
 from transformers import AutoTokenizer
 
 from fit_unlearn.data.documents import QA
@@ -25,26 +24,17 @@ from fit_unlearn.text import encode_qa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", type=Path, required=True, help="a run directory (journal.jsonl, evals/)")
-    ap.add_argument("--prepared", type=Path, required=True, help="the prepared directory the run used")
-    ap.add_argument("--t", type=int, required=True, help="the checkpoint whose evaluation to read")
-    args = ap.parse_args()
+    args = run_args(__doc__)
 
     tok = AutoTokenizer.from_pretrained(args.prepared / "theta0")
     rows: dict[str, set[int]] = {}
-    for line in (args.run / "journal.jsonl").read_text().splitlines():
-        e = json.loads(line)
+    for e in _jsonl(args.run / "journal.jsonl"):
         if e.get("event") == "applied":
             rows[e["id"]] = set((e["record"].get("rows") or {}).get("tokens", []))
     ev = json.loads((args.run / "evals" / f"eval-t{args.t:05d}.json").read_text())
     ref = json.loads((args.prepared / "reference.json").read_text())
     gold = {d["id"]: d for d in ref["retain_only"]["forget"]}
-    kinds = {
-        (d := json.loads(line))["id"]: d.get("domain", "?")
-        for line in (args.prepared / "data" / "forget.jsonl").read_text().splitlines()
-        if line.strip()
-    }
+    kinds = {d["id"]: d.get("domain", "?") for d in _jsonl(args.prepared / "data" / "forget.jsonl")}
     edited = set().union(*(rows.get(d["id"], set()) for d in ev["items"]["forget"]))
     agg: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
     for d in ev["items"]["forget"]:
