@@ -643,3 +643,67 @@ def test_on_cuda_a_check_read_off_the_next_steps_forward_stops_where_a_separate_
     assert a["losses"] == pytest.approx(b["losses"], rel=tol, abs=tol)
     assert a["loop"]["loss_after"] == pytest.approx(b["loop"]["loss_after"], rel=tol)
     assert all(torch.allclose(p, q, rtol=tol, atol=tol) for p, q in zip(wa, wb, strict=True))
+
+
+def test_below_cap_unscores_the_tokens_past_the_cap_and_says_whether_any_is_left():
+    from fit_unlearn.engine.update import below_cap
+    from fit_unlearn.objectives import Outputs
+
+    logits = torch.zeros(1, 4, 3)
+    logits[0, 0] = torch.tensor([0.0, 10.0, 0.0])  # predicts token 1: label 2 costs ~10 nats
+    logits[0, 1] = torch.tensor([0.0, 0.0, 10.0])  # predicts token 2: label 2 costs ~0
+    out = Outputs(logits=logits, labels=torch.tensor([[-100, 2, 2, -100]]))
+    cut, live = below_cap(out, 5.0)
+    assert live and cut.labels.tolist() == [[-100, -100, 2, -100]]
+    assert out.labels.tolist() == [[-100, 2, 2, -100]]  # the input is left as it was
+    assert below_cap(out, 20.0) == (out, True)  # nothing past the cap: the same outputs
+    assert below_cap(out, 1e-6)[1] is False  # every scored token past it
+
+
+def test_cap_train_leaves_a_sequence_past_the_cap_out_of_the_steps(tiny_tok, tiny_data, monkeypatch):
+    """``loop.cap_train``: a sequence whose every token is past the cap is not trained on again; the steps go to the
+    others, and each step's loss counts only tokens below the cap.  Without it, that sequence keeps its turn."""
+    from fit_unlearn.engine import update as update_mod
+    from fit_unlearn.engine.update import StopRule, examples_loss, forget_examples, token_losses
+    from fit_unlearn.models import build_tiny_llama
+    from fit_unlearn.text import token_logprobs
+
+    tok, doc = tiny_tok, tiny_data.forget[0]
+    cfg = UpdateConfig(lr=1e-3, trainable="full", slice_chars=80)
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=doc.qa[:2])
+    ex = forget_examples(tok, doc.text, doc.qa[:2], cfg)[1]
+    assert len(ex) == 4
+
+    def known_but_the_first():  # the last three sequences learnt, every token of the first pushed past 8 nats
+        torch.manual_seed(0)
+        model = build_tiny_llama(tok, layers=2, hidden=64, seed=0)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(60):
+            b, b0 = collate(ex[1:], tok.pad_token_id), collate(ex[:1], tok.pad_token_id)
+            lp, mask = token_logprobs(model(input_ids=b["input_ids"]).logits, b["labels"])
+            lp0, mask0 = token_logprobs(model(input_ids=b0["input_ids"]).logits, b0["labels"])
+            (-(lp.sum() / mask.sum()) + torch.relu(8.0 + lp0)[mask0].mean()).backward()
+            opt.step()
+            opt.zero_grad()
+        return model.eval()
+
+    model = known_but_the_first()
+    cap = 5.0
+    assert min(token_losses(model, tok, ex[:1])) > cap > max(token_losses(model, tok, ex[1:]))
+    real_outputs = update_mod._outputs
+    runs = {}
+    for cap_train in (False, True):
+        seen: list[int] = []
+        monkeypatch.setattr(
+            update_mod, "_outputs", lambda *a, seen=seen, **k: seen.append(k["keys"][0][1]) or real_outputs(*a, **k)
+        )
+        model = known_but_the_first()
+        stop = StopRule(examples_loss(model, tok, ex, cap=cap) + 5.0, 12, 4, cap=cap, cap_train=cap_train)
+        rec = apply_update(model, None, tok, plan, [], cfg, seed=5, stop=stop)
+        runs[cap_train] = rec, seen
+    (plain, plain_seen), (capped, capped_seen) = runs[False], runs[True]
+    assert plain["steps"] == capped["steps"] == 12 and plain["loop"]["stopped"] == capped["loop"]["stopped"] == "budget"
+    assert plain_seen.count(0) == 3  # its turn every 4th step
+    assert capped_seen[:2] == [0, 1] and capped_seen.count(0) == 1  # met once, past the cap, then never again
+    assert len(capped_seen) == 13  # 12 steps and the one forward that found the first sequence past the cap
+    assert all(-loss < cap for loss in capped["losses"])  # ascent's loss: the mean over tokens below the cap
