@@ -118,12 +118,6 @@ class LoopConfig(Section):
     very low probability can carry to the target while the rest of the document is still recalled; with a cap,
     a request stops only once enough of its tokens are as surprising as a non-member's (docs/engine.md, "A capped
     measure"; FIT's default 0.7)."""
-    cap_train: bool = False
-    """Train as the stop measures: a token whose loss has passed the cap (``loop.cap_quantile``) leaves the forget
-    loss, and a sequence with no token left leaves the cycle of steps.  Ascent's gradient does not vanish on a token
-    it has already made unlikely, and vanishes on a token still recalled with probability near 1, so without it the
-    steps keep pushing what is forgotten (a book passage's answer at a mean loss of 19 nats while its tokens but
-    one were still recalled) and leave the rest (benchmarks/README.md, "Session 30").  Needs ``cap_quantile``."""
     lr: float | None = Field(default=1e-4, gt=0)
     """Learning rate of closed-loop updates (``null``: ``update.lr``).  1e-4 reaches the target of the
     default model (SmolLM2-135M, fp32) in 3-16 steps with NPO; 3e-5 (the open-loop recipe) does not within
@@ -148,15 +142,6 @@ class LoopConfig(Section):
     """The rise in nats, over ``stall_steps`` steps, below which a request counts as stalled."""
     guard: GuardConfig = GuardConfig()
     """The utility guard."""
-
-    @model_validator(mode="after")
-    def _cap_train_needs_a_cap(self):
-        if self.cap_train and self.cap_quantile is None:
-            raise ValueError(
-                "loop.cap_train leaves out of the forget loss the tokens past the stop's cap, but loop.cap_quantile "
-                "is null (no cap); set loop.cap_quantile (FIT's default 0.7) or drop loop.cap_train"
-            )
-        return self
 
     @model_validator(mode="after")
     def _neighbours_need_the_holdout_level(self):
@@ -403,5 +388,4 @@ def stop_rule(level: dict, cfg: LoopConfig) -> StopRule:
         lr=cfg.lr,
         at_least_level=cfg.target == "both",
         cap=level.get("cap"),  # a level journaled before caps existed has none
-        cap_train=cfg.cap_train,
     )

@@ -380,23 +380,6 @@ class StopRule:
     at_least_level: bool = False
     #: ``loop.cap_quantile``: each token's loss counts at most this much in the request's loss, the target's alike
     cap: float | None = None
-    #: ``loop.cap_train``: a token whose loss has passed ``cap`` leaves the forget loss (an example with none left
-    #: leaves the cycle of steps)
-    cap_train: bool = False
-
-
-def below_cap(out: Outputs, cap: float) -> tuple[Outputs, bool]:
-    """``out`` with the positions whose loss has passed ``cap`` no longer scored (``loop.cap_train``), and whether
-    any scored position is left.  Such a token is already as surprising as a non-member's is at most, and ascent
-    would push it furthest (its gradient does not vanish, where a memorised token's does)."""
-    with torch.no_grad():
-        lp, mask = token_logprobs(out.logits.detach(), out.labels)
-        past = mask & (lp <= -cap)
-    if not bool(past.any()):
-        return out, bool(mask.any())
-    labels = out.labels.clone()
-    labels[:, 1:][past] = IGNORE
-    return replace(out, labels=labels), bool((mask & ~past).any())
 
 
 def _forward(model, batch: dict, hidden_layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -633,12 +616,8 @@ def apply_update(
         edited.attach()
     if edited_out is not None:
         edited_out.attach()
-    cap_train = loop is not None and stop.cap_train and stop.cap is not None
-    past_cap: set[int] = set()  #: loop.cap_train: the examples every scored token of which has passed the cap
     try:
         for step, i in enumerate(order):
-            if past_cap:
-                i = _next_live(i, len(forget_ex), past_cap)
             ex = forget_ex[i]
             forget = _outputs(
                 model,
@@ -660,33 +639,6 @@ def apply_update(
                     break
                 if forget_ref:  # asked for only once the step goes on, as a separate check would
                     forget = _with_reference(forget, ref_model, [ex], tok, device, None, ref_cache, [("forget", i)])
-            if cap_train:  # the tokens past the cap leave the loss; an example with none left, the cycle
-                forget, live = below_cap(forget, stop.cap)
-                while not live:
-                    past_cap.add(i)
-                    if len(past_cap) == len(forget_ex):
-                        break
-                    i = _next_live(i, len(forget_ex), past_cap)
-                    ex = forget_ex[i]
-                    forget, live = below_cap(
-                        _outputs(
-                            model,
-                            ref_model,
-                            [ex],
-                            tok,
-                            device,
-                            forget_ref,
-                            hidden_layer,
-                            ref_hidden=False,
-                            cache=ref_cache,
-                            keys=[("forget", i)],
-                        ),
-                        stop.cap,
-                    )
-                if not live:  # every token past the cap: the capped measure is at the cap, above any target
-                    loop["loss_after"], checked = examples_loss(model, tok, forget_ex, cap=cap), len(losses)
-                    _measured(loop, stop, checked)
-                    break
             retain_out = alternate = None
             if spec.uses_retain(obj_cfg) and retain and cfg.retain_batch_size:
                 if is_qa[i] and retain_qa:  # unlearning an answer: anchor answers to retain questions
@@ -846,11 +798,6 @@ def apply_update(
     if ref_cache is not None:
         record["reference_cache"] = {"hits": ref_cache.hits, "misses": ref_cache.misses, "bytes": ref_cache.used}
     return record
-
-
-def _next_live(i: int, n: int, past: set[int]) -> int:
-    """The first of examples ``i``, ``i + 1``, ... (cyclically, of ``n``) not in ``past`` (some example is not)."""
-    return next(j % n for j in range(i, i + n) if j % n not in past)
 
 
 def stalled(stop: StopRule, measured: list[list]) -> bool:
