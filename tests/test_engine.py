@@ -874,11 +874,12 @@ def test_row_edits_may_reuse_the_tokens_of_forgotten_documents(tiny_prepared, tm
 
 def test_row_edits_cover_the_questions_read_in_shared_words(tiny_prepared, tmp_path):
     """update.rows.cover_prompts: a request whose question holds none of its own tokens also edits the question's
-    rarest word (the receipt's rows.covered names it); the other requests edit what the option off edits."""
+    rarest word (the receipt's rows.covered names it); the other requests edit what the option off edits.  With
+    rows.cover_min 2, a question holding one edited token gets its next rarest word edited too."""
     from fit_unlearn.engine.rows import holder_count, prompt_keys
 
-    def run(name, cover):
-        rows = {"cover_prompts": cover, "cover_max_df": 50}
+    def run(name, cover, least=1):
+        rows = {"cover_prompts": cover, "cover_max_df": 50, "cover_min": least}
         over = {"update": {"lr": 1e-3, "epochs": 1, "trainable": "rows", "rows": rows}}
         eng = Engine(
             _cfg(tiny_prepared, tmp_path / name, **over, eval={"every": None, "at_end": False}), progress=False
@@ -898,6 +899,14 @@ def test_row_edits_cover_the_questions_read_in_shared_words(tiny_prepared, tmp_p
         assert a["rows"]["tokens"] == sorted({*b["rows"]["tokens"], *(c["token"] for c in want)})
         covered += bool(want)
     assert covered  # some request of the tiny stream asks in shared words only
+    _, two = run("two", True, least=2)
+    more = 0
+    for a, b, c in zip(two, off, on, strict=True):
+        d = docs[a["id"]]
+        want = prompt_keys(eng.tok, d.qa, b["rows"]["tokens"], holder_count(d.id, eng.token_docs), frozenset(), 50, 2)
+        assert a["rows"]["covered"] == want
+        more += len(want) > len(c["rows"]["covered"])
+    assert more  # some question held one edited token: a second word was edited for it
 
 
 def test_the_evaluation_schedule():

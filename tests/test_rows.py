@@ -290,3 +290,37 @@ def test_a_question_read_in_shared_words_gets_its_rarest_word_edited(tiny_model,
     # general words (rows.general_zipf) are never chosen
     banned = {c["token"] for c in covered}
     assert not {c["token"] for c in prompt_keys(tok, asked, own, holders, banned, max_df=100)} & banned
+
+
+def test_cover_min_edits_the_next_rarest_words_until_a_question_holds_that_many(tiny_model, tiny_data):
+    """rows.cover_min: a question holding fewer of the request's edited tokens gets its rarest other words edited
+    until it holds that many, in order of holders, each within cover_max_df; a question already holding enough
+    gets nothing."""
+    from fit_unlearn.engine.rows import WORD_STARTS, holder_count, prompt_keys
+    from fit_unlearn.text import encode_qa
+
+    _, tok = tiny_model
+    index = token_documents(tok, tiny_data.retain + tiny_data.holdout + tiny_data.forget)
+    checked = 0
+    for doc in tiny_data.forget:
+        own, _ = own_tokens(tok, doc.id, doc.text, doc.qa, index, 0)
+        holders = holder_count(doc.id, index)
+        for q in doc.qa:
+            ids, n = encode_qa(tok, q, max_len=1 << 30)
+            prompt = set(ids[:n])
+            held = prompt & set(own)
+            if len(held) != 1:
+                continue
+            assert prompt_keys(tok, [q], own, holders, frozenset(), 100) == []  # least 1: it holds one already
+            words = sorted(
+                holders(t)
+                for t, p in dict(zip(ids[:n], tok.convert_ids_to_tokens(ids[:n]), strict=True)).items()
+                if t not in held and str(p).startswith(WORD_STARTS) and any(c.isalpha() for c in tok.decode([t]))
+            )
+            added = prompt_keys(tok, [q], own, holders, frozenset(), 100, least=3)
+            assert [c["holders"] for c in added] == words[:2]  # the two rarest words beside the one it holds
+            assert not {c["token"] for c in added} & set(own)
+            capped = prompt_keys(tok, [q], own, holders, frozenset(), words[0], least=3)
+            assert [c["holders"] for c in capped] == [h for h in words[:2] if h <= words[0]]
+            checked += 1
+    assert checked

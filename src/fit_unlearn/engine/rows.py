@@ -109,6 +109,12 @@ class RowsSection(Section):
     covers 2 questions of 140, it over-forgets a little more at t = 60 (benchmarks/README.md, "Session 28")."""
     cover_max_df: int = Field(default=2, ge=0)
     """With ``cover_prompts``: the most other documents that may hold a word it edits."""
+    cover_min: int = Field(default=1, ge=1)
+    """With ``cover_prompts``: the fewest of the request's edited tokens a question must hold; a question with fewer
+    gets its rarest words edited until it holds this many (each held by at most ``cover_max_df`` other documents).
+    1: only a question that holds none.  On book passages, whose questions are read in common words, a question
+    holding one edited word kept its answer (answer probability 0.51 against the retain-only model's 0.005) where
+    one holding two or more lost it (0.004 against 0.003) (benchmarks/README.md, "Session 30")."""
     reuse_zipf: float = Field(default=4.0, ge=0, le=8)
     """With ``reuse_forgotten``: a token general text reads often (as ``general_zipf`` tells them: no letter or digit,
     or a word of at least this Zipf frequency), and any piece that does not begin a word (``ing``, ``ville``), stays
@@ -239,14 +245,16 @@ def holder_count(
     return holders
 
 
-def prompt_keys(tok, qa, rows: Collection[int], holders, general: Collection[int], max_df: int) -> list[dict]:
-    """``rows.cover_prompts``: for each QA pair whose question holds none of ``rows``, the question's rarest word
-    (the token that begins a word, has a letter, is not in ``general`` and has the fewest other holders by
-    ``holders``, :func:`holder_count`; ties: the less frequent word in general text by ``wordfreq``, then the lower
-    id), if at most ``max_df`` other documents hold it.  A row edit changes only what follows an edited token, so a
-    question made of words other documents share too ("What is the address of Stephanie U. Miller?") is read exactly
-    as before and its answer recalled as before.  Returns one entry per covered question: the token, its text and
-    its holders."""
+def prompt_keys(
+    tok, qa, rows: Collection[int], holders, general: Collection[int], max_df: int, least: int = 1
+) -> list[dict]:
+    """``rows.cover_prompts``: for each QA pair whose question holds fewer than ``least`` of ``rows`` (``cover_min``;
+    1: none), the question's rarest words until it holds that many (a word: a token that begins a word, has a letter,
+    is not in ``general``; the rarest has the fewest other holders by ``holders``, :func:`holder_count`; ties: the
+    less frequent word in general text by ``wordfreq``, then the lower id), each if at most ``max_df`` other documents
+    hold it.  A row edit changes only what follows an edited token, so a question made of words other documents share
+    too ("What is the address of Stephanie U. Miller?") is read exactly as before and its answer recalled as before.
+    Returns one entry per edited word: the question, the token, its text and its holders."""
     from wordfreq import zipf_frequency
 
     have = set(rows)
@@ -254,9 +262,10 @@ def prompt_keys(tok, qa, rows: Collection[int], holders, general: Collection[int
     for q in qa:
         ids, n_prompt = encode_qa(tok, q, max_len=1 << 30)
         prompt = set(ids[:n_prompt])
-        if prompt & have:
+        need = least - len(prompt & have)
+        if need <= 0:
             continue
-        ids = sorted(prompt - set(general))
+        ids = sorted(prompt - set(general) - have)
         words = {
             t: text
             for t, piece, text in zip(
@@ -264,13 +273,11 @@ def prompt_keys(tok, qa, rows: Collection[int], holders, general: Collection[int
             )
             if str(piece).startswith(WORD_STARTS) and any(c.isalpha() for c in text)
         }
-        if not words:
-            continue
-        n, _, t = min((holders(t), zipf_frequency(text.strip(), "en"), t) for t, text in words.items())
-        if n > max_df:
-            continue
-        have.add(t)
-        out.append({"question": q.question, "token": t, "decoded": words[t], "holders": n})
+        for n, _, t in sorted((holders(t), zipf_frequency(text.strip(), "en"), t) for t, text in words.items())[:need]:
+            if n > max_df:
+                break
+            have.add(t)
+            out.append({"question": q.question, "token": t, "decoded": words[t], "holders": n})
     return out
 
 

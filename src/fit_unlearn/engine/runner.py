@@ -488,7 +488,9 @@ class Engine:
                         self.reuse_counted,
                         rc.reuse_max_df,
                     )
-                    covered = prompt_keys(self.tok, plan.qa, rows, holders, self.general_rows, rc.cover_max_df)
+                    covered = prompt_keys(
+                        self.tok, plan.qa, rows, holders, self.general_rows, rc.cover_max_df, rc.cover_min
+                    )
                     rows = sorted({*rows, *(c["token"] for c in covered)})
                 t1 = time.perf_counter()
                 if edits_rows(self.update_cfg, rows):
