@@ -98,12 +98,15 @@ def by_kind(run: Path, prepared: Path, t: int) -> str:
     return "\n".join(out)
 
 
-def run_args(doc: str) -> argparse.Namespace:
-    """``--run``, ``--prepared`` and ``--t``: the arguments of the scripts that read one evaluation of a run."""
+def run_args(doc: str, extra=None) -> argparse.Namespace:
+    """``--run``, ``--prepared`` and ``--t``: the arguments of the scripts that read one evaluation of a run
+    (``extra``: a function that adds a script's own arguments to the parser)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="a run directory (journal.jsonl, evals/)")
     ap.add_argument("--prepared", type=Path, required=True, help="the prepared directory the run used")
     ap.add_argument("--t", type=int, required=True, help="the evaluation to read (requests forgotten)")
+    if extra is not None:
+        extra(ap)
     return ap.parse_args()
 
 

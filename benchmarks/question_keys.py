@@ -4,6 +4,10 @@ edited (``own``), a token some other request edited (``other``) or none (``none`
 and ROUGE-L against the retain-only model's on the same questions (``reference.json``).  A row edit changes only
 what follows an edited token, so a ``none`` question is read as theta_0 read it (benchmarks/README.md, "Session 28").
 
+``--count``: an ``own`` question is split by how many distinct tokens the request edited it holds (``own x1``,
+``own x2+``): on prose, whose questions are read in common words, one edited word is often not enough to move the
+answer (benchmarks/README.md, "Session 30").
+
 Reads a run's journal and evaluation file and the prepared directory's reference and tokenizer; runs no model.
 
     python benchmarks/question_keys.py --run fit_runs/s26-synth120/runs/fit-s0 --prepared fit_runs/prepared120 --t 40
@@ -24,7 +28,12 @@ from fit_unlearn.text import encode_qa
 
 
 def main() -> None:
-    args = run_args(__doc__)
+    args = run_args(
+        __doc__,
+        lambda ap: ap.add_argument(
+            "--count", action="store_true", help="split own questions by how many edited tokens they hold"
+        ),
+    )
 
     tok = AutoTokenizer.from_pretrained(args.prepared / "theta0")
     rows: dict[str, set[int]] = {}
@@ -41,7 +50,10 @@ def main() -> None:
         for q, g in zip(d["qa"], gold[d["id"]]["qa"], strict=True):
             ids, n = encode_qa(tok, QA(q["question"], q["answer"]), max_len=1 << 30)
             prompt = set(ids[:n])
-            reach = "own" if prompt & rows.get(d["id"], set()) else "other" if prompt & edited else "none"
+            own = len(prompt & rows.get(d["id"], set()))
+            reach = "own" if own else "other" if prompt & edited else "none"
+            if own and args.count:
+                reach = "own x1" if own == 1 else "own x2+"
             a = agg[(kinds.get(d["id"], "?"), reach)]
             a[0] += 1
             a[1] += q["probability"]
