@@ -250,12 +250,13 @@ def prompt_keys(
     tok, qa, rows: Collection[int], holders, general: Collection[int], max_df: int, least: int = 1
 ) -> list[dict]:
     """``rows.cover_prompts``: for each QA pair whose question holds fewer than ``least`` of ``rows`` (``cover_min``;
-    1: none), the question's rarest words until it holds that many (a word: a token that begins a word, has a letter,
-    is not in ``general``; the rarest has the fewest other holders by ``holders``, :func:`holder_count`; ties: the
-    less frequent word in general text by ``wordfreq``, then the lower id), each if at most ``max_df`` other documents
-    hold it.  A row edit changes only what follows an edited token, so a question made of words other documents share
-    too ("What is the address of Stephanie U. Miller?") is read exactly as before and its answer recalled as before.
-    Returns one entry per edited word: the question, the token, its text and its holders."""
+    1: none), the question's rarest words, up to that many (a word: a token that begins a word, has a letter, is not
+    in ``general``; the rarest has the fewest other holders by ``holders``, :func:`holder_count`; ties: the less
+    frequent word in general text by ``wordfreq``, then the lower id), stopping at the first word more than
+    ``max_df`` other documents hold.  A row edit changes only what follows an edited token, so a question made of
+    words other documents share too ("What is the address of Stephanie U. Miller?") is read exactly as before and its
+    answer recalled as before.  Returns one entry per edited word: the question, the token, its text and its
+    holders."""
     from wordfreq import zipf_frequency
 
     have = set(rows)
