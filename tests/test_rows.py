@@ -229,12 +229,22 @@ def test_forgotten_documents_keep_holding_general_words_and_word_pieces(tiny_mod
     assert all(i in counted for i in inner + common) and not any(i in counted for i in rare)
 
 
+def _prompt_words(tok, ids):
+    """The ids among ``ids`` that prompt_keys may edit: a token that begins a word and has a letter."""
+    from fit_unlearn.engine.rows import WORD_STARTS
+
+    pieces = dict(zip(ids, tok.convert_ids_to_tokens(ids), strict=True))
+    return [
+        t for t, p in pieces.items() if str(p).startswith(WORD_STARTS) and any(c.isalpha() for c in tok.decode([t]))
+    ]
+
+
 def test_a_question_read_in_shared_words_gets_its_rarest_word_edited(tiny_model, tiny_data):
     """rows.cover_prompts: a row edit changes only what follows an edited token, so a question made of words other
     documents hold too is read as before; prompt_keys adds its rarest word (fewest other holders, at most
     cover_max_df), and nothing for a question that already holds an own token."""
     from fit_unlearn.data.documents import QA
-    from fit_unlearn.engine.rows import WORD_STARTS, holder_count, prompt_keys
+    from fit_unlearn.engine.rows import holder_count, prompt_keys
     from fit_unlearn.text import encode_qa
 
     _, tok = tiny_model
@@ -250,12 +260,7 @@ def test_a_question_read_in_shared_words_gets_its_rarest_word_edited(tiny_model,
         ids, n = encode_qa(tok, q, max_len=1 << 30)
         prompt = set(ids[:n])
         assert not prompt & set(own)
-        pieces = dict(zip(ids[:n], tok.convert_ids_to_tokens(ids[:n]), strict=True))
-        words[q.question] = {
-            t: holders(t)
-            for t, p in pieces.items()
-            if str(p).startswith(WORD_STARTS) and any(c.isalpha() for c in tok.decode([t]))
-        }
+        words[q.question] = {t: holders(t) for t in _prompt_words(tok, ids[:n])}
     covered = prompt_keys(tok, asked, own, holders, frozenset(), max_df=len(tiny_data.forget) + 20)
     assert covered
     have = set(own)
@@ -296,7 +301,7 @@ def test_cover_min_edits_the_next_rarest_words_until_a_question_holds_that_many(
     """rows.cover_min: a question holding fewer of the request's edited tokens gets its rarest other words edited
     until it holds that many, in order of holders, each within cover_max_df; a question already holding enough
     gets nothing."""
-    from fit_unlearn.engine.rows import WORD_STARTS, holder_count, prompt_keys
+    from fit_unlearn.engine.rows import holder_count, prompt_keys
     from fit_unlearn.text import encode_qa
 
     _, tok = tiny_model
@@ -312,11 +317,7 @@ def test_cover_min_edits_the_next_rarest_words_until_a_question_holds_that_many(
             if len(held) != 1:
                 continue
             assert prompt_keys(tok, [q], own, holders, frozenset(), 100) == []  # least 1: it holds one already
-            words = sorted(
-                holders(t)
-                for t, p in dict(zip(ids[:n], tok.convert_ids_to_tokens(ids[:n]), strict=True)).items()
-                if t not in held and str(p).startswith(WORD_STARTS) and any(c.isalpha() for c in tok.decode([t]))
-            )
+            words = sorted(holders(t) for t in _prompt_words(tok, ids[:n]) if t not in held)
             added = prompt_keys(tok, [q], own, holders, frozenset(), 100, least=3)
             assert [c["holders"] for c in added] == words[:2]  # the two rarest words beside the one it holds
             assert not {c["token"] for c in added} & set(own)

@@ -259,7 +259,7 @@ def prompt_keys(
     holders."""
     from wordfreq import zipf_frequency
 
-    have = set(rows)
+    have, general = set(rows), frozenset(general)
     out = []
     for q in qa:
         ids, n_prompt = encode_qa(tok, q, max_len=1 << 30)
@@ -267,7 +267,7 @@ def prompt_keys(
         need = least - len(prompt & have)
         if need <= 0:
             continue
-        ids = sorted(prompt - set(general) - have)
+        ids = sorted(prompt - general - have)
         words = {
             t: text
             for t, piece, text in zip(
