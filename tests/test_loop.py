@@ -566,3 +566,54 @@ def test_a_bad_base_model_is_a_clear_error_before_any_work(tiny_prepared, tmp_pa
     recipe.write_text(json.dumps({}))
     with pytest.raises(ConfigError, match="does not record one; set loop.base_model"):
         base_model_path(LoopConfig(target="base"), recipe)
+
+
+def test_row_anchors_are_each_tokens_own_and_do_not_depend_on_what_else_is_generated(tiny_model):
+    """engine/anchors.py: each anchor is prefix j + the token + what the base model writes next, scored from the
+    token on; an anchor is the same whichever tokens it is generated with (a resumed stream regenerates it)."""
+    from fit_unlearn.engine.anchors import RowAnchors
+    from fit_unlearn.text import IGNORE
+
+    model, tok = tiny_model
+    a = RowAnchors(model, tok, per_row=2, prefix_tokens=3, new_tokens=5).examples([40, 41, 42])
+    b = RowAnchors(model, tok, per_row=2, prefix_tokens=3, new_tokens=5)
+    got = dict(b.examples([42]) + b.examples([41, 40]))
+    assert [k for k, _ in a] == [("anchor", r, j) for r in (40, 41, 42) for j in (0, 1)]
+    for key, ex in a:
+        assert got[key] == ex
+        assert len(ex.ids) == 3 + 1 + 5 and ex.ids[3] == key[1]
+        assert ex.labels[:4] == [IGNORE] * 4 and ex.labels[4:] == ex.ids[4:]
+    prefixes = {tuple(ex.ids[:3]) for _, ex in a}
+    assert len(prefixes) == 2  # one prefix per index j, shared by the tokens
+    assert len({tuple(ex.ids[4:]) for _, ex in a}) > 3  # sampled, not one continuation for all
+
+
+def test_anchors_keep_theta0s_predictions_around_the_edited_tokens_and_resume_bit_identical(tiny_prepared, tmp_path):
+    """update.rows.anchors: each row edit also trains KL(theta_0 || model) on its anchors, recorded per request;
+    on the anchors the model stays closer to theta_0 than the same edits without them; resume is bit-identical."""
+    from fit_unlearn.engine.anchors import RowAnchors
+    from fit_unlearn.engine.update import _outputs
+    from fit_unlearn.models import load_model
+    from fit_unlearn.objectives.base import kl_to_reference
+
+    rows = {"lr": 5e-2, "anchors": 2, "anchor_weight": 5.0}
+    over = {**LOOP, "update": {**LOOP["update"], "trainable": "rows", "rows": rows}, "checkpoint.every": 2}
+    res_full, _ = _resumed_bit_identical(tiny_prepared, tmp_path, over)
+    edited = [r for r in res_full["requests"] if r["rows"]["edited"] and r["steps"]]
+    assert edited and all(r["rows"]["anchors"] == 2 * len(r["rows"]["tokens"]) for r in edited)
+    assert all(r["rows"]["anchor_seconds"] > 0 for r in edited)
+    plain = {**over, "update": {**over["update"], "rows": {"lr": 5e-2}}}
+    Engine(_cfg(tiny_prepared, tmp_path / "plain", **plain), progress=False).run()
+    theta0, tok = load_model(tiny_prepared / "theta0")
+    base, _ = load_model(json.loads((tiny_prepared / "recipe.json").read_text())["base_model"])
+    examples = [
+        ex for _, ex in RowAnchors(base, tok, 2).examples(sorted({t for r in edited for t in r["rows"]["tokens"]}))
+    ]
+
+    def kl(run):
+        model, _ = load_model(tmp_path / run / "checkpoints" / "ckpt-000004" / "model")
+        with torch.no_grad():
+            return float(kl_to_reference(_outputs(model, theta0, examples, tok, "cpu", True, None, False)))
+
+    with_anchors, without = kl("full"), kl("plain")
+    assert without > 0 and with_anchors < 0.8 * without
