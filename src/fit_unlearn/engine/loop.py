@@ -347,12 +347,11 @@ class Guard:
         return steps, drift, undone
 
 
-def base_model_path(cfg: LoopConfig, recipe: Path, why: str | None = None) -> tuple[Path, str | None]:
+def base_model_path(cfg: LoopConfig, recipe: Path) -> tuple[Path, str | None]:
     """The base model of ``loop.target: base`` (or ``both``) and the hash its weights must have:
     ``loop.base_model`` (no hash to check), else the model and hash ``recipe`` (a prepared directory's recipe.json)
     records.  Checked before any work: a directory that is missing, or that no longer holds the weights the recipe
-    recorded, is a clear error.  ``why``: the setting that needs it, for the errors (default ``loop.target``)."""
-    why = why or f"loop.target: {cfg.target}"
+    recorded, is a clear error."""
     if cfg.base_model is not None:
         where, path, want = "loop.base_model", cfg.base_model, None
     else:
@@ -361,16 +360,18 @@ def base_model_path(cfg: LoopConfig, recipe: Path, why: str | None = None) -> tu
             where, path, want = f"the base model {recipe} records", rec["base_model"], rec.get("base_model_hash")
         except (OSError, ValueError, KeyError):
             raise ConfigError(
-                f"{why} needs the base model theta_0 was fine-tuned from, and {recipe} does not "
+                f"loop.target: {cfg.target} needs the base model theta_0 was fine-tuned from, and {recipe} does not "
                 "record one; set loop.base_model to its directory"
             ) from None
     try:
         resolved = resolve_model_path(path)
     except ModelError as e:
-        raise ConfigError(f"{why}: {where}: {e}; set loop.base_model to the base model's directory") from None
+        raise ConfigError(
+            f"loop.target: {cfg.target}: {where}: {e}; set loop.base_model to the base model's directory"
+        ) from None
     if want is not None and model_hash(resolved) != want:
         raise ConfigError(
-            f"{why}: {resolved} no longer holds the weights theta_0 was fine-tuned from (hash "
+            f"loop.target: {cfg.target}: {resolved} no longer holds the weights theta_0 was fine-tuned from (hash "
             f"{model_hash(resolved)}, recipe {want}); set loop.base_model to the base model's directory"
         )
     return resolved, want

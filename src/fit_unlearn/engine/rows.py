@@ -145,17 +145,6 @@ class RowsSection(Section):
     budget-spending requests' loss closer to the target, but the others reached it in fewer input-row steps and
     forgot less by the evaluation's measure: strict F.D. 0.837 against 0.993 at t = 20 at the same R.U.
     (benchmarks/README.md, "Session 27")."""
-    anchors: int = Field(default=0, ge=0)
-    """Contextual anchors (:mod:`fit_unlearn.engine.anchors`): for each edited row, this many short passages of
-    general text the base model (``loop.base_model``, else the one the prepared recipe records) writes around the
-    row's token; each step of the row edit adds ``anchor_weight`` x KL(theta_0 || model) on ``anchor_batch`` of them,
-    so a row moves where the request's continuation needs it to rather than where any reader of the token would
-    notice.  The index holds only the documents the engine sees, so a request's "own" tokens include words that
-    documents outside it read (`` Kotlin``, `` toxic``).  0: off."""
-    anchor_weight: float = Field(default=1.0, gt=0)
-    """With ``anchors``: the weight of the anchors' KL term against the request's own loss."""
-    anchor_batch: int = Field(default=4, ge=1)
-    """With ``anchors``: anchors per step (drawn at random from the request's)."""
     lr: float = Field(default=2e-2, gt=0)
     """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates).  On the default model,
     2e-2 with ``loop.check_every: 2`` (as ``examples/rows.yaml`` and the bench's ``-rows``) kept the retain score of

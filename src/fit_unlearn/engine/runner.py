@@ -32,7 +32,6 @@ from fit_unlearn.data.documents import Document
 from fit_unlearn.data.prepared import load_split, prepared_data
 from fit_unlearn.engine import checkpoint as ckpt
 from fit_unlearn.engine.adapters import Adapters, WithoutAdapters
-from fit_unlearn.engine.anchors import RowAnchors
 from fit_unlearn.engine.config import RunConfig
 from fit_unlearn.engine.distributed import check_supported, resolve_sharding
 from fit_unlearn.engine.hooks import Evaluation, progress_postfix, write_results
@@ -176,14 +175,6 @@ class Engine:
             if self.token_docs is not None and rc.reuse_forgotten and rc.reuse_zipf > 0
             else frozenset()
         )
-        #: update.rows.anchors: general text around each edited token, written by the base model (engine/anchors.py);
-        #: the base model's directory is checked here, before anything is written, and loaded at the first request
-        self._anchor_base = (
-            base_model_path(cfg.loop, self.prepared.recipe, "update.rows.anchors")
-            if self.token_docs is not None and rc.anchors
-            else None
-        )
-        self._anchors: RowAnchors | None = None
         self._stop: StopRule | None = None
         self._neighbours: NeighbourTargets | None = None  #: loop.neighbours: each request's target
         #: loop.target: base / both: the base model theta_0 was fine-tuned from (loaded with the loop's calibration)
@@ -256,9 +247,7 @@ class Engine:
 
     def _needs_reference(self) -> bool:
         guard_kl = self.loop_on and self.cfg.loop.guard.enabled and self.cfg.loop.guard.loss == "kl"
-        return (
-            guard_kl or self._anchor_base is not None or any(o.spec.needs_reference for o in self.strategy.objectives)
-        )
+        return guard_kl or any(o.spec.needs_reference for o in self.strategy.objectives)
 
     def _reference(self):
         if self.ref_model is None and self._needs_reference() and self.lora is not None and self.lora.stacked:
@@ -473,7 +462,7 @@ class Engine:
             record = {"redundant": True, "receipt": plan.receipt, "seconds_plan": t_plan}
             self._log("redundant", id=request.id, position=position, record=record)
         else:
-            rows = shared = targeted = anchors = t_anchor = None
+            rows = shared = targeted = None
             if self.token_docs is not None:  # token-keyed edits: the request's own tokens (docs/rows.md)
                 rc = self.update_cfg.rows
                 widen = rc.min_rows if rc.fallback == "rarest" else 0
@@ -512,11 +501,6 @@ class Engine:
                 t_plan += time.perf_counter() - t1  # T over rows (or layers) is part of the planning
                 if targeted is not None:
                     plan.receipt["seconds"]["attribution"] = targeted["seconds"]
-                if self._anchor_base is not None and edits_rows(self.update_cfg, rows):
-                    t1 = time.perf_counter()
-                    anchors = self._row_anchors().examples(rows)
-                    t_anchor = time.perf_counter() - t1
-                    t_plan += t_anchor
 
             def update(rows, stop) -> dict:
                 return apply_update(
@@ -534,7 +518,6 @@ class Engine:
                     adapters=self.lora,
                     adapter_name=f"req{position:06d}",
                     rows=rows,
-                    anchors=anchors if rows is not None else None,
                 )
 
             stop, near = self._stop if self.cfg.loop.stop else None, None
@@ -550,8 +533,6 @@ class Engine:
                     record["rows"]["covered"] = covered
                 if targeted is not None:  # FIT's T under row edits: which own rows it kept
                     record["rows"]["targeted"] = targeted
-                if t_anchor is not None:
-                    record["rows"]["anchor_seconds"] = t_anchor
                 record["rows"]["widened"] = (
                     shared > self.update_cfg.rows.max_df
                 )  # other documents holding an edited token, at most
@@ -763,14 +744,8 @@ class Engine:
                 self.data.holdout, done["level"]["losses"], self.cfg.loop.neighbours, self.cfg.loop.quantile
             )
 
-    def _row_anchors(self) -> RowAnchors:
-        if self._anchors is None:
-            rc = self.update_cfg.rows
-            self._anchors = RowAnchors(self._load_base(self._anchor_base[0]), self.tok, rc.anchors)
-        return self._anchors
-
-    def _load_base(self, path: Path | None = None):
-        path = path if path is not None else self._base[0]
+    def _load_base(self):
+        path = self._base[0]
         model, tok = load_model(path, device=self._load_device(), dtype=self.cfg.dtype)
         if tok.get_vocab() != self.tok.get_vocab():
             raise ConfigError(

@@ -25,7 +25,6 @@ from fit_unlearn.engine.rows import EditedOutputRows, EditedRows, RowsSection, u
 from fit_unlearn.layers import num_layers, trainable_params, unwrap
 from fit_unlearn.metrics.scores import mean_ce
 from fit_unlearn.objectives import Outputs, UnlearnBatch
-from fit_unlearn.objectives.base import kl_to_reference
 from fit_unlearn.schema import Section
 from fit_unlearn.strategies.base import UpdatePlan
 from fit_unlearn.text import (
@@ -485,7 +484,6 @@ def apply_update(
     adapters: Adapters | None = None,
     adapter_name: str = "request",
     rows: list[int] | None = None,
-    anchors: list[tuple[tuple, Example]] | None = None,
 ) -> dict:
     """Run the plan's update on ``model`` in place; returns the per-request record.
 
@@ -502,9 +500,7 @@ def apply_update(
     ``cfg.trainable == "rows"``: only the input-embedding rows ``rows`` (the request's own tokens,
     :func:`own_tokens`, already widened to its rarest ones when ``cfg.rows.fallback`` is ``rarest``) move, at
     ``cfg.rows.lr``, the output layer untied first; fewer than ``cfg.rows.min_rows`` of them: the plan's
-    weights are trained instead (``full``).  ``anchors`` (row edits, ``cfg.rows.anchors``): (cache key, example)
-    pairs of general text around the edited tokens; each step adds ``cfg.rows.anchor_weight`` x KL(theta_0 ||
-    model) on ``cfg.rows.anchor_batch`` of them (:mod:`fit_unlearn.engine.anchors`).
+    weights are trained instead (``full``).
     """
     if ref_cache is None:
         ref_cache = ReferenceCache.for_config(cfg)
@@ -527,8 +523,6 @@ def apply_update(
     hidden_layer = resolve_hidden_layer(base, obj_cfg.layer) if spec.needs_hidden else None
 
     row_edit = edits_rows(cfg, rows)
-    anchors = anchors if row_edit and anchors else None
-    anchor_rng = random.Random(seed ^ 0xA2C4)  #: which anchors each step draws
     world = accelerator.num_processes if accelerator is not None else 1
     edited = None  #: row edits on one process: the request's rows trained as a tensor of their own
     edited_out = None  #: and their output-layer rows (rows.side: both)
@@ -682,21 +676,6 @@ def apply_update(
                     keys=[("alternate", i)],
                 )
             loss = spec.fn(UnlearnBatch(forget=forget, retain=retain_out, alternate=alternate, generator=gen), obj_cfg)
-            if anchors is not None:  # theta_0's predictions on general text around the edited tokens
-                picked = anchor_rng.sample(range(len(anchors)), min(cfg.rows.anchor_batch, len(anchors)))
-                anchor_out = _outputs(
-                    model,
-                    ref_model,
-                    [anchors[k][1] for k in picked],
-                    tok,
-                    device,
-                    True,
-                    None,
-                    ref_hidden=False,
-                    cache=ref_cache,
-                    keys=[anchors[k][0] for k in picked],
-                )
-                loss = loss + cfg.rows.anchor_weight * kl_to_reference(anchor_out)
             finite = bool(torch.isfinite(loss))
             if world > 1:  # every rank skips the step, or none does (the gradient reduction is collective)
                 finite = all_ranks_true(finite, accelerator, device)
@@ -759,7 +738,6 @@ def apply_update(
         if ref_cache is not None:  # forget slices and refusals are this request's; retain documents stay
             ref_cache.drop("forget")
             ref_cache.drop("alternate")
-            ref_cache.drop("anchor")
         if edited is not None:  # the trained rows into the matrix, the hook off
             edited.close()
         if edited_out is not None:
@@ -787,7 +765,6 @@ def apply_update(
             {
                 "rows": {
                     "edited": row_edit,
-                    **({"anchors": len(anchors)} if anchors is not None else {}),
                     "tokens": list(rows),
                     "decoded": [tok.decode([t]) for t in rows],
                     **(
