@@ -643,3 +643,41 @@ def test_on_cuda_a_check_read_off_the_next_steps_forward_stops_where_a_separate_
     assert a["losses"] == pytest.approx(b["losses"], rel=tol, abs=tol)
     assert a["loop"]["loss_after"] == pytest.approx(b["loop"]["loss_after"], rel=tol)
     assert all(torch.allclose(p, q, rtol=tol, atol=tol) for p, q in zip(wa, wb, strict=True))
+
+
+def test_a_normalized_row_step_moves_the_rows_by_the_learning_rate_along_their_gradient(tiny_tok, tiny_data):
+    """update.rows.step: normalized: one step moves the request's rows, all together, by exactly rows.lr (L2),
+    along the gradient of the request's loss with respect to those rows; AdamW moves them by far more."""
+    from fit_unlearn.models import build_tiny_llama
+
+    tok, doc = tiny_tok, tiny_data.forget[0]
+    own = _own(tok, tiny_data, doc)
+    plan = UpdatePlan(text=doc.text, objective=resolve_objective("ga"), qa=())
+    moved = {}
+    for step in ("normalized", "adam"):
+        model = build_tiny_llama(tok, layers=2, hidden=64, seed=0)
+        ref = copy.deepcopy(model).eval()
+        cfg = UpdateConfig(
+            epochs=1,
+            trainable="rows",
+            warmup_ratio=0.0,
+            min_lr_ratio=1.0,
+            weight_decay=0.0,
+            rows={"lr": 0.05, "step": step},
+        )
+        b = collate([doc_example(tok, doc.text, cfg.max_len)], tok.pad_token_id)
+        emb = model.get_input_embeddings().weight
+        emb.requires_grad_(True)
+        out = model(input_ids=b["input_ids"], labels=b["labels"])
+        (-out.loss).backward()  # ascent: the direction a step takes is the gradient of the loss itself
+        grad = -emb.grad[own].clone()
+        emb.grad = None
+        emb.requires_grad_(False)
+        rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=own)
+        assert rec["steps"] == 1
+        delta = (model.get_input_embeddings().weight - ref.get_input_embeddings().weight)[own]
+        moved[step] = float(delta.norm())
+        if step == "normalized":
+            cos = torch.nn.functional.cosine_similarity(delta.flatten(), grad.flatten(), dim=0)
+            assert moved[step] == pytest.approx(0.05, rel=1e-4) and float(cos) > 0.9999
+    assert moved["adam"] > 5 * moved["normalized"]

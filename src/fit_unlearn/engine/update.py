@@ -571,7 +571,8 @@ def apply_update(
         else None
     )
     opt_params = masters if masters is not None else params
-    if cfg.optimizer == "sgd":
+    normalized = row_edit and cfg.rows.step == "normalized"
+    if cfg.optimizer == "sgd" or normalized:
         opt = torch.optim.SGD(opt_params, lr=lr, weight_decay=decay)
     else:
         opt = torch.optim.AdamW(
@@ -697,6 +698,11 @@ def apply_update(
                 for m, p in zip(masters, params, strict=True):
                     m.grad = None if p.grad is None else p.grad.float()
                     p.grad = None
+            if normalized:  # rows.step: normalized: a step of length lr along the rows' gradient
+                grads = [p.grad for p in opt_params if p.grad is not None]
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                for g in grads:
+                    g.div_(norm.clamp_min(1e-12))
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(opt_params, cfg.max_grad_norm)
             if masks is not None and cfg.weight_decay:  # decoupled decay of the salient weights only
