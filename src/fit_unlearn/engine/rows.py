@@ -152,9 +152,8 @@ class RowsSection(Section):
     in all (L2) along the direction that raises the request's loss fastest, and coordinates the loss does not read
     stay put.  Off: on the first 20 requests of real PCH 60 (order 2), at 0.2 with ``loop.max_steps: 60`` and the plain
     mean as the stop's measure, it kept the retain score where FIT's defaults lose it (R.U. 0.969 against 0.914) but
-    forgot the QA answers past the retain-only model's level and the text less (strict F.D. 0.612 against 0.820); on
-    synthetic 60 it forgot less (0.585 against 0.977 at t = 20), at 1.7-2x the time (benchmarks/README.md,
-    "Session 31")."""
+    forgot the QA answers past the retain-only model's level and the text less (strict F.D. 0.612 against 0.820) at 2.0x
+    the time; on synthetic 60 it forgot less (0.585 against 0.977 at t = 20) (benchmarks/README.md, "Session 31")."""
     lr: float = Field(default=2e-2, gt=0)
     """Learning rate of row edits (open and closed loop; ``loop.lr`` is for weight updates).  On the default model,
     2e-2 with ``loop.check_every: 2`` (as ``examples/rows.yaml`` and the bench's ``-rows``) kept the retain score of
