@@ -41,14 +41,10 @@ def level(model, tok, holdout, include_qa, cfg, q, common=None, cap_quantile=Non
     text = [replace(d, qa=()) for d in holdout]
     qa = [replace(d, text="") for d in holdout if d.qa]
     for part, docs in (("text", text), ("qa", qa)):
-        # the whole level's cap (a quantile of every holdout token) measures each part, as the request's parts are
-        lv = _nonmember_level(model, tok, docs, True, cfg, q, common, None)
-        if cap is not None:
-            losses = [
-                examples_loss(model, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1], cap=cap) for d in docs
-            ]
-            lv = {"target": float(np.quantile(losses, q)), "losses": losses}
-        _levels[part] = lv["target"]
+        # the whole level's cap (a quantile of every holdout token; None: the plain mean) measures each part, as the
+        # request's parts are measured
+        losses = [examples_loss(model, tok, forget_examples(tok, d.text, d.qa, cfg, common)[1], cap=cap) for d in docs]
+        _levels[part] = float(np.quantile(losses, q))
     whole["part_targets"] = dict(_levels)
     return whole
 

@@ -669,8 +669,8 @@ def test_a_normalized_row_step_moves_the_rows_by_the_learning_rate_along_their_g
         emb = model.get_input_embeddings().weight
         emb.requires_grad_(True)
         out = model(input_ids=b["input_ids"], labels=b["labels"])
-        (-out.loss).backward()  # ascent: the direction a step takes is the gradient of the loss itself
-        grad = -emb.grad[own].clone()
+        out.loss.backward()  # ascent steps along the gradient of the loss itself
+        grad = emb.grad[own].clone()
         emb.grad = None
         emb.requires_grad_(False)
         rec = apply_update(model, ref, tok, plan, tiny_data.retain, cfg, seed=5, rows=own)

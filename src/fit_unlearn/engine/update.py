@@ -700,9 +700,9 @@ def apply_update(
                     p.grad = None
             if normalized:  # rows.step: normalized: a step of length lr along the rows' gradient
                 grads = [p.grad for p in opt_params if p.grad is not None]
-                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                norm = torch.nn.utils.get_total_norm(grads).clamp_min(1e-12)
                 for g in grads:
-                    g.div_(norm.clamp_min(1e-12))
+                    g.div_(norm)
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(opt_params, cfg.max_grad_norm)
             if masks is not None and cfg.weight_decay:  # decoupled decay of the salient weights only
