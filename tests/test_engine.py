@@ -747,6 +747,13 @@ def test_a_strategy_s_defaults_apply_only_where_the_configuration_is_silent():
     assert fit.loop.cap_quantile == 0.7 and build_config({}).loop.cap_quantile is None
     assert (fit.loop.check_ahead, fit.loop.stall_steps) == (0.5, None)
     assert (build_config({}).loop.check_ahead, build_config({}).loop.stall_steps) == (None, None)
+    assert (fit.loop.neighbours, build_config({}).loop.neighbours) == (3, None)
+    # the neighbours belong to the holdout target: asking for the base model's loss drops them, unless given too
+    for base in ({"target": "base"}, LoopConfig(target="base")):
+        assert build_config({"strategy": {"name": "fit"}, "loop": base}).loop.neighbours is None
+    with pytest.raises(ConfigError, match="loop.neighbours picks holdout documents"):
+        build_config({"strategy": {"name": "fit"}, "loop": {"target": "base", "neighbours": 3}})
+    assert build_config({"strategy": {"name": "fit"}, "loop": {"target": "both"}}).loop.neighbours == 3
     nostop = build_config({"strategy": {"name": "fit"}, "loop": {"stop": False}})
     assert not {"cap_quantile", "check_ahead", "stall_steps"} & set(nostop.canonical()["loop"])  # the stop's only
     assert build_config({"strategy": {"name": "fit"}, "loop": {"cap_quantile": None}}).loop.cap_quantile is None

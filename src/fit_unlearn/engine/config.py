@@ -201,7 +201,18 @@ class RunConfig(Section):
             defaults = get_strategy(name).config_defaults
         except (ConfigError, TypeError):  # an unknown strategy: StrategyConfig's validation reports it
             return data
-        return _defaults_under(data, defaults) if defaults else data
+        if not defaults:
+            return data
+        out = _defaults_under(data, defaults)
+        given = data.get("loop")
+        given = given.model_dump(exclude_unset=True) if isinstance(given, Section) else given
+        loop = out.get("loop")
+        base = isinstance(given, dict) and given.get("target") == "base" and "neighbours" not in given
+        if base and isinstance(loop, dict) and "neighbours" in loop:
+            # FIT's per-request holdout neighbours belong to its holdout target: a configuration that asks for the
+            # base model's own loss instead does not inherit them (given explicitly, the conflict is an error)
+            out["loop"] = {k: v for k, v in loop.items() if k != "neighbours"}
+        return out
 
     @model_validator(mode="after")
     def _attacks_can_run(self):

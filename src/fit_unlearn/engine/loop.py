@@ -105,13 +105,10 @@ class LoopConfig(Section):
     texts), instead of one quantile over the whole holdout.  Documents of different kinds are unseen at different
     losses (theta_0's median on synthetic holdout code 1.84, personal records 3.82; the one target 2.69 left code
     over-forgotten and personal records under-forgotten, benchmarks/README.md, "Session 27").  The receipt names the
-    neighbours.  ``null``: one target for every request.  Off: with 3 (stream order 0) each kind's mean per-document
-    score landed near the retain-only model's, but strict F.D. fell on synthetic 60 (0.258 / 0.687 / 0.687 against
-    0.993 / 0.999 / 0.855 at t = 20 / 40 / 60; R.U. 0.989 / 0.999 / 0.960 against 0.989 / 0.985 / 0.947) and rose
-    on real PCH 60 (0.974 / 0.957 / 0.950 against 0.962 / 0.946 / 0.885; R.U. 0.944 / 0.958 / 0.976 against 0.952 /
-    0.966 / 0.985); on synthetic 120 strict F.D. moved by -0.08 to +0.06 and R.U. fell by 0.01-0.03 from t = 60.  Under
-    session 28's defaults (session 29): real PCH 60 orders 1 and 2 meet both targets at 4 of 6 checkpoints (FIT's
-    defaults: none), synthetic 60 order 0 at none (FIT's defaults: 1 of 3) (docs/engine.md)."""
+    neighbours.  ``null``: one target for every request.  FIT's default is 3 (session 32): over three stream orders
+    of real PCH 60 it meets strict F.D. >= 0.90 with R.U. >= 0.95 at 6 of 9 checkpoints (one target: 2), on synthetic
+    60 at 5 of 9 (one target: 5) (benchmarks/README.md, "Session 32").  Dropped from FIT's defaults when a
+    configuration sets ``target: base``."""
     cap_quantile: float | None = Field(default=None, gt=0, le=1)
     """Cap each token's loss, in the stop's measure, at this quantile of theta_0's per-token losses on the holdout
     (a winsorised mean; the target is measured the same way).  ``null``: the plain mean, which a few tokens driven to

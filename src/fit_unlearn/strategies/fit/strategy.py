@@ -34,7 +34,9 @@ class FitStrategy(SequentialStrategy):
     #: are spaced by the loss's progress (session 23); a document already deleted no longer holds the rare words it
     #: shares with a later request (``rows.reuse_forgotten``, session 25: three stream orders on two data sets); a
     #: question read only in words other documents share gets its rarest word edited too (``rows.cover_prompts``,
-    #: session 28: three stream orders of synthetic 60 and real PCH 60, order 0 of synthetic 120).  The
+    #: session 28: three stream orders of synthetic 60 and real PCH 60, order 0 of synthetic 120); each request
+    #: stops at the level of the 3 holdout documents most like it (``loop.neighbours``, session 32: three stream
+    #: orders of real PCH 60 and synthetic 60, synthetic 120, the book passages).  The
     #: paper's recipe (every weight of T's layers, 3 epochs at 3e-5, no loop, character chunks) is
     #: ``examples/fit-paper.yaml``; measured against it in benchmarks/README.md, "Session 21" and "Session 22"
     config_defaults = {
@@ -44,7 +46,7 @@ class FitStrategy(SequentialStrategy):
             "template_max_df": 0.2,
             "rows": {"reuse_forgotten": True, "cover_prompts": True},
         },
-        "loop": {"enabled": True, "check_every": 2, "cap_quantile": 0.7, "check_ahead": 0.5},
+        "loop": {"enabled": True, "check_every": 2, "cap_quantile": 0.7, "check_ahead": 0.5, "neighbours": 3},
     }
 
     def __init__(
