@@ -1,7 +1,8 @@
 """Where the closed loop's stop lands, per kind of document: for each ``domain`` of the forget set (PCH: personal,
 harmful, code, paper), theta_0's losses on the holdout documents of that kind, and for the requests of a run
 forgotten by an evaluation: how many spent the step budget, their stop targets and losses after, and their
-per-document forget score against the retain-only model's (the evaluation's ``per_document``); then the three
+per-document forget score against the retain-only model's (the evaluation's ``per_document``) and the mean absolute
+gap between the two, document by document (each kind's and over every document); then the three
 components of the forget score F = 100 cbrt(p r a) (answer probability, ROUGE-L of the generated answer, token
 accuracy on the document), each kind's share of the set's mean, against the retain-only model's.  Strict F.D. reads
 F of the set alone, so an answer probability below the retain-only model's can hide a ROUGE-L and a token accuracy
@@ -53,17 +54,28 @@ def by_kind(run: Path, prepared: Path, t: int) -> str:
         f"Run `{run}`, t = {t} (one global target {level['target']:.2f} unless `loop.neighbours`)",
         "",
         "| kind | holdout docs | theta_0's median holdout loss | requests | spent the budget | mean target | mean loss"
-        " after | mean per-document score | retain-only model's |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " after | mean per-document score | retain-only model's | mean abs. gap per document |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     mean = statistics.mean
+
+    def gap(score: list[float], gold: list[float]) -> float:
+        # how far each document is from the level of a model that never saw it, either way (F's set mean lets an
+        # over-forgotten kind hide an under-forgotten one)
+        return mean(abs(a - b) for a, b in zip(score, gold, strict=True))
+
     for kind, r in sorted(rows.items(), key=lambda kv: str(kv[0])):
         h = held.get(kind, [])
         out.append(
             f"| {kind} | {len(h)} | {statistics.median(h) if h else float('nan'):.2f} | {len(r['score'])} | "
             f"{sum(r['budget'])} | {mean(r['target']):.2f} | {mean(r['after']):.2f} | {mean(r['score']):.2f} | "
-            f"{mean(r['gold']):.2f} |"
+            f"{mean(r['gold']):.2f} | {gap(r['score'], r['gold']):.2f} |"
         )
+    every = [doc["score"] for doc in ev["per_document"]], [doc["retain_only"] for doc in ev["per_document"]]
+    out.append(
+        f"| every document | | | {len(every[0])} | | | | {mean(every[0]):.2f} | {mean(every[1]):.2f} | "
+        f"{gap(*every):.2f} |"
+    )
     ids = [doc["id"] for doc in ev["per_document"]]
     gold = {g["id"]: g for g in Reference.load(prepared).items("retain_only", "forget", ids)}
     mine = {x["id"]: x for x in ev["items"]["forget"]}
