@@ -107,7 +107,8 @@ class LoopConfig(Section):
     over-forgotten and personal records under-forgotten, benchmarks/README.md, "Session 27").  The receipt names the
     neighbours.  ``null``: one target for every request.  FIT's default is 3 (session 32): over three stream orders
     of real PCH 60 it meets strict F.D. >= 0.90 with R.U. >= 0.95 at 6 of 9 checkpoints (one target: 2), on synthetic
-    60 at 5 of 9 (one target: 5) (benchmarks/README.md, "Session 32").  Dropped from FIT's defaults when a
+    60 at 5 of 9 (one target: 5), on synthetic 120 at 1 of 6 (one target: 2; utility lower at every checkpoint)
+    (benchmarks/README.md, "Session 32").  Dropped from FIT's defaults when a
     configuration sets ``target: base``."""
     cap_quantile: float | None = Field(default=None, gt=0, le=1)
     """Cap each token's loss, in the stop's measure, at this quantile of theta_0's per-token losses on the holdout
